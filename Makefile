@@ -1,0 +1,57 @@
+# ftpalg: `make demo` shows it working, `make test` proves it.
+SHELL   := /bin/bash
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+GO      ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# Debian packages the tests and the demo drive for real.
+DEB_PKGS := vsftpd lftp curl iptables ipset conntrack iproute2 procps ca-certificates
+# command -> package, to install only what is missing
+DEB_CMDS := vsftpd:vsftpd lftp:lftp curl:curl iptables:iptables ipset:ipset conntrack:conntrack ip:iproute2 ss:iproute2 sysctl:procps
+
+.PHONY: all build test unit e2e demo bench deps vet fuzz clean
+
+all: build
+
+build: bin/ftpalg
+
+bin/ftpalg: $(shell find . -name '*.go' -not -path './.git/*') go.mod go.sum
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $@ ./cmd/ftpalg
+
+# Install the distribution packages the tests need, only when missing.
+deps:
+	@missing=""; for pair in $(DEB_CMDS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing packages:$$missing (run as root to install)"; exit 1; fi; \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@command -v $(GO) >/dev/null || { echo "Go toolchain not found (expected /usr/local/go/bin/go)"; exit 1; }
+	@$(GO) mod download
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+
+# Unit tests (alg, config, proxy; natrules' root tests run when root).
+unit:
+	$(GO) test -count=1 ./alg/... ./cmd/... ./proxy/... ./natrules/...
+
+# End-to-end tests in network namespaces (root).
+e2e: build
+	$(GO) test -count=1 -p 1 -timeout 20m -v ./tests/...
+
+test: deps build vet unit e2e
+
+demo: deps build
+	$(GO) run ./tests/demo
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchmem ./alg/...
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./natrules/...
+
+fuzz:
+	for f in $$($(GO) test -list 'Fuzz.*' ./alg/... | grep ^Fuzz); do $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 30s ./alg/...; done
+
+clean:
+	rm -rf bin

@@ -1,0 +1,232 @@
+// Package alg is the FTP control-channel engine: framing, parsing, session
+// state, policy and rewriting. It knows no sockets and no firewall: the proxy
+// feeds it bytes and carries out the actions it returns.
+package alg
+
+import (
+	"errors"
+	"net/netip"
+)
+
+// Side says which peer sent the bytes.
+type Side uint8
+
+const (
+	FromClient Side = iota
+	FromServer
+)
+
+func (s Side) String() string {
+	if s == FromClient {
+		return "client"
+	}
+	return "server"
+}
+
+// Mode selects how data endpoints are translated. The modes differ only in
+// the hole/rewrite table (see Session), never in parsing or policy.
+type Mode uint8
+
+const (
+	// ModeForward: LAN clients reach outside servers through a NAT gateway.
+	// Passive endpoints stay the server's; active endpoints become the
+	// gateway's outer address and a pool port, DNATed back to the client.
+	ModeForward Mode = iota
+	// ModeReverse: the gateway publishes an inside server. Passive endpoints
+	// become the public address and a pool port, DNATed to the server and
+	// SNATed to the gateway's inner address; active endpoints become the
+	// inner address and a pool port, DNATed to the client.
+	ModeReverse
+	// ModeSidecar: like ModeReverse, inside the server's own network
+	// namespace (Kubernetes pod).
+	ModeSidecar
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeForward:
+		return "forward"
+	case ModeReverse:
+		return "reverse"
+	case ModeSidecar:
+		return "sidecar"
+	}
+	return "unknown"
+}
+
+// TLSPolicy says what happens to AUTH TLS/SSL.
+type TLSPolicy uint8
+
+const (
+	// TLSDeny answers AUTH locally with a 5xx so the client may fall back
+	// to plain FTP (default).
+	TLSDeny TLSPolicy = iota
+	// TLSPassthrough forwards AUTH; after the server's 234 the engine stops
+	// parsing, forwards bytes untouched and opens nothing.
+	TLSPassthrough
+)
+
+// Peers are the addresses of the two legs of one control connection, as the
+// gateway sees them. All addresses must be unmapped (netip.Addr.Unmap).
+type Peers struct {
+	// Client is the client's address on the client leg.
+	Client netip.AddrPort
+	// ClientFacing is the gateway address the client's control connection
+	// reached. In forward mode (transparent) this equals Server.
+	ClientFacing netip.AddrPort
+	// ServerFacing is the local address of the gateway's upstream control
+	// connection: the control peer the server sees.
+	ServerFacing netip.AddrPort
+	// Server is the server's address on the server leg.
+	Server netip.AddrPort
+	// Public, if valid, is the address written into rewritten endpoints
+	// instead of the facing address: toward the server in forward mode
+	// (gateway behind a further NAT), toward the client in reverse and
+	// sidecar modes (load balancer or node address).
+	Public netip.Addr
+}
+
+// Policy is the per-daemon configuration of the engine. The zero value is
+// not useful; start from DefaultPolicy.
+type Policy struct {
+	Mode Mode
+	// MaxLine caps one line, CRLF included. Longer ends the session.
+	MaxLine int
+	// MaxReply caps one whole (multi-line) reply. Larger ends the session.
+	MaxReply int
+	// FixupPassive rewrites a private, loopback or unspecified address in a
+	// 227 to the server's control address instead of refusing it.
+	FixupPassive bool
+	TLS          TLSPolicy
+	// DeniedCommands are answered 502 locally. Each entry is one or more
+	// words matched case-insensitively against the start of the command,
+	// word by word ("SITE EXEC" matches "site exec foo" but not "SITE EXECX").
+	DeniedCommands []string
+	// IsLocal reports whether an address belongs to the gateway itself.
+	// Endpoints on such addresses are never produced. Nil means none.
+	IsLocal func(netip.Addr) bool
+	// AllowLoopbackServer permits a loopback Server (sidecar mode, where the
+	// server shares the proxy's network namespace).
+	AllowLoopbackServer bool
+}
+
+// DefaultPolicy returns the safe defaults.
+func DefaultPolicy() Policy {
+	return Policy{Mode: ModeForward, MaxLine: 512, MaxReply: 64 << 10, FixupPassive: true, TLS: TLSDeny}
+}
+
+// ErrPoolExhausted is returned by an Allocator with no free port.
+var ErrPoolExhausted = errors.New("data port pool exhausted")
+
+// Allocator lends gateway ports for translated data endpoints. The engine
+// calls Release exactly once for every port it was given, when the hole that
+// holds it is revoked (see Action.Revoke and Session.Close) or fails.
+type Allocator interface {
+	Allocate() (uint16, error)
+	Release(port uint16)
+}
+
+// Kind names the negotiation that produced a hole.
+type Kind uint8
+
+const (
+	KindPORT Kind = iota
+	KindEPRT
+	Kind227
+	Kind229
+)
+
+func (k Kind) String() string {
+	return [...]string{"PORT", "EPRT", "227", "229"}[k]
+}
+
+// Hole is one expected data connection, in abstract terms: a TCP SYN from
+// From (any source port) to To, as it arrives at the gateway, optionally
+// translated. The firewall layer turns it into rules.
+type Hole struct {
+	ID   uint64 // unique within the session, increasing
+	Kind Kind
+	From netip.Addr     // who connects
+	To   netip.AddrPort // destination as the SYN arrives at the gateway
+	DNAT netip.AddrPort // if valid, the destination is rewritten to this
+	SNAT netip.Addr     // if valid, the source is rewritten to this
+	// PoolPort is the allocated port this hole holds (0 if none); the engine
+	// releases it when the hole is revoked.
+	PoolPort uint16
+}
+
+// Verdict is what to do with one input line.
+type Verdict uint8
+
+const (
+	// Forward: send Action.Output (the line, unchanged apart from stripped
+	// Telnet option negotiation) to the other side.
+	Forward Verdict = iota
+	// Rewrite: send Action.Output, a rewritten or substituted line, to the
+	// other side instead of the input line.
+	Rewrite
+	// Answer: send nothing to the other side; send Action.Output back to the
+	// sender (only ever to the client).
+	Answer
+	// End: end the session. Action.Reason says why; Action.Output, if not
+	// empty, is sent to the client first.
+	End
+)
+
+func (v Verdict) String() string {
+	return [...]string{"forward", "rewrite", "answer", "end"}[v]
+}
+
+// Refusal labels why input was refused, for logs and metrics.
+type Refusal string
+
+const (
+	RefusedNone       Refusal = ""
+	RefusedBounce     Refusal = "bounce"
+	RefusedPrivileged Refusal = "privileged_port"
+	RefusedMalformed  Refusal = "malformed"
+	RefusedState      Refusal = "state"
+	RefusedDenied     Refusal = "denied_command"
+	RefusedTooLong    Refusal = "line_too_long"
+	RefusedTLS        Refusal = "tls"
+	RefusedAddress    Refusal = "address" // 227/229 naming a forbidden host
+	RefusedPool       Refusal = "pool_exhausted"
+)
+
+// Action is the engine's decision for one input line (or, after TLS
+// passthrough, one raw chunk). Slices are only valid during the emit call.
+type Action struct {
+	From    Side
+	Verdict Verdict
+	Output  []byte
+	Reason  string
+	Refusal Refusal
+	// Open, if not nil, must be in place before Output is sent. If opening
+	// fails the caller must not send Output; it calls Session.OpenFailed and
+	// sends the line that returns to the client instead (fail closed).
+	Open *Hole
+	// Revoke lists holes that are superseded and must be removed.
+	Revoke []Hole
+}
+
+// The Session type (session.go) is the engine for one FTP session:
+//
+//	func NewSession(p Policy, peers Peers, alloc Allocator) (*Session, error)
+//	    validates p and peers (e.g. a loopback server without AllowLoopbackServer)
+//	func (s *Session) Feed(from Side, data []byte, emit func(Action) error) error
+//	    frames data (any split) into lines and calls emit once per complete
+//	    line, in order; partial lines are buffered. It returns emit's first
+//	    error, or ErrEnded after an End action was emitted.
+//	func (s *Session) OpenFailed(h Hole) []byte
+//	    forgets h, releases its pool port, returns the 4xx line for the
+//	    client; may be called from inside emit.
+//	func (s *Session) Close() []Hole
+//	    returns every hole still outstanding and releases their ports.
+//	func (s *Session) Transferring() bool  // a 1xx was seen for a transfer and no final reply yet
+//	func (s *Session) Opaque() bool        // TLS passthrough engaged
+//	func (s *Session) LoggedIn() bool
+//
+// A Session is not safe for concurrent use; the proxy serialises calls.
+
+// ErrEnded is returned by Feed once the session has been ended.
+var ErrEnded = errors.New("ftp session ended")

@@ -1,0 +1,178 @@
+package alg
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+
+	"github.com/ftpalg/ftpalg/alg/parse"
+)
+
+// clientLine decides what happens to one complete line from the client.
+func (s *Session) clientLine(raw, text []byte, flags uint8) Action {
+	// A line we could frame differently from the server (bare CR or LF) or
+	// that a Telnet-aware server could edit is never forwarded. Framing on
+	// LF keeps us in step with servers that accept a bare LF, and since
+	// nothing of the line is relayed, neither reading reaches the server.
+	if flags&badEOL != 0 {
+		return answer(msgBadEOL, RefusedMalformed, "client line not ending in CRLF")
+	}
+	if flags&badTelnet != 0 {
+		return answer(msgBadTelnet, RefusedMalformed, "client line with a misplaced Telnet command")
+	}
+	if _, _, ok := parse.Reply(text); ok {
+		// A reply coming from the client (a 227 to open a hole the
+		// other way round) is an attack, not a mistake.
+		return s.end(RefusedState, "client sent a reply line")
+	}
+	v, arg, ok := parse.Command(text)
+	if !ok {
+		return answer(msgUnrecognized, RefusedMalformed, "client sent an unparsable command")
+	}
+	if len(s.denied) > 0 && denied(s.denied, text) {
+		return answer(msgDenied, RefusedDenied, "denied command")
+	}
+	switch kind := classify(v); kind {
+	case vPORT, vEPRT:
+		return s.active(kind, raw, arg)
+	case vPASV, vEPSV:
+		return s.passive(kind, raw, arg)
+	case vLPRT:
+		return answer(msgNotImplemented, RefusedDenied, "LPRT/LPSV are not translated")
+	case vAUTH:
+		return s.auth(raw, arg)
+	case vUSER:
+		return s.forward(raw, entry{kind: cmdUSER})
+	case vREIN:
+		return s.forward(raw, entry{kind: cmdREIN})
+	case vTransfer:
+		return s.forward(raw, entry{kind: cmdTransfer})
+	}
+	return s.forward(raw, entry{kind: cmdOther})
+}
+
+// forward relays the client's line unchanged and remembers it is waiting for
+// a reply.
+func (s *Session) forward(raw []byte, e entry) Action {
+	if s.pending.full() {
+		return s.end(RefusedState, "too many commands awaiting a reply")
+	}
+	s.pending.push(e)
+	return Action{Verdict: Forward, Output: raw}
+}
+
+// auth applies the TLS policy. Only TLS/SSL may pass (and only under
+// passthrough): other mechanisms (GSSAPI...) would wrap the commands in a
+// way the engine can neither read nor hand over to an opaque relay.
+func (s *Session) auth(raw, arg []byte) Action {
+	if s.pol.TLS != TLSPassthrough {
+		return answer(msgNoTLS, RefusedTLS, "AUTH denied by TLS policy")
+	}
+	switch {
+	case bytes.EqualFold(arg, []byte("TLS")), bytes.EqualFold(arg, []byte("SSL")),
+		bytes.EqualFold(arg, []byte("TLS-C")), bytes.EqualFold(arg, []byte("TLS-P")):
+		return s.forward(raw, entry{kind: cmdAUTH})
+	}
+	return answer(msgNoTLS, RefusedTLS, "AUTH mechanism other than TLS/SSL")
+}
+
+// gate applies the checks common to every data negotiation command.
+func (s *Session) gate(kind verb) (Action, bool) {
+	if !s.loggedIn {
+		return answer(msgNeedLogin, RefusedState, "data command before login"), false
+	}
+	if s.epsvAll && kind != vEPSV {
+		return answer(msgEPSVAll, RefusedState, "PORT/EPRT/PASV after EPSV ALL"), false
+	}
+	return Action{}, true
+}
+
+// passive handles PASV and EPSV: forwarded, the reply does the work.
+func (s *Session) passive(kind verb, raw, arg []byte) Action {
+	if a, ok := s.gate(kind); !ok {
+		return a
+	}
+	e := entry{kind: cmdPASV}
+	if kind == vEPSV {
+		e.kind = cmdEPSV
+		switch {
+		case bytes.EqualFold(arg, []byte("ALL")):
+			// RFC 2428: from now on the client uses EPSV only.
+			// Recorded as sent; a refusal by the server changes
+			// nothing since the client promised anyway.
+			s.epsvAll = true
+			e.kind = cmdOther
+		case len(arg) == 0, string(arg) == "1", string(arg) == "2":
+		default:
+			return answer(msgBadArgs, RefusedMalformed, "EPSV with an unknown argument")
+		}
+	} else if len(arg) != 0 {
+		return answer(msgBadArgs, RefusedMalformed, "PASV with an argument")
+	}
+	if s.pending.full() {
+		return s.end(RefusedState, "too many commands awaiting a reply")
+	}
+	a := Action{Verdict: Forward, Output: raw}
+	if e.kind != cmdOther {
+		a.Revoke = s.revokeAll()
+	}
+	s.pending.push(e)
+	return a
+}
+
+// active handles PORT and EPRT: checked against the client's control
+// address, then rewritten to a gateway address and pool port.
+func (s *Session) active(kind verb, raw, arg []byte) Action {
+	if a, ok := s.gate(kind); !ok {
+		return a
+	}
+	// Whatever comes of it, the client has moved on from its previous
+	// data endpoint.
+	revoked := s.revokeAll()
+	a := s.activeChecked(kind, arg)
+	a.Revoke = revoked
+	return a
+}
+
+func (s *Session) activeChecked(kind verb, arg []byte) Action {
+	var ap netip.AddrPort
+	var err error
+	hk := KindPORT
+	if kind == vPORT {
+		ap, err = parse.PORT(arg)
+	} else {
+		hk = KindEPRT
+		ap, err = parse.EPRT(arg)
+	}
+	switch {
+	case errors.Is(err, parse.ErrProtocol):
+		return answer(msgBadProto, RefusedMalformed, err.Error())
+	case err != nil:
+		return answer(msgBadArgs, RefusedMalformed, err.Error())
+	case ap.Addr() != s.client:
+		return answer(msgBounce, RefusedBounce, "data address "+ap.Addr().String()+" is not the client's")
+	case ap.Port() < 1024:
+		return answer(msgPrivileged, RefusedPrivileged, "privileged data port")
+	}
+	h := s.activeHole(hk, ap, 1024) // checked with a placeholder pool port
+	if !s.holeOK(&h) {
+		return answer(msgForbiddenAddr, RefusedAddress, "data endpoint on a forbidden address")
+	}
+	if s.pending.full() {
+		return s.end(RefusedState, "too many commands awaiting a reply")
+	}
+	p, err := s.allocate()
+	if err != nil {
+		return answer(msgNoPort, RefusedPool, err.Error())
+	}
+	open := s.addHole(s.activeHole(hk, ap, p))
+	s.pending.push(entry{kind: cmdPORT, hole: open.ID})
+	adv := s.activeAdvert(p)
+	if hk == KindPORT && adv.Addr().Is4() {
+		s.out = parse.AppendPORT(s.out[:0], adv)
+	} else {
+		// An EPRT, or a PORT that cannot carry an IPv6 address.
+		s.out = parse.AppendEPRT(s.out[:0], adv)
+	}
+	return Action{Verdict: Rewrite, Output: s.out, Open: open}
+}

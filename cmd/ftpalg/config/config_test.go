@@ -1,0 +1,130 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(nil)
+	if err != nil {
+		t.Fatalf("defaults must be valid: %v", err)
+	}
+	if c.Mode != "forward" || c.Listen != ":2121" || !c.Capture || c.DataPorts != "50000-50999" ||
+		c.PinholeTTL != 30*time.Second || c.AdminListen != ":9180" || c.AuthTLS != "deny" {
+		t.Fatalf("unexpected defaults: %+v", c)
+	}
+}
+
+func TestValid(t *testing.T) {
+	allowUnreleasedModes = true
+	defer func() { allowUnreleasedModes = false }()
+	c, err := Load([]string{"FTPALG_MODE=reverse", "FTPALG_UPSTREAM=198.51.100.20:21", "FTPALG_CAPTURE_IFACES=eth0,eth1",
+		"FTPALG_DENY_COMMANDS=SITE EXEC,SITE CHMOD", "FTPALG_PUBLIC_ADDR=203.0.113.5", "FTPALG_LOG_LEVEL=debug", "PATH=/bin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.CaptureIfaces) != 2 || len(c.DenyCommands) != 2 || c.DenyCommands[1] != "SITE CHMOD" {
+		t.Fatalf("lists: %+v", c)
+	}
+}
+
+// Every problem is reported at once, each naming variable, value and expectation.
+func TestAllProblemsAtOnce(t *testing.T) {
+	env := []string{
+		"FTPALG_MODE=sideways",
+		"FTPALG_LISTEN=nowhere",
+		"FTPALG_PINHOLE_TTL=abc",
+		"FTPALG_CAPTURE=maybe",
+		"FTPALG_DATA_PORTS=900-100",
+		"FTPALG_MAX_SESSIONS=-3",
+		"FTPALG_LOG_FORMAT=xml",
+		"FTPALG_PUBLIC_ADDR=example.com",
+		"FTPALG_LISTN=:21",
+	}
+	_, err := Load(env)
+	if err == nil {
+		t.Fatal("want error")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`FTPALG_MODE="sideways": expected forward, reverse or sidecar`,
+		`FTPALG_LISTEN="nowhere": expected [address]:port`,
+		`FTPALG_PINHOLE_TTL="abc": expected a duration`,
+		`FTPALG_CAPTURE="maybe": expected true or false`,
+		`FTPALG_DATA_PORTS="900-100": expected lo-hi`,
+		`FTPALG_MAX_SESSIONS="-3": expected an integer between`,
+		`FTPALG_LOG_FORMAT="xml": expected text or json`,
+		`FTPALG_PUBLIC_ADDR="example.com": expected a unicast IP`,
+		`FTPALG_LISTN=":21": unknown variable`,
+		"(9 problems)",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message lacks %q:\n%s", want, msg)
+		}
+	}
+}
+
+func TestUnreleasedModesRefused(t *testing.T) {
+	_, err := Load([]string{"FTPALG_MODE=reverse", "FTPALG_UPSTREAM=198.51.100.20:21"})
+	if err == nil || !strings.Contains(err.Error(), "not released yet") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestReverseNeedsUpstream(t *testing.T) {
+	allowUnreleasedModes = true
+	defer func() { allowUnreleasedModes = false }()
+	_, err := Load([]string{"FTPALG_MODE=reverse"})
+	if err == nil || !strings.Contains(err.Error(), "FTPALG_UPSTREAM") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestHelpListsEveryVariable(t *testing.T) {
+	var b strings.Builder
+	WriteHelp(&b)
+	for _, f := range Fields() {
+		if !strings.Contains(b.String(), f.Name) {
+			t.Errorf("help lacks %s", f.Name)
+		}
+		if f.Help == "" {
+			t.Errorf("%s has no help text", f.Name)
+		}
+	}
+}
+
+func TestPortRange(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		lo, hi uint16
+		ok     bool
+	}{
+		{"50000-50999", 50000, 50999, true},
+		{"50000", 50000, 50000, true},
+		{"1023-2000", 0, 0, false},
+		{"2000-1999", 0, 0, false},
+		{"a-b", 0, 0, false},
+		{"50000-70000", 0, 0, false},
+	} {
+		lo, hi, err := ParsePortRange(tc.in)
+		if (err == nil) != tc.ok || lo != tc.lo || hi != tc.hi {
+			t.Errorf("%q: got %d-%d %v", tc.in, lo, hi, err)
+		}
+	}
+}
+
+// The README's table must name every variable, so docs cannot drift.
+func TestReadmeListsEveryVariable(t *testing.T) {
+	readme, err := os.ReadFile("../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range Fields() {
+		if !strings.Contains(string(readme), "`"+f.Name+"`") {
+			t.Errorf("README.md does not document %s", f.Name)
+		}
+	}
+}

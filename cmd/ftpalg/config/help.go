@@ -1,0 +1,48 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+)
+
+// ParseLevel maps a LOG_LEVEL value to a slog level.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	switch strings.ToLower(s) {
+	case "debug", "info", "warn", "error":
+		return l, l.UnmarshalText([]byte(s))
+	}
+	return l, fmt.Errorf("unknown log level %q", s)
+}
+
+// WriteHelp prints every variable with its default and meaning.
+func WriteHelp(w io.Writer) {
+	fmt.Fprint(w, `ftpalg: FTP-aware NAT/firewall proxy (application-level gateway).
+
+Usage: ftpalg            (configured only through the environment)
+       ftpalg -h         this text
+       ftpalg -version   print the version
+
+The control channel (TCP/21) is relayed and checked; PORT/EPRT and 227/229
+are rewritten, and exact, short-lived iptables pinholes let each data
+connection cross the gateway inside the kernel.
+
+Environment:
+`)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, f := range Fields() {
+		def := f.Default
+		if def == "" {
+			def = "(empty)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", f.Name, def, f.Help)
+	}
+	tw.Flush()
+	fmt.Fprint(w, `
+Signals: SIGTERM/SIGINT stop accepting, let sessions finish within
+FTPALG_SHUTDOWN_GRACE, then remove every rule.
+`)
+}

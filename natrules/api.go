@@ -1,0 +1,45 @@
+// Package natrules installs the gateway's iptables structure and the
+// short-lived, exact pinholes that let FTP data connections cross it in the
+// kernel.
+package natrules
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Prefix starts every chain and set name this package owns, and Comment is on
+// every rule it installs, so that a sweep can find them after a crash.
+const (
+	Prefix  = "FTPALG-"
+	Comment = "ftpalg"
+)
+
+// Hole admits exactly one TCP connection: a SYN from From (any source port) to
+// To, as it arrives at the gateway, optionally translated.
+type Hole struct {
+	From netip.Addr     // connecting host
+	To   netip.AddrPort // destination before translation
+	DNAT netip.AddrPort // if valid: destination after translation
+	SNAT netip.Addr     // if valid: source after translation
+}
+
+// Config describes the static structure.
+type Config struct {
+	IPv4, IPv6 bool
+	// Capture installs REDIRECT of forwarded TCP/CapturePort (default 21) to
+	// ListenPort, on CaptureIfaces (all when empty).
+	Capture       bool
+	CapturePort   uint16
+	CaptureIfaces []string
+	// ListenPort is the proxy's control listener (accepted in INPUT).
+	ListenPort uint16
+	// TTL is the kernel-enforced lifetime of an unused hole.
+	TTL time.Duration
+	// MaxHoles caps live holes per family (ipset maxelem).
+	MaxHoles int
+	// ProxyMark, if non-zero, is the fwmark (SO_MARK) of the proxy's own
+	// upstream sockets; capture rules skip it so the proxy never captures
+	// itself.
+	ProxyMark uint32
+}

@@ -1,0 +1,182 @@
+package natrules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+)
+
+// FakeCall is one call recorded by Fake.
+type FakeCall struct {
+	Op    string // "Setup", "Teardown", "Open", "Revoke", "CloseSession"
+	Hole  Hole   // Open, Revoke
+	Holes []Hole // CloseSession
+	Err   error  // what the call returned
+}
+
+// ErrFakeOpen is what Fake.Open returns when told to fail with a nil error
+// via FailOpen(true).
+var ErrFakeOpen = errors.New("fake: open refused")
+
+// Fake has the Manager's methods and touches no kernel state: it records
+// calls and keeps the set of live holes, for root-less tests. The zero value
+// is ready to use.
+type Fake struct {
+	// OpenErr, if non-nil, makes every Open fail with it (wrapped like the
+	// real error). Set it before use, or use SetOpenError concurrently.
+	OpenErr error
+
+	mu    sync.Mutex
+	calls []FakeCall
+	live  map[holeKey]Hole
+	ready bool
+	stats Stats
+}
+
+// SetOpenError makes subsequent Open calls fail with err (nil: succeed).
+func (f *Fake) SetOpenError(err error) {
+	f.mu.Lock()
+	f.OpenErr = err
+	f.mu.Unlock()
+}
+
+// FailOpen is the switch: true makes Open fail with ErrFakeOpen.
+func (f *Fake) FailOpen(fail bool) {
+	if fail {
+		f.SetOpenError(ErrFakeOpen)
+	} else {
+		f.SetOpenError(nil)
+	}
+}
+
+func (f *Fake) record(c FakeCall) {
+	f.calls = append(f.calls, c)
+}
+
+func (f *Fake) Setup(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.live = map[holeKey]Hole{}
+	f.ready = true
+	f.record(FakeCall{Op: "Setup"})
+	return nil
+}
+
+func (f *Fake) Teardown(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.live = nil
+	f.ready = false
+	f.record(FakeCall{Op: "Teardown"})
+	return nil
+}
+
+func (f *Fake) Open(ctx context.Context, h Hole) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, err := normalize(h)
+	if err == nil {
+		err = f.OpenErr
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err == nil {
+		if old, ok := f.live[keyOf(n)]; ok && old != n {
+			err = fmt.Errorf("conflicts with live hole %s", old)
+		}
+	}
+	if err != nil {
+		err = fmt.Errorf("open pinhole %s: %w", h, err)
+		f.stats.Failed++
+	} else {
+		if f.live == nil {
+			f.live = map[holeKey]Hole{}
+		}
+		f.live[keyOf(n)] = n
+		f.stats.Opened++
+	}
+	f.record(FakeCall{Op: "Open", Hole: h, Err: err})
+	return err
+}
+
+func (f *Fake) Revoke(ctx context.Context, h Hole) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.revokeLocked(h)
+	f.record(FakeCall{Op: "Revoke", Hole: h})
+	return nil
+}
+
+func (f *Fake) revokeLocked(h Hole) {
+	n, err := normalize(h)
+	if err != nil {
+		return
+	}
+	if _, ok := f.live[keyOf(n)]; ok {
+		delete(f.live, keyOf(n))
+		f.stats.Revoked++
+	}
+}
+
+func (f *Fake) CloseSession(ctx context.Context, holes []Hole) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, h := range holes {
+		f.revokeLocked(h)
+	}
+	f.record(FakeCall{Op: "CloseSession", Holes: slices.Clone(holes)})
+	return nil
+}
+
+// Run blocks until ctx is done.
+func (f *Fake) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+
+func (f *Fake) Ready() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ready
+}
+
+func (f *Fake) Stats() Stats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.stats
+	s.Live = len(f.live)
+	return s
+}
+
+// Calls returns a copy of the recorded calls, in order.
+func (f *Fake) Calls() []FakeCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
+}
+
+// Live returns the holes currently open, in no particular order.
+func (f *Fake) Live() []Hole {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]Hole, 0, len(f.live))
+	for _, h := range f.live {
+		out = append(out, h)
+	}
+	return out
+}
+
+// IsOpen reports whether a hole with h's From and To is live.
+func (f *Fake) IsOpen(h Hole) bool {
+	n, err := normalize(h)
+	if err != nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.live[keyOf(n)]
+	return ok
+}

@@ -1,0 +1,1100 @@
+package natrules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coreos/go-iptables/iptables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults applied by New.
+const (
+	DefaultTTL         = 30 * time.Second
+	DefaultMaxHoles    = 65536
+	DefaultCapturePort = 21
+
+	canaryInterval = 1500 * time.Millisecond
+	gcInterval     = time.Second
+)
+
+// Stats are the manager's counters.
+type Stats struct {
+	Opened     uint64 // successful Open calls that installed or refreshed a hole
+	Revoked    uint64 // holes revoked (Revoke, CloseSession)
+	Failed     uint64 // Open calls that returned an error
+	Expired    uint64 // holes forgotten after their TTL without a Revoke
+	Reinstalls uint64 // drift repairs by the canary
+	GCRuns     uint64 // batched deletions of dead per-hole rules
+	GCRules    uint64 // per-hole rules deleted by GC
+	Conntrack  uint64 // conntrack entries deleted by CloseSession
+	Live       int    // holes open now (per the manager's bookkeeping)
+	DeadRules  int    // per-hole rules waiting for GC (inert)
+}
+
+type holeState struct {
+	h       Hole
+	rules   []Rule
+	entries []setEntry
+	expires time.Time
+}
+
+// Manager owns the gateway's iptables structure and its pinholes.
+type Manager struct {
+	cfg  Config
+	log  *slog.Logger
+	fams []Family
+	ns   nsRunner
+	nl   *netlink.Handle
+	ttl  uint32 // seconds
+
+	iptMu sync.Mutex // serialises every iptables exec of this manager
+	ipt   map[Family]*iptables.IPTables
+	// expected static lines (chain declarations ":NAME" and "-A ..." lines
+	// as iptables-save prints them), per family and table, captured after
+	// install.
+	expected map[Family]map[string][]string
+
+	mu     sync.Mutex
+	holes  map[holeKey]*holeState
+	dead   map[holeKey][]Rule // inert per-hole rules waiting for GC
+	fwdRef map[setEntry]int
+	live   map[Family]int
+
+	ready, setUp                           atomic.Bool
+	opened, revoked, failed, expired       atomic.Uint64
+	reinstalls, gcRuns, gcRules, conntrack atomic.Uint64
+
+	janMu     sync.Mutex
+	janCancel context.CancelFunc
+	janDone   chan struct{}
+	kick      chan struct{}
+}
+
+// New validates cfg, applies defaults and returns a manager. It makes no
+// change to the kernel.
+func New(cfg Config, log *slog.Logger) (*Manager, error) {
+	return newManager(cfg, log, netns.None())
+}
+
+// newManager is New for a given network namespace (tests, benchmarks).
+func newManager(cfg Config, log *slog.Logger, ns netns.NsHandle) (*Manager, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := validate(&cfg); err != nil {
+		return nil, fmt.Errorf("natrules config: %w", err)
+	}
+	m := &Manager{
+		cfg: cfg, log: log.With("component", "natrules"), ns: nsRunner{ns: ns},
+		ttl:    uint32((cfg.TTL + time.Second - 1) / time.Second),
+		ipt:    map[Family]*iptables.IPTables{},
+		holes:  map[holeKey]*holeState{},
+		dead:   map[holeKey][]Rule{},
+		fwdRef: map[setEntry]int{},
+		live:   map[Family]int{},
+		kick:   make(chan struct{}, 1),
+	}
+	if cfg.IPv4 {
+		m.fams = append(m.fams, IPv4)
+	}
+	if cfg.IPv6 {
+		m.fams = append(m.fams, IPv6)
+	}
+	var err error
+	if ns.IsOpen() {
+		m.nl, err = netlink.NewHandleAt(ns, unix.NETLINK_NETFILTER)
+	} else {
+		m.nl, err = netlink.NewHandle(unix.NETLINK_NETFILTER)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("natrules: netlink socket: %w", err)
+	}
+	return m, nil
+}
+
+func validate(c *Config) error {
+	var errs []error
+	if !c.IPv4 && !c.IPv6 {
+		errs = append(errs, errors.New("enable IPv4, IPv6 or both"))
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.TTL < time.Second || c.TTL > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("TTL %s out of range [1s, 24h]", c.TTL))
+	}
+	if c.MaxHoles == 0 {
+		c.MaxHoles = DefaultMaxHoles
+	}
+	if c.MaxHoles < 1 || c.MaxHoles > 1<<24 {
+		errs = append(errs, fmt.Errorf("MaxHoles %d out of range [1, %d]", c.MaxHoles, 1<<24))
+	}
+	if c.Capture {
+		if c.CapturePort == 0 {
+			c.CapturePort = DefaultCapturePort
+		}
+		if c.ListenPort == 0 {
+			errs = append(errs, errors.New("Capture needs ListenPort"))
+		}
+		if c.ListenPort == c.CapturePort && c.ListenPort != 0 {
+			errs = append(errs, errors.New("ListenPort equals CapturePort"))
+		}
+		for _, i := range c.CaptureIfaces {
+			if i == "" || len(i) >= unix.IFNAMSIZ || strings.ContainsAny(i, " \t\"'/\\!") {
+				errs = append(errs, fmt.Errorf("bad capture interface name %q", i))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) enabled(f Family) bool { return slices.Contains(m.fams, f) }
+
+// ---------------------------------------------------------------- setup
+
+// Setup sweeps whatever an earlier instance left (chains, rules, sets) and
+// installs the static structure for the enabled families. Running it twice
+// gives the same ruleset (and forgets the holes of the first run).
+func (m *Manager) Setup(ctx context.Context) error {
+	start := time.Now()
+	m.iptMu.Lock()
+	defer m.iptMu.Unlock()
+	m.ready.Store(false)
+	m.setUp.Store(false)
+	if err := m.initIPT(); err != nil {
+		return fmt.Errorf("natrules setup: %w", err)
+	}
+	m.mu.Lock()
+	m.resetLocked()
+	m.mu.Unlock()
+	for _, f := range []Family{IPv4, IPv6} {
+		if m.ipt[f] == nil {
+			continue
+		}
+		if err := m.sweepRules(ctx, f); err != nil {
+			return fmt.Errorf("natrules setup: sweep %s: %w", f, err)
+		}
+	}
+	if err := m.sweepSets(ctx); err != nil {
+		return fmt.Errorf("natrules setup: sweep sets: %w", err)
+	}
+	m.expected = nil
+	for _, f := range m.fams {
+		if err := m.ensureSets(f, true); err != nil {
+			return fmt.Errorf("natrules setup %s: %w", f, err)
+		}
+		if err := m.ensureStatic(ctx, f); err != nil {
+			return fmt.Errorf("natrules setup %s: %w", f, err)
+		}
+	}
+	if err := m.snapshot(ctx); err != nil {
+		return fmt.Errorf("natrules setup: %w", err)
+	}
+	m.ready.Store(true)
+	m.setUp.Store(true)
+	m.startJanitor()
+	m.log.Info("static structure installed", "families", m.fams, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (m *Manager) initIPT() error {
+	for _, f := range []Family{IPv4, IPv6} {
+		if m.ipt[f] != nil {
+			continue
+		}
+		proto := iptables.ProtocolIPv4
+		if f == IPv6 {
+			proto = iptables.ProtocolIPv6
+		}
+		ipt, err := iptables.NewWithProtocol(proto)
+		if err != nil {
+			if m.enabled(f) {
+				return fmt.Errorf("%s: %w", f, err)
+			}
+			continue // only needed to sweep
+		}
+		m.ipt[f] = ipt
+	}
+	return nil
+}
+
+func (m *Manager) resetLocked() {
+	m.holes = map[holeKey]*holeState{}
+	m.dead = map[holeKey][]Rule{}
+	m.fwdRef = map[setEntry]int{}
+	m.live = map[Family]int{}
+}
+
+// ipt runs a go-iptables call inside the namespace.
+func (m *Manager) iptDo(fn func() error) error { return m.ns.do(fn) }
+
+// sweepRules deletes every rule of ours from the built-in chains, then
+// flushes and deletes every FTPALG- chain, in filter and nat.
+func (m *Manager) sweepRules(ctx context.Context, f Family) error {
+	ipt := m.ipt[f]
+	for _, table := range []string{tFilter, tNAT} {
+		st, err := m.ns.save(ctx, f, table)
+		if err != nil {
+			return err
+		}
+		for _, r := range st.rules {
+			if strings.HasPrefix(r.chain, Prefix) || !r.ours() {
+				continue
+			}
+			args, err := splitArgs(r.spec)
+			if err != nil {
+				return err
+			}
+			if err := m.iptDo(func() error { return ipt.DeleteIfExists(table, r.chain, args...) }); err != nil {
+				return fmt.Errorf("delete %s: %w", r.line(), err)
+			}
+			m.log.Debug("swept rule", "family", f, "table", table, "rule", r.line())
+		}
+		var own []string
+		for c := range st.chains {
+			if strings.HasPrefix(c, Prefix) {
+				own = append(own, c)
+			}
+		}
+		slices.Sort(own)
+		for _, c := range own {
+			if err := m.iptDo(func() error { return ipt.ClearChain(table, c) }); err != nil {
+				return fmt.Errorf("flush %s/%s: %w", table, c, err)
+			}
+		}
+		for _, c := range own {
+			if err := m.iptDo(func() error { return ipt.DeleteChain(table, c) }); err != nil {
+				return fmt.Errorf("delete chain %s/%s: %w", table, c, err)
+			}
+			m.log.Debug("swept chain", "family", f, "table", table, "chain", c)
+		}
+	}
+	return nil
+}
+
+// sweepSets destroys every FTPALG- set. The kernel may hold a reference
+// for a moment after the last rule using a set is gone, so retry briefly.
+func (m *Manager) sweepSets(ctx context.Context) error {
+	sets, err := m.nl.IpsetListAll()
+	if err != nil {
+		return fmt.Errorf("list sets: %w", err)
+	}
+	for _, s := range sets {
+		if !strings.HasPrefix(s.SetName, Prefix) {
+			continue
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			err = m.nl.IpsetDestroy(s.SetName)
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("destroy set %s: %w", s.SetName, err)
+		}
+		m.log.Debug("swept set", "set", s.SetName)
+	}
+	return nil
+}
+
+// ensureSets creates the family's sets if missing. When a set had to be
+// created outside the initial setup, the live holes' entries are re-added
+// with their remaining lifetime.
+func (m *Manager) ensureSets(f Family, initial bool) error {
+	fam := uint8(unix.AF_INET)
+	if f == IPv6 {
+		fam = unix.AF_INET6
+	}
+	for _, name := range []string{fwdSet(f), natSet(f)} {
+		err := m.nl.IpsetCreate(name, "hash:ip,port,ip", netlink.IpsetCreateOptions{
+			Family: fam, Timeout: &m.ttl, MaxElements: uint32(m.cfg.MaxHoles),
+		})
+		if err != nil && errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("create set %s: %w", name, err)
+		}
+		if initial {
+			continue
+		}
+		m.log.Warn("set was missing, recreated", "set", name)
+		m.mu.Lock()
+		now := time.Now()
+		for _, st := range m.holes {
+			for _, e := range st.entries {
+				if e.Set != name || !now.Before(st.expires) {
+					continue
+				}
+				ttl := uint32(st.expires.Sub(now)/time.Second) + 1
+				if err := m.addEntry(e, ttl); err != nil {
+					m.log.Error("re-add set entry", "entry", e, "err", err)
+				}
+			}
+		}
+		m.mu.Unlock()
+	}
+	return nil
+}
+
+// ensureStatic (re)installs the static chains and jumps of a family that
+// are not as expected. With no expected snapshot (initial setup) every own
+// chain is rebuilt. If FTPALG-DNAT or FTPALG-SNAT is rebuilt, the per-hole
+// rules of live holes are re-added in one iptables-restore. Caller holds
+// iptMu.
+func (m *Manager) ensureStatic(ctx context.Context, f Family) error {
+	ipt := m.ipt[f]
+	rules := staticRules(m.cfg, f)
+	exp := m.expected[f]
+	saved := map[string]map[string]bool{}
+	holeLines := map[string]int{}
+	if exp != nil {
+		for _, table := range []string{tFilter, tNAT} {
+			st, err := m.ns.save(ctx, f, table)
+			if err != nil {
+				return err
+			}
+			set := map[string]bool{}
+			for c := range st.chains {
+				set[":"+c] = true
+			}
+			for _, r := range st.rules {
+				set[r.line()] = true
+				if r.holeKeyString() != "" {
+					holeLines[table]++
+				}
+			}
+			saved[table] = set
+		}
+	}
+	// intact reports whether every expected line of chain is present.
+	intact := func(table, chain string) bool {
+		if exp == nil {
+			return false
+		}
+		if !saved[table][":"+chain] {
+			return false
+		}
+		for _, l := range exp[table] {
+			if strings.HasPrefix(l, "-A "+chain+" ") && !saved[table][l] {
+				return false
+			}
+		}
+		return true
+	}
+	rebuild := map[chainSpec]bool{}
+	for _, c := range ownChains() {
+		if !intact(c.Table, c.Name) {
+			rebuild[c] = true
+		}
+	}
+	// Per-hole rules: if some vanished, rebuild both per-hole chains.
+	m.mu.Lock()
+	want := 0
+	for _, st := range m.holes {
+		if FamilyOf(st.h.From) == f {
+			want += len(st.rules)
+		}
+	}
+	for k, rs := range m.dead {
+		if FamilyOf(k.From) == f {
+			want += len(rs)
+		}
+	}
+	m.mu.Unlock()
+	if exp != nil && holeLines[tNAT] < want {
+		m.log.Warn("per-hole rules missing", "family", f, "want", want, "have", holeLines[tNAT])
+		rebuild[chainSpec{tNAT, chDNAT}] = true
+	}
+	if rebuild[chainSpec{tNAT, chDNAT}] || rebuild[chainSpec{tNAT, chSNAT}] {
+		rebuild[chainSpec{tNAT, chDNAT}] = true
+		rebuild[chainSpec{tNAT, chSNAT}] = true
+	}
+	for _, c := range ownChains() {
+		if !rebuild[c] {
+			continue
+		}
+		if exp != nil {
+			m.log.Warn("re-installing chain", "family", f, "table", c.Table, "chain", c.Name)
+		}
+		if err := m.iptDo(func() error { return ipt.ClearChain(c.Table, c.Name) }); err != nil {
+			return fmt.Errorf("create chain %s/%s: %w", c.Table, c.Name, err)
+		}
+		for _, r := range rules {
+			if r.Table != c.Table || r.Chain != c.Name {
+				continue
+			}
+			if err := m.iptDo(func() error { return ipt.Append(r.Table, r.Chain, r.Args...) }); err != nil {
+				return fmt.Errorf("install %s: %w", r, err)
+			}
+		}
+	}
+	if rebuild[chainSpec{tNAT, chDNAT}] {
+		var rs []Rule
+		m.mu.Lock()
+		now := time.Now()
+		for _, st := range m.holes {
+			if FamilyOf(st.h.From) == f && now.Before(st.expires) {
+				rs = append(rs, st.rules...)
+			}
+		}
+		for k := range m.dead { // their rules went with the flush
+			if FamilyOf(k.From) == f {
+				delete(m.dead, k)
+			}
+		}
+		m.mu.Unlock()
+		if len(rs) > 0 {
+			if err := m.ns.restore(ctx, f, restoreScript("-A", rs)); err != nil {
+				return fmt.Errorf("re-add %d per-hole rules: %w", len(rs), err)
+			}
+			m.log.Info("re-added per-hole rules", "family", f, "rules", len(rs))
+		}
+	}
+	for _, r := range rules {
+		if !r.builtin() {
+			continue
+		}
+		var ok bool
+		err := m.iptDo(func() (err error) { ok, err = ipt.Exists(r.Table, r.Chain, r.Args...); return })
+		if err != nil {
+			return fmt.Errorf("check %s: %w", r, err)
+		}
+		if ok {
+			continue
+		}
+		if exp != nil {
+			m.log.Warn("re-installing jump", "family", f, "rule", r.String())
+		}
+		if err := m.iptDo(func() error { return ipt.Insert(r.Table, r.Chain, 1, r.Args...) }); err != nil {
+			return fmt.Errorf("install %s: %w", r, err)
+		}
+	}
+	return nil
+}
+
+// snapshot records the static structure as iptables-save prints it, and
+// checks it is complete. Caller holds iptMu.
+func (m *Manager) snapshot(ctx context.Context) error {
+	exp := map[Family]map[string][]string{}
+	for _, f := range m.fams {
+		exp[f] = map[string][]string{}
+		want := map[string]int{}
+		for _, r := range staticRules(m.cfg, f) {
+			want[r.Table]++
+		}
+		for _, table := range []string{tFilter, tNAT} {
+			st, err := m.ns.save(ctx, f, table)
+			if err != nil {
+				return err
+			}
+			var lines []string
+			for c := range st.chains {
+				if strings.HasPrefix(c, Prefix) {
+					lines = append(lines, ":"+c)
+				}
+			}
+			n := 0
+			for _, r := range st.rules {
+				if r.static() {
+					lines = append(lines, r.line())
+					n++
+				}
+			}
+			if n != want[table] {
+				return fmt.Errorf("%s %s: static structure not verified: %d rules of ours, want %d", f, table, n, want[table])
+			}
+			slices.Sort(lines)
+			exp[f][table] = lines
+		}
+	}
+	m.expected = exp
+	return nil
+}
+
+// check compares the live ruleset with the snapshot. Caller holds iptMu.
+func (m *Manager) check(ctx context.Context) (drift []string, err error) {
+	for _, f := range m.fams {
+		want := 0
+		m.mu.Lock()
+		for _, st := range m.holes {
+			if FamilyOf(st.h.From) == f {
+				want += len(st.rules)
+			}
+		}
+		for k, rs := range m.dead {
+			if FamilyOf(k.From) == f {
+				want += len(rs)
+			}
+		}
+		m.mu.Unlock()
+		for _, table := range []string{tFilter, tNAT} {
+			st, err := m.ns.save(ctx, f, table)
+			if err != nil {
+				return nil, err
+			}
+			have := map[string]bool{}
+			for c := range st.chains {
+				have[":"+c] = true
+			}
+			holes := 0
+			for _, r := range st.rules {
+				have[r.line()] = true
+				if r.holeKeyString() != "" {
+					holes++
+				}
+			}
+			for _, l := range m.expected[f][table] {
+				if !have[l] {
+					drift = append(drift, fmt.Sprintf("%s %s: missing %s", f, table, l))
+				}
+			}
+			if table == tNAT && holes < want {
+				drift = append(drift, fmt.Sprintf("%s nat: %d per-hole rules, want %d", f, holes, want))
+			}
+		}
+	}
+	return drift, nil
+}
+
+// Teardown removes everything the manager owns (chains, jumps, sets, and
+// the rules of any earlier instance); foreign rules are left untouched.
+func (m *Manager) Teardown(ctx context.Context) error {
+	m.stopJanitor()
+	m.iptMu.Lock()
+	defer m.iptMu.Unlock()
+	m.ready.Store(false)
+	m.setUp.Store(false)
+	m.expected = nil
+	if err := m.initIPT(); err != nil {
+		return fmt.Errorf("natrules teardown: %w", err)
+	}
+	var errs []error
+	for _, f := range []Family{IPv4, IPv6} {
+		if m.ipt[f] == nil {
+			continue
+		}
+		if err := m.sweepRules(ctx, f); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f, err))
+		}
+	}
+	if err := m.sweepSets(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	m.mu.Lock()
+	m.resetLocked()
+	m.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("natrules teardown: %w", err)
+	}
+	m.log.Info("static structure removed")
+	return nil
+}
+
+// ---------------------------------------------------------------- holes
+
+func (m *Manager) addEntry(e setEntry, ttl uint32) error {
+	proto := uint8(unix.IPPROTO_TCP)
+	p := e.Port
+	return m.nl.IpsetAdd(e.Set, &netlink.IPSetEntry{
+		IP: net.IP(e.Src.AsSlice()), Port: &p, Protocol: &proto, IP2: net.IP(e.Dst.AsSlice()),
+		Timeout: &ttl, Replace: true,
+	})
+}
+
+func (m *Manager) delEntry(e setEntry) error {
+	proto := uint8(unix.IPPROTO_TCP)
+	p := e.Port
+	// Replace (no NLM_F_EXCL): deleting a missing entry is not an error.
+	return m.nl.IpsetDel(e.Set, &netlink.IPSetEntry{
+		IP: net.IP(e.Src.AsSlice()), Port: &p, Protocol: &proto, IP2: net.IP(e.Dst.AsSlice()),
+		Replace: true,
+	})
+}
+
+// Open installs a hole for one connection. When it returns nil the hole is
+// in place in the kernel; the error carries the kernel's or iptables'
+// message otherwise. Opening a live hole again refreshes its TTL.
+func (m *Manager) Open(ctx context.Context, h Hole) error {
+	err := m.open(ctx, h)
+	if err != nil {
+		m.failed.Add(1)
+		return fmt.Errorf("open pinhole %s: %w", h, err)
+	}
+	m.opened.Add(1)
+	return nil
+}
+
+func (m *Manager) open(ctx context.Context, h Hole) error {
+	h, err := normalize(h)
+	if err != nil {
+		return err
+	}
+	f := FamilyOf(h.From)
+	if !m.enabled(f) {
+		return fmt.Errorf("%s not enabled", f)
+	}
+	if !m.setUp.Load() {
+		return errors.New("not set up")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	k := keyOf(h)
+	rules := holeRules(h)
+	entries := holeEntries(h)
+	if len(rules) > 0 {
+		m.iptMu.Lock()
+		defer m.iptMu.Unlock()
+	}
+	m.mu.Lock()
+	if st, ok := m.holes[k]; ok {
+		if st.h != h {
+			m.mu.Unlock()
+			return fmt.Errorf("conflicts with live hole %s", st.h)
+		}
+		// refresh
+		err := m.addEntriesLocked(st.entries, false)
+		if err == nil {
+			st.expires = time.Now().Add(m.cfg.TTL)
+		}
+		m.mu.Unlock()
+		return err
+	}
+	if m.live[f] >= m.cfg.MaxHoles {
+		m.mu.Unlock()
+		return fmt.Errorf("%d live %s holes: limit reached", m.live[f], f)
+	}
+	installed := false
+	if len(rules) > 0 {
+		if d, ok := m.dead[k]; ok && slices.EqualFunc(d, rules, ruleEqual) {
+			delete(m.dead, k) // inert rules still in place: reuse them
+			installed = true
+		}
+	}
+	m.mu.Unlock()
+	if len(rules) > 0 && !installed {
+		if err := m.ns.restore(ctx, f, restoreScript("-A", rules)); err != nil {
+			return err
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := &holeState{h: h, rules: rules, entries: entries}
+	if err := m.addEntriesLocked(entries, true); err != nil {
+		if len(rules) > 0 {
+			m.dead[k] = rules
+			m.kickGC()
+		}
+		return err
+	}
+	st.expires = time.Now().Add(m.cfg.TTL)
+	m.holes[k] = st
+	m.live[f]++
+	return nil
+}
+
+func ruleEqual(a, b Rule) bool {
+	return a.Table == b.Table && a.Chain == b.Chain && slices.Equal(a.Args, b.Args)
+}
+
+// addEntriesLocked adds the entries in order (the nat gate last). With
+// fresh, filter-entry reference counts are taken; on failure everything
+// added is undone.
+func (m *Manager) addEntriesLocked(es []setEntry, fresh bool) error {
+	for i, e := range es {
+		if err := m.addEntry(e, m.ttl); err != nil {
+			if fresh {
+				for _, u := range es[:i] {
+					m.unrefLocked(u, true)
+				}
+			}
+			return fmt.Errorf("ipset add %s: %w", e, err)
+		}
+		if fresh {
+			m.fwdRef[e]++
+		}
+	}
+	return nil
+}
+
+// unrefLocked drops a reference; the kernel entry is deleted when the last
+// one goes (and del is set).
+func (m *Manager) unrefLocked(e setEntry, del bool) error {
+	m.fwdRef[e]--
+	if m.fwdRef[e] > 0 {
+		return nil
+	}
+	delete(m.fwdRef, e)
+	if !del {
+		return nil
+	}
+	if err := m.delEntry(e); err != nil {
+		return fmt.Errorf("ipset del %s: %w", e, err)
+	}
+	return nil
+}
+
+// Revoke closes a hole: its set entries are deleted over netlink (the
+// gate closes at once) and its per-hole rules, now inert, are queued for a
+// batched deletion. Revoking an unknown hole is not an error.
+func (m *Manager) Revoke(ctx context.Context, h Hole) error {
+	h, err := normalize(h)
+	if err != nil {
+		return fmt.Errorf("revoke pinhole %s: %w", h, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := keyOf(h)
+	st, ok := m.holes[k]
+	if !ok {
+		return nil
+	}
+	var errs []error
+	for _, e := range slices.Backward(st.entries) { // nat gate first
+		if err := m.unrefLocked(e, true); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	m.forgetLocked(k, st)
+	m.revoked.Add(1)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("revoke pinhole %s: %w", h, err)
+	}
+	return nil
+}
+
+func (m *Manager) forgetLocked(k holeKey, st *holeState) {
+	delete(m.holes, k)
+	m.live[FamilyOf(k.From)]--
+	if len(st.rules) > 0 {
+		m.dead[k] = st.rules
+		m.kickGC()
+	}
+}
+
+// CloseSession revokes the holes and deletes the tracked connections whose
+// original tuple is From -> To (tcp) for any of them, with one conntrack
+// dump per family.
+func (m *Manager) CloseSession(ctx context.Context, holes []Hole) error {
+	var errs []error
+	filters := map[Family][]netlink.CustomConntrackFilter{}
+	for _, h := range holes {
+		if err := m.Revoke(ctx, h); err != nil {
+			errs = append(errs, err)
+		}
+		h, err := normalize(h)
+		if err != nil {
+			continue
+		}
+		f := &netlink.ConntrackFilter{}
+		err = errors.Join(
+			f.AddIP(netlink.ConntrackOrigSrcIP, net.IP(h.From.AsSlice())),
+			f.AddIP(netlink.ConntrackOrigDstIP, net.IP(h.To.Addr().AsSlice())),
+			f.AddProtocol(unix.IPPROTO_TCP),
+			f.AddPort(netlink.ConntrackOrigDstPort, h.To.Port()),
+		)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("conntrack filter %s: %w", h, err))
+			continue
+		}
+		fam := FamilyOf(h.From)
+		filters[fam] = append(filters[fam], f)
+	}
+	for _, fam := range []Family{IPv4, IPv6} {
+		fs := filters[fam]
+		if len(fs) == 0 {
+			continue
+		}
+		nf := netlink.InetFamily(unix.AF_INET)
+		if fam == IPv6 {
+			nf = unix.AF_INET6
+		}
+		n, err := m.nl.ConntrackDeleteFilters(netlink.ConntrackTable, nf, fs...)
+		m.conntrack.Add(uint64(n))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("delete %s conntrack entries: %w", fam, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close session: %w", err)
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------- background
+
+func (m *Manager) kickGC() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Manager) startJanitor() {
+	m.janMu.Lock()
+	defer m.janMu.Unlock()
+	if m.janCancel != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.janCancel, m.janDone = cancel, make(chan struct{})
+	go m.janitor(ctx, m.janDone)
+}
+
+func (m *Manager) stopJanitor() {
+	m.janMu.Lock()
+	defer m.janMu.Unlock()
+	if m.janCancel == nil {
+		return
+	}
+	m.janCancel()
+	<-m.janDone
+	m.janCancel, m.janDone = nil, nil
+}
+
+// janitor forgets expired holes and deletes dead per-hole rules, at most
+// once per gcInterval, in one iptables-restore per family.
+func (m *Manager) janitor(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	t := time.NewTicker(gcInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-m.kick:
+			// batch: let more revokes arrive
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(gcInterval):
+			}
+		}
+		m.expire()
+		if err := m.gc(ctx); err != nil && ctx.Err() == nil {
+			m.log.Error("per-hole rule GC failed", "err", err)
+		}
+	}
+}
+
+func (m *Manager) expire() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	for k, st := range m.holes {
+		if now.Before(st.expires) {
+			continue
+		}
+		// The kernel has dropped the entries already (same TTL, set
+		// earlier); only the bookkeeping goes.
+		for _, e := range st.entries {
+			m.unrefLocked(e, false)
+		}
+		m.forgetLocked(k, st)
+		m.expired.Add(1)
+	}
+}
+
+// gc deletes dead per-hole rules. Normally one exec per family with
+// "-D" by specification; if that fails (rules flushed externally) it falls
+// back to reading the table and deleting what is actually there, including
+// orphans with unknown keys.
+func (m *Manager) gc(ctx context.Context) error {
+	m.iptMu.Lock()
+	defer m.iptMu.Unlock()
+	m.mu.Lock()
+	if len(m.dead) == 0 {
+		m.mu.Unlock()
+		return nil
+	}
+	byFam := map[Family][]Rule{}
+	keys := map[Family][]holeKey{}
+	for k, rs := range m.dead {
+		f := FamilyOf(k.From)
+		byFam[f] = append(byFam[f], rs...)
+		keys[f] = append(keys[f], k)
+	}
+	live := map[string]bool{}
+	for k, st := range m.holes {
+		if len(st.rules) > 0 {
+			live[k.String()] = true
+		}
+	}
+	m.mu.Unlock()
+	var errs []error
+	for f, rs := range byFam {
+		n := len(rs)
+		err := m.ns.restore(ctx, f, restoreScript("-D", rs))
+		if err != nil {
+			m.log.Warn("per-hole GC by spec failed, rescanning", "family", f, "err", err)
+			n, err = m.gcScan(ctx, f, live)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		m.gcRuns.Add(1)
+		m.gcRules.Add(uint64(n))
+		m.mu.Lock()
+		for _, k := range keys[f] {
+			delete(m.dead, k)
+		}
+		m.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) gcScan(ctx context.Context, f Family, live map[string]bool) (int, error) {
+	st, err := m.ns.save(ctx, f, tNAT)
+	if err != nil {
+		return 0, err
+	}
+	var b strings.Builder
+	n := 0
+	b.WriteString("*nat\n")
+	for _, r := range st.rules {
+		if k := r.holeKeyString(); k != "" && !live[k] {
+			b.WriteString("-D " + r.chain + " " + r.spec + "\n")
+			n++
+		}
+	}
+	b.WriteString("COMMIT\n")
+	if n == 0 {
+		return 0, nil
+	}
+	return n, m.ns.restore(ctx, f, []byte(b.String()))
+}
+
+// Run watches the canary until ctx is done: every ~1.5 s it verifies the
+// static structure and the per-hole rules with one iptables-save per table
+// and family, and re-installs whatever drifted (an external iptables -F, a
+// firewall reload), re-adding the per-hole rules of live holes.
+func (m *Manager) Run(ctx context.Context) error {
+	t := time.NewTicker(canaryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := m.verify(ctx); err != nil && ctx.Err() == nil {
+			m.log.Error("canary check failed", "err", err)
+		}
+	}
+}
+
+func (m *Manager) verify(ctx context.Context) error {
+	m.iptMu.Lock()
+	defer m.iptMu.Unlock()
+	if m.expected == nil {
+		return nil // not set up (or torn down)
+	}
+	drift, err := m.check(ctx)
+	if err != nil {
+		m.ready.Store(false)
+		return err
+	}
+	if len(drift) == 0 {
+		m.ready.Store(true)
+		return nil
+	}
+	m.ready.Store(false)
+	m.log.Warn("iptables drift detected, re-installing", "drift", drift)
+	start := time.Now()
+	for _, f := range m.fams {
+		if err := m.ensureSets(f, false); err != nil {
+			return fmt.Errorf("re-install %s: %w", f, err)
+		}
+		if err := m.ensureStatic(ctx, f); err != nil {
+			return fmt.Errorf("re-install %s: %w", f, err)
+		}
+	}
+	m.reinstalls.Add(1)
+	drift, err = m.check(ctx)
+	if err != nil {
+		return err
+	}
+	if len(drift) > 0 {
+		return fmt.Errorf("still drifted after re-install: %v", drift)
+	}
+	m.ready.Store(true)
+	m.log.Info("re-installed", "took", time.Since(start).Round(time.Millisecond), "reinstalls", m.reinstalls.Load())
+	return nil
+}
+
+// Ready reports whether the static structure was verified in place (by
+// Setup or the last canary check).
+func (m *Manager) Ready() bool { return m.ready.Load() }
+
+// Stats returns the counters.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	live, dead := len(m.holes), 0
+	for _, rs := range m.dead {
+		dead += len(rs)
+	}
+	m.mu.Unlock()
+	return Stats{
+		Opened: m.opened.Load(), Revoked: m.revoked.Load(), Failed: m.failed.Load(),
+		Expired: m.expired.Load(), Reinstalls: m.reinstalls.Load(),
+		GCRuns: m.gcRuns.Load(), GCRules: m.gcRules.Load(), Conntrack: m.conntrack.Load(),
+		Live: live, DeadRules: dead,
+	}
+}
+
+// openBatch installs many holes with one iptables-restore per family (used
+// to pre-populate benchmarks). Same semantics as calling Open on each.
+func (m *Manager) openBatch(ctx context.Context, hs []Hole) error {
+	m.iptMu.Lock()
+	defer m.iptMu.Unlock()
+	byFam := map[Family][]Rule{}
+	var norm []Hole
+	for _, h := range hs {
+		h, err := normalize(h)
+		if err != nil {
+			return err
+		}
+		norm = append(norm, h)
+		byFam[FamilyOf(h.From)] = append(byFam[FamilyOf(h.From)], holeRules(h)...)
+	}
+	for f, rs := range byFam {
+		if len(rs) > 0 {
+			if err := m.ns.restore(ctx, f, restoreScript("-A", rs)); err != nil {
+				return err
+			}
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, h := range norm {
+		st := &holeState{h: h, rules: holeRules(h), entries: holeEntries(h)}
+		if err := m.addEntriesLocked(st.entries, true); err != nil {
+			return err
+		}
+		st.expires = time.Now().Add(m.cfg.TTL)
+		m.holes[keyOf(h)] = st
+		m.live[FamilyOf(h.From)]++
+		m.opened.Add(1)
+	}
+	return nil
+}

@@ -1,0 +1,359 @@
+package natrules
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Family is an address family: IPv4 (iptables) or IPv6 (ip6tables).
+type Family int
+
+const (
+	IPv4 Family = 4
+	IPv6 Family = 6
+)
+
+func (f Family) String() string {
+	if f == IPv6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// FamilyOf returns the family of an address (4-in-6 mapped counts as IPv4).
+func FamilyOf(a netip.Addr) Family {
+	if a.Unmap().Is4() {
+		return IPv4
+	}
+	return IPv6
+}
+
+// Table names.
+const (
+	tFilter = "filter"
+	tNAT    = "nat"
+)
+
+// Chain names. All start with Prefix and are at most 28 characters.
+const (
+	chForward    = Prefix + "FORWARD"    // filter, jumped from FORWARD
+	chInput      = Prefix + "INPUT"      // filter, jumped from INPUT
+	chHole       = Prefix + "HOLE"       // filter: consume the filter entry, ACCEPT
+	chCanary     = Prefix + "CANARY"     // filter and nat: flush detector
+	chPrerouting = Prefix + "PREROUTING" // nat, jumped from PREROUTING
+	chOutput     = Prefix + "OUTPUT"     // nat, jumped from OUTPUT
+	chDNAT       = Prefix + "DNAT"       // nat: consume the nat entry, per-hole DNAT
+	chSNAT       = Prefix + "SNAT"       // nat, jumped from POSTROUTING and INPUT: per-hole SNAT
+)
+
+// fwdSet gates the filter side of every hole; natSet gates nat rules.
+func fwdSet(f Family) string { return Prefix + "FWD" + strconv.Itoa(int(f)) }
+func natSet(f Family) string { return Prefix + "NAT" + strconv.Itoa(int(f)) }
+
+// Rule is one iptables rule: table, chain and the rule specification (the
+// arguments after "-A chain"), unquoted.
+type Rule struct {
+	Table string
+	Chain string
+	Args  []string
+}
+
+// builtin reports whether the rule lives in a built-in chain (a jump rule,
+// inserted at position 1).
+func (r Rule) builtin() bool { return !strings.HasPrefix(r.Chain, Prefix) }
+
+// Spec renders the rule specification as iptables-restore reads it.
+func (r Rule) Spec() string {
+	var b strings.Builder
+	for i, a := range r.Args {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(quoteArg(a))
+	}
+	return b.String()
+}
+
+func (r Rule) String() string {
+	op := "-A"
+	if r.builtin() {
+		op = "-I"
+	}
+	return fmt.Sprintf("-t %s %s %s %s", r.Table, op, r.Chain, r.Spec())
+}
+
+func quoteArg(a string) string {
+	if a != "" && !strings.ContainsAny(a, " \t\"'\\") {
+		return a
+	}
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(a) + `"`
+}
+
+// chainSpec names one chain this package owns.
+type chainSpec struct{ Table, Name string }
+
+// ownChains lists the chains of one family in creation order.
+func ownChains() []chainSpec {
+	return []chainSpec{
+		{tFilter, chHole}, {tFilter, chForward}, {tFilter, chInput}, {tFilter, chCanary},
+		{tNAT, chDNAT}, {tNAT, chSNAT}, {tNAT, chPrerouting}, {tNAT, chOutput}, {tNAT, chCanary},
+	}
+}
+
+var commentArgs = []string{"-m", "comment", "--comment", Comment}
+
+func rule(table, chain string, args ...string) Rule {
+	a := append([]string{}, args...)
+	// The comment goes before the target so iptables-save prints it where we
+	// wrote it.
+	t := len(a)
+	for i, s := range a {
+		if s == "-j" {
+			t = i
+			break
+		}
+	}
+	out := append(append(append([]string{}, a[:t]...), commentArgs...), a[t:]...)
+	return Rule{Table: table, Chain: chain, Args: out}
+}
+
+// staticRules returns the static structure of one family: the rules of the
+// own chains in order, followed by the jumps from the built-in chains (each
+// inserted at position 1). It is a pure function of cfg.
+func staticRules(cfg Config, fam Family) []Rule {
+	fwd, nat := fwdSet(fam), natSet(fam)
+	var rs []Rule
+	// filter
+	rs = append(rs,
+		rule(tFilter, chHole, "-j", "SET", "--del-set", fwd, "src,dst,dst"),
+		rule(tFilter, chHole, "-j", "ACCEPT"),
+	)
+	holeMatch := []string{"-p", "tcp", "--syn", "-m", "conntrack", "--ctstate", "NEW",
+		"-m", "set", "--match-set", fwd, "src,dst,dst", "-j", chHole}
+	rs = append(rs,
+		rule(tFilter, chForward, holeMatch...),
+		rule(tFilter, chInput, holeMatch...),
+	)
+	if cfg.Capture {
+		rs = append(rs, rule(tFilter, chInput, "-p", "tcp", "--dport", port(cfg.ListenPort),
+			"-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", port(cfg.CapturePort), "-j", "ACCEPT"))
+	}
+	rs = append(rs, rule(tFilter, chCanary, "-j", "RETURN"))
+
+	// nat
+	rs = append(rs, rule(tNAT, chDNAT, "-j", "SET", "--del-set", nat, "src,dst,dst"))
+	natHole := []string{"-p", "tcp", "--syn", "-m", "set", "--match-set", nat, "src,dst,dst", "-j", chDNAT}
+	rs = append(rs, rule(tNAT, chPrerouting, natHole...))
+	if cfg.Capture {
+		if cfg.ProxyMark != 0 {
+			rs = append(rs, rule(tNAT, chPrerouting, "-m", "mark", "--mark", fmt.Sprintf("0x%x", cfg.ProxyMark), "-j", "RETURN"))
+		}
+		capt := func(iface string) Rule {
+			a := []string{}
+			if iface != "" {
+				a = append(a, "-i", iface)
+			}
+			a = append(a, "-p", "tcp", "--dport", port(cfg.CapturePort),
+				"-m", "addrtype", "!", "--dst-type", "LOCAL",
+				"-j", "REDIRECT", "--to-ports", port(cfg.ListenPort))
+			return rule(tNAT, chPrerouting, a...)
+		}
+		if len(cfg.CaptureIfaces) == 0 {
+			rs = append(rs, capt(""))
+		}
+		for _, i := range cfg.CaptureIfaces {
+			rs = append(rs, capt(i))
+		}
+	}
+	rs = append(rs, rule(tNAT, chOutput, natHole...))
+	rs = append(rs, rule(tNAT, chCanary, "-j", "RETURN"))
+
+	// jumps from the built-in chains
+	rs = append(rs,
+		rule(tFilter, "FORWARD", "-j", chForward),
+		rule(tFilter, "INPUT", "-j", chInput),
+		rule(tNAT, "PREROUTING", "-j", chPrerouting),
+		rule(tNAT, "OUTPUT", "-j", chOutput),
+		rule(tNAT, "POSTROUTING", "-j", chSNAT),
+		rule(tNAT, "INPUT", "-j", chSNAT),
+	)
+	return rs
+}
+
+func port(p uint16) string { return strconv.Itoa(int(p)) }
+
+// holeKey identifies a hole: at most one live hole per (From, To).
+type holeKey struct {
+	From netip.Addr
+	To   netip.AddrPort
+}
+
+func (k holeKey) String() string { return k.From.String() + "->" + k.To.String() }
+
+func keyOf(h Hole) holeKey { return holeKey{h.From, h.To} }
+
+// String renders a hole as "from->to[ dnat d][ snat s]".
+func (h Hole) String() string {
+	s := keyOf(h).String()
+	if h.DNAT.IsValid() {
+		s += " dnat " + h.DNAT.String()
+	}
+	if h.SNAT.IsValid() {
+		s += " snat " + h.SNAT.String()
+	}
+	return s
+}
+
+func (h Hole) isNAT() bool { return h.DNAT.IsValid() || h.SNAT.IsValid() }
+
+// holeComment is the comment on a hole's rules; the key after the prefix
+// lets a garbage collection or sweep recognise it.
+func holeComment(k holeKey) string { return Comment + " hole " + k.String() }
+
+const holeCommentPrefix = Comment + " hole "
+
+// normalize unmaps 4-in-6 addresses and checks that the hole is usable.
+func normalize(h Hole) (Hole, error) {
+	if !h.From.IsValid() || !h.To.IsValid() || !h.To.Addr().IsValid() {
+		return h, fmt.Errorf("invalid hole: From and To are required")
+	}
+	if h.To.Port() == 0 {
+		return h, fmt.Errorf("invalid hole: destination port 0")
+	}
+	h.From = h.From.Unmap()
+	h.To = netip.AddrPortFrom(h.To.Addr().Unmap(), h.To.Port())
+	fam := FamilyOf(h.From)
+	addrs := []netip.Addr{h.From, h.To.Addr()}
+	if h.DNAT.IsValid() {
+		if h.DNAT.Port() == 0 {
+			return h, fmt.Errorf("invalid hole: DNAT port 0")
+		}
+		h.DNAT = netip.AddrPortFrom(h.DNAT.Addr().Unmap(), h.DNAT.Port())
+		addrs = append(addrs, h.DNAT.Addr())
+	}
+	if h.SNAT.IsValid() {
+		h.SNAT = h.SNAT.Unmap()
+		addrs = append(addrs, h.SNAT)
+	}
+	for _, a := range addrs {
+		if a.Zone() != "" {
+			return h, fmt.Errorf("invalid hole: zoned address %s", a)
+		}
+		if FamilyOf(a) != fam {
+			return h, fmt.Errorf("invalid hole: mixed address families")
+		}
+		if a.IsUnspecified() || a.IsMulticast() {
+			return h, fmt.Errorf("invalid hole: address %s", a)
+		}
+	}
+	return h, nil
+}
+
+// setEntry is one ipset member: (src ip, tcp dst port, dst ip).
+type setEntry struct {
+	Set  string
+	Src  netip.Addr
+	Port uint16
+	Dst  netip.Addr
+}
+
+func (e setEntry) String() string {
+	return fmt.Sprintf("%s %s,tcp:%d,%s", e.Set, e.Src, e.Port, e.Dst)
+}
+
+// holeEntries returns the set members of a hole, in the order they are
+// added (the nat gate, when present, opens last).
+func holeEntries(h Hole) []setEntry {
+	fam := FamilyOf(h.From)
+	dst := h.To
+	if h.DNAT.IsValid() {
+		dst = h.DNAT
+	}
+	es := []setEntry{{fwdSet(fam), h.From, dst.Port(), dst.Addr()}}
+	if h.DNAT.IsValid() {
+		es = append(es, setEntry{natSet(fam), h.From, h.To.Port(), h.To.Addr()})
+	}
+	return es
+}
+
+// holeRules returns the per-hole nat rules (none for a plain filter hole).
+func holeRules(h Hole) []Rule {
+	c := []string{"-m", "comment", "--comment", holeComment(keyOf(h))}
+	var rs []Rule
+	if h.DNAT.IsValid() {
+		a := []string{"-s", h.From.String(), "-d", h.To.Addr().String(), "-p", "tcp", "--dport", port(h.To.Port())}
+		a = append(a, c...)
+		a = append(a, "-j", "DNAT", "--to-destination", h.DNAT.String())
+		rs = append(rs, Rule{tNAT, chDNAT, a})
+	}
+	if h.SNAT.IsValid() {
+		a := []string{"-p", "tcp", "-m", "conntrack"}
+		if h.DNAT.IsValid() {
+			a = append(a, "--ctstate", "DNAT")
+		}
+		a = append(a, "--ctorigsrc", h.From.String(), "--ctorigdst", h.To.Addr().String(),
+			"--ctorigdstport", port(h.To.Port()))
+		a = append(a, c...)
+		a = append(a, "-j", "SNAT", "--to-source", h.SNAT.String())
+		rs = append(rs, Rule{tNAT, chSNAT, a})
+	}
+	return rs
+}
+
+// restoreScript renders "-A"/"-D" lines for iptables-restore --noflush. All
+// rules must be in the nat table (per-hole rules are).
+func restoreScript(op string, rules []Rule) []byte {
+	var b strings.Builder
+	tables := map[string][]Rule{}
+	var order []string
+	for _, r := range rules {
+		if _, ok := tables[r.Table]; !ok {
+			order = append(order, r.Table)
+		}
+		tables[r.Table] = append(tables[r.Table], r)
+	}
+	for _, t := range order {
+		b.WriteString("*" + t + "\n")
+		for _, r := range tables[t] {
+			b.WriteString(op + " " + r.Chain + " " + r.Spec() + "\n")
+		}
+		b.WriteString("COMMIT\n")
+	}
+	return []byte(b.String())
+}
+
+// splitArgs splits an iptables-save rule line into arguments, honouring
+// the double quotes (and backslash escapes inside them) iptables-save emits.
+func splitArgs(s string) ([]string, error) {
+	var out []string
+	var cur strings.Builder
+	in, have := false, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case in && c == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+		case c == '"':
+			in, have = !in, true
+		case !in && (c == ' ' || c == '\t'):
+			if have {
+				out = append(out, cur.String())
+				cur.Reset()
+				have = false
+			}
+		default:
+			cur.WriteByte(c)
+			have = true
+		}
+	}
+	if in {
+		return nil, fmt.Errorf("unterminated quote in %q", s)
+	}
+	if have {
+		out = append(out, cur.String())
+	}
+	return out, nil
+}

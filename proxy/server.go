@@ -1,0 +1,205 @@
+// Package proxy accepts FTP control connections, relays them to the server
+// through the alg engine, and has the firewall open the data holes the
+// engine asks for.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ftpalg/ftpalg/alg"
+	"github.com/ftpalg/ftpalg/natrules"
+)
+
+// Pinholes is what the proxy needs from the firewall layer.
+type Pinholes interface {
+	Open(ctx context.Context, h natrules.Hole) error
+	Revoke(ctx context.Context, h natrules.Hole) error
+	CloseSession(ctx context.Context, holes []natrules.Hole) error
+}
+
+// Config is the proxy's part of the daemon configuration.
+type Config struct {
+	Policy alg.Policy // Policy.Mode selects forward, reverse or sidecar
+	// Upstream is the server in reverse and sidecar modes. Forward mode uses
+	// each connection's original destination instead.
+	Upstream       netip.AddrPort
+	PublicAddr     netip.Addr // optional, see alg.Peers.Public
+	PortLo, PortHi uint16     // data port pool
+	MaxSessions    int
+	IdleTimeout    time.Duration
+	ConnectTimeout time.Duration
+	// UpstreamMark, if non-zero, is set as SO_MARK on upstream sockets.
+	UpstreamMark uint32
+	// WriteTimeout bounds a write to a peer that does not read.
+	WriteTimeout time.Duration
+}
+
+// Server runs sessions for one or more listeners.
+type Server struct {
+	cfg   Config
+	holes Pinholes
+	log   *slog.Logger
+	pool  *portPool
+	local *localAddrs
+
+	// originalDst is swappable so tests can run forward mode without
+	// REDIRECT.
+	originalDst func(*net.TCPConn) (netip.AddrPort, error)
+
+	nextID   atomic.Uint64
+	active   atomic.Int64
+	sessions sync.Map // id -> *session, for shutdown only
+	wg       sync.WaitGroup
+}
+
+// New builds a server. holes must not be nil (use natrules.Fake in tests).
+func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
+	if cfg.Policy.Mode != alg.ModeForward && !cfg.Upstream.IsValid() {
+		return nil, fmt.Errorf("proxy: %s mode needs an upstream address", cfg.Policy.Mode)
+	}
+	if cfg.PortLo == 0 || cfg.PortHi < cfg.PortLo {
+		return nil, fmt.Errorf("proxy: bad data port range %d-%d", cfg.PortLo, cfg.PortHi)
+	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = 10000
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 15 * time.Minute
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 30 * time.Second
+	}
+	s := &Server{cfg: cfg, holes: holes, log: log, pool: newPortPool(cfg.PortLo, cfg.PortHi), local: newLocalAddrs(), originalDst: originalDst}
+	s.cfg.Policy.IsLocal = s.local.Contains
+	if cfg.Policy.Mode == alg.ModeSidecar {
+		// The server shares our namespace: its address is ours by design.
+		up := cfg.Upstream.Addr()
+		s.cfg.Policy.IsLocal = func(a netip.Addr) bool { return a != up && s.local.Contains(a) }
+		s.cfg.Policy.AllowLoopbackServer = true
+	}
+	return s, nil
+}
+
+// Active reports the number of live sessions.
+func (s *Server) Active() int64 { return s.active.Load() }
+
+// FreePorts reports the free ports in the data pool.
+func (s *Server) FreePorts() int { return s.pool.Free() }
+
+// Listen opens the control listeners for addr. An unspecified address gives
+// one IPv4 and (if ipv6) one IPv6-only listener, because SO_ORIGINAL_DST
+// must be asked in the family of the connection's conntrack entry.
+func Listen(ctx context.Context, addr netip.AddrPort, ipv6 bool) ([]net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: 30 * time.Second}
+	var targets []struct{ network, addr string }
+	if !addr.Addr().IsValid() || addr.Addr().IsUnspecified() {
+		targets = append(targets, struct{ network, addr string }{"tcp4", netip.AddrPortFrom(netip.IPv4Unspecified(), addr.Port()).String()})
+		if ipv6 {
+			targets = append(targets, struct{ network, addr string }{"tcp6", netip.AddrPortFrom(netip.IPv6Unspecified(), addr.Port()).String()})
+		}
+	} else {
+		nw := "tcp4"
+		if addr.Addr().Is6() {
+			nw = "tcp6"
+		}
+		targets = append(targets, struct{ network, addr string }{nw, addr.String()})
+	}
+	var lns []net.Listener
+	for _, t := range targets {
+		ln, err := lc.Listen(ctx, t.network, t.addr)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("listen %s %s: %w", t.network, t.addr, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+// Serve accepts on ln until ctx is cancelled or ln is closed.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	s.local.start(ctx)
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of fds and the like: back off instead of spinning.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		tc := c.(*net.TCPConn)
+		if s.active.Add(1) > int64(s.cfg.MaxSessions) {
+			s.active.Add(-1)
+			s.log.Warn("session refused: limit reached", "client", c.RemoteAddr().String(), "limit", s.cfg.MaxSessions)
+			tc.SetWriteDeadline(time.Now().Add(time.Second))
+			tc.Write([]byte("421 Too many sessions through the gateway, try again later.\r\n"))
+			tc.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.active.Add(-1)
+			s.runSession(ctx, tc)
+		}()
+	}
+}
+
+// Drain waits for sessions to end on their own until ctx is done, then
+// closes the rest. Callers stop the listeners first.
+func (s *Server) Drain(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	}
+	n := 0
+	s.sessions.Range(func(_, v any) bool {
+		v.(*session).end("gateway shutting down", "421 Gateway shutting down, closing control connection.\r\n")
+		n++
+		return true
+	})
+	s.log.Info("shutdown grace over, closed remaining sessions", "sessions", n)
+	<-done
+}
+
+// dialUpstream connects to the server with the configured timeout.
+func (s *Server) dialUpstream(ctx context.Context, dst netip.AddrPort) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: s.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+	if s.cfg.UpstreamMark != 0 {
+		d.Control = markControl(s.cfg.UpstreamMark)
+	}
+	c, err := d.DialContext(ctx, "tcp", dst.String())
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	ap := a.(*net.TCPAddr).AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}

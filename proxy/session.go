@@ -1,0 +1,333 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ftpalg/ftpalg/alg"
+	"github.com/ftpalg/ftpalg/natrules"
+)
+
+// readBufSize bounds per-direction memory; control lines are short, and the
+// framer buffers partial lines itself.
+const readBufSize = 2048
+
+// maxRemembered bounds the per-session list of holes kept for the final
+// conntrack cleanup; older data connections are long finished.
+const maxRemembered = 64
+
+var errSessionEnded = errors.New("session ended")
+
+// session is one relayed control connection: two pumps (client→server and
+// server→client) share the engine under a per-session mutex.
+type session struct {
+	srv    *Server
+	id     uint64
+	log    *slog.Logger
+	client *net.TCPConn
+	server *net.TCPConn
+
+	mu      sync.Mutex // guards eng, opened, endMsg
+	eng     *alg.Session
+	opened  []natrules.Hole // every hole opened, for conntrack cleanup
+	clientW sync.Mutex      // serialises writes to client
+	serverW sync.Mutex      // serialises writes to server
+
+	lastActive atomic.Int64 // unix nanos of the last byte either way
+	endOnce    sync.Once
+	reason     atomic.Pointer[string]
+}
+
+func (s *Server) runSession(ctx context.Context, client *net.TCPConn) {
+	id := s.nextID.Add(1)
+	clientAP := addrPortOf(client.RemoteAddr())
+	log := s.log.With("session", id, "client", clientAP.String(), "mode", s.cfg.Policy.Mode.String())
+	start := time.Now()
+
+	dst, facing, err := s.upstreamFor(client)
+	if err != nil {
+		log.Warn("session refused", "reason", err.Error())
+		writeLine(client, "421 Service not available: "+err.Error()+".\r\n", time.Second)
+		client.Close()
+		return
+	}
+	log = log.With("server", dst.String())
+	dialCtx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	server, err := s.dialUpstream(dialCtx, dst)
+	cancel()
+	if err != nil {
+		log.Warn("upstream unreachable", "err", err, "after", time.Since(start).Round(time.Millisecond))
+		writeLine(client, "421 Service not available: cannot reach the FTP server.\r\n", time.Second)
+		client.Close()
+		return
+	}
+
+	peers := alg.Peers{
+		Client:       clientAP,
+		ClientFacing: facing,
+		ServerFacing: addrPortOf(server.LocalAddr()),
+		Server:       addrPortOf(server.RemoteAddr()),
+		Public:       s.cfg.PublicAddr,
+	}
+	eng, err := alg.NewSession(s.cfg.Policy, peers, s.pool)
+	if err != nil {
+		log.Warn("session refused", "reason", err.Error())
+		writeLine(client, "421 Service not available: gateway refused the session.\r\n", time.Second)
+		client.Close()
+		server.Close()
+		return
+	}
+	ss := &session{srv: s, id: id, log: log, client: client, server: server, eng: eng}
+	ss.touch()
+	// Shutdown stops accepting through ctx, but running sessions keep
+	// opening holes until they end or the grace period closes them.
+	ctx = context.WithoutCancel(ctx)
+	s.sessions.Store(id, ss)
+	defer s.sessions.Delete(id)
+	log.Info("session started", "server_facing", peers.ServerFacing.String())
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ss.pump(ctx, alg.FromServer, server, client)
+	}()
+	ss.pump(ctx, alg.FromClient, client, server)
+	<-done
+	ss.cleanup(start)
+}
+
+// upstreamFor returns the server to dial and the address the client's
+// control connection was addressed to.
+func (s *Server) upstreamFor(c *net.TCPConn) (dst, facing netip.AddrPort, err error) {
+	local := addrPortOf(c.LocalAddr())
+	if s.cfg.Policy.Mode != alg.ModeForward {
+		return s.cfg.Upstream, local, nil
+	}
+	od, err := s.originalDst(c)
+	if err != nil {
+		return dst, facing, errors.New("no original destination (not a redirected connection)")
+	}
+	od = netip.AddrPortFrom(od.Addr().Unmap(), od.Port())
+	if od == local || s.local.Contains(od.Addr()) {
+		// Dialing ourselves would loop.
+		return dst, facing, errors.New("connection was not redirected through the gateway")
+	}
+	return od, od, nil
+}
+
+func (ss *session) touch() { ss.lastActive.Store(time.Now().UnixNano()) }
+
+// pump reads from src, runs the engine, and writes what it decides. On EOF
+// it half-closes dst so the peer sees the end of the stream and may still
+// answer; any other error ends the whole session.
+func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPConn) {
+	buf := make([]byte, readBufSize)
+	var toPeer, toSender []byte
+	idle := ss.srv.cfg.IdleTimeout
+	for {
+		src.SetReadDeadline(time.Now().Add(idle))
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			ss.touch()
+			toPeer, toSender = toPeer[:0], toSender[:0]
+			ferr := ss.feed(ctx, from, buf[:n], &toPeer, &toSender)
+			if len(toPeer) > 0 && ss.write(dst, toPeer) != nil {
+				ss.end("write to "+peerName(otherSide(from))+" failed", "")
+				return
+			}
+			if len(toSender) > 0 && ss.write(src, toSender) != nil {
+				ss.end("write to "+peerName(from)+" failed", "")
+				return
+			}
+			if ferr != nil {
+				ss.closeBoth()
+				return
+			}
+		}
+		if rerr == nil {
+			continue
+		}
+		switch {
+		case errors.Is(rerr, os.ErrDeadlineExceeded):
+			if ss.stillAlive(idle) {
+				continue
+			}
+			ss.end("idle timeout", "421 Timeout: control connection idle, closing.\r\n")
+			return
+		case errors.Is(rerr, io.EOF):
+			// Half-close: pass the FIN on, keep the other direction.
+			dst.CloseWrite()
+			return
+		default:
+			ss.end(peerName(from)+" connection lost: "+rerr.Error(), "")
+			return
+		}
+	}
+}
+
+// stillAlive says whether an idle deadline should be extended: the other
+// direction was active recently, or a data transfer is in flight (a long
+// download keeps its control channel even if nothing is said on it).
+func (ss *session) stillAlive(idle time.Duration) bool {
+	if time.Since(time.Unix(0, ss.lastActive.Load())) < idle {
+		return true
+	}
+	ss.mu.Lock()
+	busy := ss.eng.Transferring()
+	ss.mu.Unlock()
+	return busy
+}
+
+// feed runs the engine under the session lock and carries out its actions.
+// Holes are opened under the lock so that a revoke can never overtake the
+// open of the same hole; socket writes happen after, outside it.
+func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer, toSender *[]byte) error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	toClient := toSender
+	if from == alg.FromServer {
+		toClient = toPeer
+	}
+	wasOpaque := ss.eng.Opaque()
+	err := ss.eng.Feed(from, data, func(a alg.Action) error {
+		for _, h := range a.Revoke {
+			if err := ss.srv.holes.Revoke(ctx, toNat(h)); err != nil {
+				// The kernel TTL still bounds it; say so and go on.
+				ss.log.Warn("revoke pinhole failed", "hole", holeString(h), "err", err)
+			}
+		}
+		if a.Refusal != alg.RefusedNone {
+			ss.log.Info("input refused", "from", from.String(), "reason", string(a.Refusal), "verdict", a.Verdict.String())
+		}
+		if a.Open != nil {
+			h := *a.Open
+			if err := ss.srv.holes.Open(ctx, toNat(h)); err != nil {
+				// Fail closed: the rewritten endpoint is never sent.
+				ss.log.Error("open pinhole failed; endpoint withheld", "hole", holeString(h), "err", err)
+				*toClient = append(*toClient, ss.eng.OpenFailed(h)...)
+				return nil
+			}
+			ss.remember(toNat(h))
+			ss.log.Debug("pinhole opened", "hole", holeString(h))
+		}
+		switch a.Verdict {
+		case alg.Forward, alg.Rewrite:
+			*toPeer = append(*toPeer, a.Output...)
+		case alg.Answer:
+			*toSender = append(*toSender, a.Output...)
+		case alg.End:
+			*toClient = append(*toClient, a.Output...)
+			r := a.Reason
+			ss.reason.CompareAndSwap(nil, &r)
+			return errSessionEnded
+		}
+		return nil
+	})
+	if !wasOpaque && ss.eng.Opaque() {
+		ss.log.Warn("AUTH TLS passthrough engaged: control channel no longer inspected, no data holes will be opened for this session")
+	}
+	if err != nil && !errors.Is(err, errSessionEnded) && !errors.Is(err, alg.ErrEnded) {
+		r := "engine: " + err.Error()
+		ss.reason.CompareAndSwap(nil, &r)
+	}
+	return err
+}
+
+func (ss *session) remember(h natrules.Hole) {
+	if len(ss.opened) >= maxRemembered {
+		copy(ss.opened, ss.opened[1:])
+		ss.opened = ss.opened[:len(ss.opened)-1]
+	}
+	ss.opened = append(ss.opened, h)
+}
+
+func (ss *session) write(c *net.TCPConn, b []byte) error {
+	mu := &ss.serverW
+	if c == ss.client {
+		mu = &ss.clientW
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	c.SetWriteDeadline(time.Now().Add(ss.srv.cfg.WriteTimeout))
+	_, err := c.Write(b)
+	return err
+}
+
+// end stops the session once: it records why, tells the client if there is
+// something to say, and closes both connections so both pumps return.
+func (ss *session) end(reason, clientMsg string) {
+	ss.endOnce.Do(func() {
+		r := reason
+		ss.reason.CompareAndSwap(nil, &r)
+		if clientMsg != "" {
+			ss.write(ss.client, []byte(clientMsg))
+		}
+		ss.client.Close()
+		ss.server.Close()
+	})
+}
+
+func (ss *session) closeBoth() { ss.end("", "") }
+
+// cleanup removes the session's holes and any data connection still tracked.
+func (ss *session) cleanup(start time.Time) {
+	ss.client.Close()
+	ss.server.Close()
+	ss.mu.Lock()
+	for _, h := range ss.eng.Close() {
+		ss.remember(toNat(h))
+	}
+	holes := ss.opened
+	ss.opened = nil
+	ss.mu.Unlock()
+	if len(holes) > 0 {
+		// Not the session's context: cleanup must run during shutdown too.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := ss.srv.holes.CloseSession(ctx, holes); err != nil {
+			ss.log.Error("session cleanup failed", "holes", len(holes), "err", err)
+		}
+		cancel()
+	}
+	reason := "closed"
+	if r := ss.reason.Load(); r != nil && *r != "" {
+		reason = *r
+	}
+	ss.log.Info("session ended", "reason", reason, "duration", time.Since(start).Round(time.Millisecond), "holes", len(holes))
+}
+
+func writeLine(c *net.TCPConn, s string, timeout time.Duration) {
+	c.SetWriteDeadline(time.Now().Add(timeout))
+	c.Write([]byte(s))
+}
+
+func peerName(s alg.Side) string { return s.String() }
+
+func toNat(h alg.Hole) natrules.Hole {
+	return natrules.Hole{From: h.From, To: h.To, DNAT: h.DNAT, SNAT: h.SNAT}
+}
+
+func holeString(h alg.Hole) string {
+	s := h.Kind.String() + " " + h.From.String() + " -> " + h.To.String()
+	if h.DNAT.IsValid() {
+		s += " dnat " + h.DNAT.String()
+	}
+	if h.SNAT.IsValid() {
+		s += " snat " + h.SNAT.String()
+	}
+	return s
+}
+
+func otherSide(s alg.Side) alg.Side {
+	if s == alg.FromClient {
+		return alg.FromServer
+	}
+	return alg.FromClient
+}

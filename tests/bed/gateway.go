@@ -1,0 +1,137 @@
+package bed
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Binary is the ftpalg binary under test; FTPALG_BIN overrides.
+func Binary() (string, error) {
+	if p := os.Getenv("FTPALG_BIN"); p != "" {
+		return p, nil
+	}
+	// Tests run in tests/ or tests/<pkg>/: look upwards for bin/ftpalg.
+	dir, _ := os.Getwd()
+	for range 4 {
+		p := filepath.Join(dir, "bin", "ftpalg")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		dir = filepath.Dir(dir)
+	}
+	return "", fmt.Errorf("bin/ftpalg not found: run `make build` or set FTPALG_BIN")
+}
+
+// StartFtpalg runs ftpalg on the gateway with extra FTPALG_* settings and
+// waits until /readyz answers 200.
+func (b *Bed) StartFtpalg(env ...string) (*Proc, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	full := append([]string{"FTPALG_LOG_LEVEL=debug"}, env...)
+	p, err := b.Start(b.Gateway, "ftpalg", full, bin)
+	if err != nil {
+		return nil, err
+	}
+	err = b.waitFor(15*time.Second, func() bool {
+		if !p.Running() {
+			return false
+		}
+		return b.Ready()
+	}, "ftpalg /readyz")
+	if err != nil {
+		return p, fmt.Errorf("%w\nftpalg output:\n%s", err, p.Out.String())
+	}
+	return p, nil
+}
+
+// Ready asks the gateway's admin endpoint.
+func (b *Bed) Ready() bool {
+	_, err := b.Exec(b.Gateway, 3*time.Second, "curl", "-sf", "--max-time", "2", fmt.Sprintf("http://127.0.0.1:%d/readyz", AdminPort))
+	return err == nil
+}
+
+var counters = regexp.MustCompile(`\[\d+:\d+\]`)
+
+// Ruleset is the gateway's iptables and ip6tables rules (filter and nat) plus
+// its ipsets, normalised so that two snapshots compare equal when nothing
+// changed: no comments, counters or timestamps, set members listed sorted.
+func (b *Bed) Ruleset() (string, error) {
+	var sb strings.Builder
+	for _, cmd := range []string{"iptables-save", "ip6tables-save"} {
+		for _, table := range []string{"filter", "nat"} {
+			out, err := b.Exec(b.Gateway, 10*time.Second, cmd, "-t", table)
+			if err != nil {
+				return "", err
+			}
+			for _, l := range strings.Split(out, "\n") {
+				if strings.HasPrefix(l, "#") || l == "" {
+					continue
+				}
+				sb.WriteString(counters.ReplaceAllString(l, "") + "\n")
+			}
+		}
+	}
+	sets, err := b.Sets()
+	if err != nil {
+		return "", err
+	}
+	names := make([]string, 0, len(sets))
+	for n := range sets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&sb, "set %s: %s\n", n, strings.Join(sets[n], " "))
+	}
+	return sb.String(), nil
+}
+
+// Sets returns each ipset on the gateway with its members (timeouts cut).
+func (b *Bed) Sets() (map[string][]string, error) {
+	out, err := b.Exec(b.Gateway, 10*time.Second, "ipset", "list")
+	if err != nil {
+		return nil, err
+	}
+	sets := map[string][]string{}
+	var cur string
+	inMembers := false
+	for _, l := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(l, "Name: "):
+			cur = strings.TrimPrefix(l, "Name: ")
+			sets[cur] = []string{}
+			inMembers = false
+		case l == "Members:":
+			inMembers = true
+		case inMembers && strings.TrimSpace(l) != "":
+			m, _, _ := strings.Cut(strings.TrimSpace(l), " timeout")
+			sets[cur] = append(sets[cur], m)
+		}
+	}
+	for _, v := range sets {
+		sort.Strings(v)
+	}
+	return sets, nil
+}
+
+// LiveHoles counts members of every FTPALG- set.
+func (b *Bed) LiveHoles() (int, error) {
+	sets, err := b.Sets()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for name, m := range sets {
+		if strings.HasPrefix(name, "FTPALG-") {
+			n += len(m)
+		}
+	}
+	return n, nil
+}

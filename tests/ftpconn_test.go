@@ -1,0 +1,94 @@
+package tests
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ftpConn is a minimal hand-driven FTP control connection, for the cases
+// where a real client would not misbehave the way an attacker does.
+type ftpConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func newFTPConn(c net.Conn) *ftpConn { return &ftpConn{c: c, r: bufio.NewReader(c)} }
+
+// reply reads one complete (possibly multi-line) reply.
+func (f *ftpConn) reply() (int, string, error) {
+	f.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var all strings.Builder
+	first := ""
+	for {
+		line, err := f.r.ReadString('\n')
+		if err != nil {
+			return 0, all.String(), fmt.Errorf("read reply: %w (so far %q)", err, all.String())
+		}
+		all.WriteString(line)
+		if len(line) < 4 {
+			continue
+		}
+		if first == "" {
+			first = line[:3]
+			if line[3] == ' ' {
+				break
+			}
+			continue
+		}
+		if line[:3] == first && line[3] == ' ' {
+			break
+		}
+	}
+	code, _ := strconv.Atoi(first)
+	return code, all.String(), nil
+}
+
+func (f *ftpConn) cmd(line string) (int, string, error) {
+	f.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := f.c.Write([]byte(line + "\r\n")); err != nil {
+		return 0, "", err
+	}
+	return f.reply()
+}
+
+// login reads the greeting and logs in anonymously.
+func (f *ftpConn) login() error {
+	if code, text, err := f.reply(); err != nil || code != 220 {
+		return fmt.Errorf("greeting %d %q: %v", code, text, err)
+	}
+	if code, text, err := f.cmd("USER anonymous"); err != nil || code != 331 {
+		return fmt.Errorf("USER: %d %q %v", code, text, err)
+	}
+	if code, text, err := f.cmd("PASS test@example.com"); err != nil || code != 230 {
+		return fmt.Errorf("PASS: %d %q %v", code, text, err)
+	}
+	return nil
+}
+
+var pasvRe = regexp.MustCompile(`(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)`)
+
+// pasv sends PASV and returns the endpoint it announced.
+func (f *ftpConn) pasv() (netip.AddrPort, error) {
+	code, text, err := f.cmd("PASV")
+	if err != nil || code != 227 {
+		return netip.AddrPort{}, fmt.Errorf("PASV: %d %q %v", code, text, err)
+	}
+	m := pasvRe.FindStringSubmatch(text)
+	if m == nil {
+		return netip.AddrPort{}, fmt.Errorf("no tuple in %q", text)
+	}
+	var n [6]int
+	for i := range n {
+		n[i], _ = strconv.Atoi(m[i+1])
+	}
+	a := netip.AddrFrom4([4]byte{byte(n[0]), byte(n[1]), byte(n[2]), byte(n[3])})
+	return netip.AddrPortFrom(a, uint16(n[4]<<8|n[5])), nil
+}
+
+func (f *ftpConn) close() { f.c.Close() }
