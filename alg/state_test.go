@@ -213,3 +213,21 @@ func TestEmitError(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSidecarActive(t *testing.T) {
+	x := newModeTester(t, ModeSidecar)
+	x.login()
+	a := x.client("EPRT |1|198.51.100.77|50000|\r\n")
+	if a.Verdict != Rewrite || a.out != "EPRT |1|127.0.0.1|40001|\r\n" ||
+		holeString(a.Open) != "127.0.0.1>127.0.0.1:40001>198.51.100.77:50000" || a.Open.SNAT != sidecarPeers.ClientFacing.Addr() {
+		t.Fatalf("%q %+v", a.out, a.Open)
+	}
+	// An unknown or already forgotten hole: a 425 line, no second release.
+	h := *a.Open
+	x.s.OpenFailed(h)
+	x.gone[h.ID] = true
+	if line := x.s.OpenFailed(h); string(line) != string(msgOpenFailed) {
+		t.Fatalf("%q", line)
+	}
+	x.finish()
+}

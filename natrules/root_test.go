@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -157,11 +158,9 @@ func newTestManager(tb testing.TB, ns *testNS, cfg Config) *Manager {
 // gateway (plus a foreign ESTABLISHED,RELATED accept, as any stateful
 // firewall has).
 type topo struct {
-	client, gw, server *testNS
-	cAddr, gwC, gwS, sAddr netip4or6
+	client, gw, server     *testNS
+	cAddr, gwC, gwS, sAddr string // client, gateway client side, gateway server side, server
 }
-
-type netip4or6 = string
 
 func newTopo(t *testing.T, v6 bool) *topo {
 	t.Helper()
@@ -266,7 +265,7 @@ func mustNotConnect(t *testing.T, tp *topo, to string, port uint16, why string) 
 	}
 }
 
-func ap2(a string, p uint16) netipAddrPort { return netipAddrPortFrom(ad(a), p) }
+func ap2(a string, p uint16) netip.AddrPort { return netip.AddrPortFrom(ad(a), p) }
 
 // ---- tests ----
 
@@ -595,6 +594,3 @@ func TestRootCapture(t *testing.T) {
 	// redirected control connections are accepted.
 	mustNotConnect(t, tp, tp.gwC, 2121, "direct connection to the listener")
 }
-
-// ensure imports used
-var _ = netlink.ConntrackTable

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -283,7 +284,9 @@ func (ss *session) cleanup(start time.Time) {
 	ss.server.Close()
 	ss.mu.Lock()
 	for _, h := range ss.eng.Close() {
-		ss.remember(toNat(h))
+		if nh := toNat(h); !slices.Contains(ss.opened, nh) {
+			ss.remember(nh) // normally already there, from its Open
+		}
 	}
 	holes := ss.opened
 	ss.opened = nil

@@ -104,7 +104,7 @@ func demo() error {
 
 	step("A bounce attempt: PORT naming a third host is answered 501 by the gateway")
 	out, _ := b.Exec(b.Client, 20*time.Second, "sh", "-c",
-		"printf 'USER anonymous\\r\\nPASS x@example.com\\r\\nPORT 192,0,2,66,195,80\\r\\nQUIT\\r\\n' | timeout 5 curl -s --max-time 5 telnet://198.51.100.20:21 || true")
+		"for l in 'USER anonymous' 'PASS x@example.com' 'PORT 192,0,2,66,195,80' 'QUIT'; do sleep 0.3; echo \">>> $l\" >&2; printf '%s\\r\\n' \"$l\"; done | timeout 5 curl -s --max-time 5 telnet://198.51.100.20:21 2>&1 || true")
 	fmt.Print(indent(out))
 
 	step("Stopping ftpalg (SIGTERM): sessions drain, every rule is removed")
