@@ -126,6 +126,11 @@ func (s *Session) active(kind verb, raw, arg []byte) Action {
 	if a, ok := s.gate(kind); !ok {
 		return a
 	}
+	if s.pending.full() {
+		// Checked first: an End must not carry revocations, which the
+		// proxy may not act on; Close returns the holes instead.
+		return s.end(RefusedState, "too many commands awaiting a reply")
+	}
 	// Whatever comes of it, the client has moved on from its previous
 	// data endpoint.
 	revoked := s.revokeAll()
@@ -157,9 +162,6 @@ func (s *Session) activeChecked(kind verb, arg []byte) Action {
 	h := s.activeHole(hk, ap, 1024) // checked with a placeholder pool port
 	if !s.holeOK(&h) {
 		return answer(msgForbiddenAddr, RefusedAddress, "data endpoint on a forbidden address")
-	}
-	if s.pending.full() {
-		return s.end(RefusedState, "too many commands awaiting a reply")
 	}
 	p, err := s.allocate()
 	if err != nil {

@@ -211,6 +211,9 @@ func (x *tester) check(a Action) {
 	if (a.Verdict == Answer || a.Verdict == End) && a.Open != nil {
 		t.Errorf("%s opens a hole", a.Verdict)
 	}
+	if a.Verdict == End && len(a.Revoke) > 0 {
+		t.Errorf("End carries revocations (Close must return those holes)")
+	}
 	if a.Verdict == Forward && a.From == FromClient {
 		// No PORT/EPRT ever reaches the server unchecked.
 		line := string(a.Output)

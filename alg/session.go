@@ -7,6 +7,23 @@ import (
 )
 
 // Session is the engine for one FTP session. See the summary in api.go.
+//
+// Strictness decisions, where the RFCs leave room:
+//   - Lines are cut at LF. A client line with a bare LF or a CR not followed
+//     by LF is answered 500 locally and not relayed (nothing of it reaches
+//     the server, so however the server would have framed it, it sees
+//     nothing); such a server line ends the session.
+//   - NUL or a line over MaxLine ends the session (421 to the client).
+//   - Telnet: IAC IAC is kept; WILL/WONT/DO/DONT <opt> is dropped; IP, DM
+//     and NOP are relayed only before the first character of a line (ABOR);
+//     any other Telnet command, or one in mid-line, makes the line bad.
+//   - A verb is 1..8 letters followed by one space or the end; PORT/EPRT
+//     arguments admit no extra whitespace, sign or leading zero.
+//   - A 227/229 that does not answer the oldest outstanding PASV/EPSV ends
+//     the session; so does any reply-shaped line from the client and a
+//     PORT/EPRT from the server.
+//   - Replies to locally answered commands are sent at once, even if earlier
+//     pipelined commands are still waiting for the server.
 type Session struct {
 	pol    Policy
 	peers  Peers

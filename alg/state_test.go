@@ -3,6 +3,7 @@ package alg
 import (
 	"errors"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -230,4 +231,113 @@ func TestSidecarActive(t *testing.T) {
 		t.Fatalf("%q", line)
 	}
 	x.finish()
+}
+
+// Holes are never produced toward loopback or gateway addresses, even when
+// they are the client's own control address.
+func TestForbiddenEndpoints(t *testing.T) {
+	for _, c := range []string{"127.0.0.1", "10.0.0.1"} {
+		pe := fwdPeers
+		pe.Client = netip.AddrPortFrom(netip.MustParseAddr(c), 5000)
+		x := newTester(t, testPolicy(ModeForward), pe)
+		x.login()
+		a := netip.MustParseAddr(c).As4()
+		line := "PORT " + strings.Join([]string{itoa(a[0]), itoa(a[1]), itoa(a[2]), itoa(a[3])}, ",") + ",195,80\r\n"
+		if r := x.client(line); r.Verdict != Answer || r.Refusal != RefusedAddress || r.out != string(msgForbiddenAddr) {
+			t.Fatalf("%s: %+v", c, r)
+		}
+		x.client("PASV\r\n")
+		if r := x.server("227 (203,0,113,5,195,80)\r\n"); r.Refusal != RefusedAddress || r.Open != nil {
+			t.Fatalf("%s passive: %+v", c, r)
+		}
+		x.finish()
+	}
+}
+
+func itoa(b byte) string { return strconv.Itoa(int(b)) }
+
+func TestReversePublicAndFamilies(t *testing.T) {
+	pe := revPeers
+	pe.Public = netip.MustParseAddr("192.0.2.9")
+	x := newTester(t, testPolicy(ModeReverse), pe)
+	x.login()
+	x.client("PASV\r\n")
+	if a := x.server("227 (10,0,0,5,195,80)\r\n"); a.out != "227 Entering Passive Mode (192,0,2,9,156,65).\r\n" || a.Open.To.Addr() != pe.ClientFacing.Addr() {
+		t.Fatalf("%+v", a)
+	}
+	x.finish()
+
+	pe.Public = netip.MustParseAddr("2001:db8::9")
+	y := newTester(t, testPolicy(ModeReverse), pe)
+	y.login()
+	y.client("PASV\r\n")
+	if a := y.server("227 (10,0,0,5,195,80)\r\n"); a.Refusal != RefusedAddress || a.out != string(msgPassiveFamily) || y.alloc.n != 0 {
+		t.Fatalf("%+v", a)
+	}
+	y.client("EPSV\r\n")
+	if a := y.server("229 (|||50000|)\r\n"); a.out != "229 Entering Extended Passive Mode (|||40001|)\r\n" {
+		t.Fatalf("%+v", a)
+	}
+	y.finish()
+}
+
+// lowAlloc hands out a privileged port: the engine must give it back and
+// refuse, not advertise it.
+type lowAlloc struct{ released []uint16 }
+
+func (l *lowAlloc) Allocate() (uint16, error) { return 21, nil }
+func (l *lowAlloc) Release(p uint16)          { l.released = append(l.released, p) }
+
+func TestAllocatorPrivilegedPort(t *testing.T) {
+	la := &lowAlloc{}
+	s, err := NewSession(testPolicy(ModeForward), fwdPeers, la)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []Action
+	emit := func(a Action) error { got = append(got, a); return nil }
+	_ = s.Feed(FromServer, []byte("220 x\r\n"), emit)
+	_ = s.Feed(FromClient, []byte("USER a\r\n"), emit)
+	_ = s.Feed(FromServer, []byte("230 x\r\n"), emit)
+	_ = s.Feed(FromClient, []byte("PORT 192,168,1,10,195,80\r\n"), emit)
+	last := got[len(got)-1]
+	if last.Verdict != Answer || last.Refusal != RefusedPool || len(la.released) != 1 || la.released[0] != 21 {
+		t.Fatalf("%+v released %v", last, la.released)
+	}
+}
+
+// A partial client line buffered when TLS engages is relayed ahead of the
+// next chunk.
+func TestOpaquePartialLine(t *testing.T) {
+	p := testPolicy(ModeForward)
+	p.TLS = TLSPassthrough
+	x := newTester(t, p, fwdPeers)
+	x.server("220 hi\r\n")
+	x.client("AUTH TLS\r\n")
+	if got, _ := x.feed(FromClient, "\x16\x03"); len(got) != 0 {
+		t.Fatal("partial line emitted")
+	}
+	x.server("234 go\r\n")
+	got, err := x.feed(FromClient, "\x01rest")
+	if err != nil || len(got) != 1 || got[0].out != "\x16\x03\x01rest" {
+		t.Fatalf("%v %+v", err, got)
+	}
+	x.finish()
+}
+
+// Hitting the outstanding-command cap on a PORT ends the session without
+// revoking: the live hole comes back from Close.
+func TestOutstandingCapOnPORT(t *testing.T) {
+	x := newModeTester(t, ModeForward)
+	x.login()
+	open := x.client("PORT 192,168,1,10,195,80\r\n").Open
+	for i := 1; i < maxOutstanding; i++ {
+		x.client("NOOP\r\n")
+	}
+	if a := x.client("PORT 192,168,1,10,195,81\r\n"); a.Verdict != End || len(a.Revoke) != 0 {
+		t.Fatalf("%+v", a)
+	}
+	if hs := x.finish(); len(hs) != 1 || hs[0].ID != open.ID {
+		t.Fatalf("%+v", hs)
+	}
 }

@@ -34,6 +34,9 @@ type Config struct {
 	CaptureIfaces []string
 	// ListenPort is the proxy's control listener (accepted in INPUT).
 	ListenPort uint16
+	// OpenListener accepts any connection to ListenPort in INPUT (reverse
+	// and sidecar modes, where the listener is the published service).
+	OpenListener bool
 	// TTL is the kernel-enforced lifetime of an unused hole.
 	TTL time.Duration
 	// MaxHoles caps live holes per family (ipset maxelem).

@@ -140,6 +140,10 @@ func staticRules(cfg Config, fam Family) []Rule {
 		rs = append(rs, rule(tFilter, chInput, "-p", "tcp", "--dport", port(cfg.ListenPort),
 			"-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", port(cfg.CapturePort), "-j", "ACCEPT"))
 	}
+	if cfg.OpenListener {
+		// Reverse and sidecar modes publish the listener itself.
+		rs = append(rs, rule(tFilter, chInput, "-p", "tcp", "--dport", port(cfg.ListenPort), "-j", "ACCEPT"))
+	}
 	rs = append(rs, rule(tFilter, chCanary, "-j", "RETURN"))
 
 	// nat

@@ -28,9 +28,11 @@ type Pinholes interface {
 // Config is the proxy's part of the daemon configuration.
 type Config struct {
 	Policy alg.Policy // Policy.Mode selects forward, reverse or sidecar
-	// Upstream is the server in reverse and sidecar modes. Forward mode uses
-	// each connection's original destination instead.
-	Upstream       netip.AddrPort
+	// Upstreams are the server's addresses in reverse and sidecar modes, at
+	// most one per family; a client is relayed to the one of its own family
+	// (NAT cannot translate between families). Forward mode uses each
+	// connection's original destination instead.
+	Upstreams      []netip.AddrPort
 	PublicAddr     netip.Addr // optional, see alg.Peers.Public
 	PortLo, PortHi uint16     // data port pool
 	MaxSessions    int
@@ -62,7 +64,7 @@ type Server struct {
 
 // New builds a server. holes must not be nil (use natrules.Fake in tests).
 func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
-	if cfg.Policy.Mode != alg.ModeForward && !cfg.Upstream.IsValid() {
+	if cfg.Policy.Mode != alg.ModeForward && len(cfg.Upstreams) == 0 {
 		return nil, fmt.Errorf("proxy: %s mode needs an upstream address", cfg.Policy.Mode)
 	}
 	if cfg.PortLo == 0 || cfg.PortHi < cfg.PortLo {
@@ -82,12 +84,6 @@ func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, holes: holes, log: log, pool: newPortPool(cfg.PortLo, cfg.PortHi), local: newLocalAddrs(), originalDst: originalDst}
 	s.cfg.Policy.IsLocal = s.local.Contains
-	if cfg.Policy.Mode == alg.ModeSidecar {
-		// The server shares our namespace: its address is ours by design.
-		up := cfg.Upstream.Addr()
-		s.cfg.Policy.IsLocal = func(a netip.Addr) bool { return a != up && s.local.Contains(a) }
-		s.cfg.Policy.AllowLoopbackServer = true
-	}
 	return s, nil
 }
 

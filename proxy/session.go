@@ -110,7 +110,7 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn) {
 func (s *Server) upstreamFor(c *net.TCPConn) (dst, facing netip.AddrPort, err error) {
 	local := addrPortOf(c.LocalAddr())
 	if s.cfg.Policy.Mode != alg.ModeForward {
-		return s.cfg.Upstream, local, nil
+		return s.pickUpstream(local)
 	}
 	od, err := s.originalDst(c)
 	if err != nil {
@@ -122,6 +122,28 @@ func (s *Server) upstreamFor(c *net.TCPConn) (dst, facing netip.AddrPort, err er
 		return dst, facing, errors.New("connection was not redirected through the gateway")
 	}
 	return od, od, nil
+}
+
+// pickUpstream chooses the upstream of the client's family. In sidecar mode
+// a loopback upstream is reached at the pod's own address instead: the server
+// then sees its control peer, and its data connections, on that address, so
+// the data holes need no NAT to or from loopback (which Linux treats as
+// martian on a real interface).
+func (s *Server) pickUpstream(local netip.AddrPort) (dst, facing netip.AddrPort, err error) {
+	for _, up := range s.cfg.Upstreams {
+		if up.Addr().Is4() != local.Addr().Is4() {
+			continue
+		}
+		if s.cfg.Policy.Mode == alg.ModeSidecar && up.Addr().IsLoopback() {
+			up = netip.AddrPortFrom(local.Addr(), up.Port())
+		}
+		return up, local, nil
+	}
+	fam := "IPv6"
+	if local.Addr().Is4() {
+		fam = "IPv4"
+	}
+	return dst, local, errors.New("no upstream server configured for " + fam + " clients")
 }
 
 func (ss *session) touch() { ss.lastActive.Store(time.Now().UnixNano()) }

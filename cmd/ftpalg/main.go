@@ -93,7 +93,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		ConnectTimeout: cfg.ConnectTimeout,
 	}
 	if cfg.Upstream != "" {
-		pcfg.Upstream = netip.MustParseAddrPort(cfg.Upstream)
+		pcfg.Upstreams, _ = config.ParseUpstreams(cfg.Upstream) // validated by Load
 	}
 	if cfg.PublicAddr != "" {
 		pcfg.PublicAddr = netip.MustParseAddr(cfg.PublicAddr).Unmap()
@@ -106,6 +106,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		CapturePort:   21,
 		CaptureIfaces: cfg.CaptureIfaces,
 		ListenPort:    listen.Port(),
+		OpenListener:  mode != alg.ModeForward,
 		TTL:           cfg.PinholeTTL,
 		MaxHoles:      2 * (int(hi) - int(lo) + 1 + cfg.MaxSessions),
 	}, log.With("component", "natrules"))

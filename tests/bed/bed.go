@@ -37,17 +37,34 @@ var (
 	Attacker6  = netip.MustParseAddr("2001:db8:1::66")
 	GwWAN6     = netip.MustParseAddr("2001:db8:2::1")
 	Server6    = netip.MustParseAddr("2001:db8:2::20")
+	Outsider4  = netip.MustParseAddr("198.51.100.66")
+	Outsider6  = netip.MustParseAddr("2001:db8:2::66")
 	AdminPort  = 9180
 	ListenPort = 2121
 )
 
+// Options choose where vsftpd runs. The zero value is the forward-mode bed:
+// vsftpd on the WAN host "server", port 21.
+type Options struct {
+	// VsftpdNS is "server" (default, WAN side) or "client" (LAN side: the
+	// inside server of reverse mode, or the pod of sidecar mode).
+	VsftpdNS string
+	// VsftpdPort is vsftpd's listen port (default 21).
+	VsftpdPort int
+}
+
 // Bed is one running test bed.
+//
+//	client   192.0.2.10 ─┐                                 ┌─ server   198.51.100.20
+//	                     ├─ lan0 [ gateway ] wan0 ─┤
+//	attacker 192.0.2.66 ─┘  192.0.2.1   198.51.100.1       └─ outsider 198.51.100.66
 type Bed struct {
-	ID                                string
-	Client, Attacker, Gateway, Server string // namespace names
-	Dir                               string // scratch: vsftpd root, logs
-	FTPRoot                           string // anonymous root: pub/ (read), incoming/ (write)
-	Logf                              func(format string, args ...any)
+	ID                                          string
+	Client, Attacker, Gateway, Server, Outsider string // namespace names
+	Opts                                        Options
+	Dir                                         string // scratch: vsftpd root, logs
+	FTPRoot                                     string // anonymous root: pub/ (read), incoming/ (write)
+	Logf                                        func(format string, args ...any)
 
 	mu    sync.Mutex
 	procs []*Proc
@@ -64,7 +81,16 @@ type Proc struct {
 
 // New builds the namespaces, the gateway's default-deny firewall and the
 // server's vsftpd. Call Close when done, also on failure.
-func New(logf func(string, ...any)) (*Bed, error) {
+func New(logf func(string, ...any)) (*Bed, error) { return NewWith(Options{}, logf) }
+
+// NewWith builds a bed with vsftpd placed as opts says.
+func NewWith(opts Options, logf func(string, ...any)) (*Bed, error) {
+	if opts.VsftpdNS == "" {
+		opts.VsftpdNS = "server"
+	}
+	if opts.VsftpdPort == 0 {
+		opts.VsftpdPort = 21
+	}
 	id := randID()
 	b := &Bed{
 		ID:       id,
@@ -72,6 +98,8 @@ func New(logf func(string, ...any)) (*Bed, error) {
 		Attacker: "fa" + id + "-atk",
 		Gateway:  "fa" + id + "-gw",
 		Server:   "fa" + id + "-srv",
+		Outsider: "fa" + id + "-out",
+		Opts:     opts,
 		Logf:     logf,
 	}
 	dir, err := os.MkdirTemp("", "ftpalg-bed-"+id+"-")
@@ -93,7 +121,7 @@ func randID() string {
 }
 
 func (b *Bed) build() error {
-	for _, ns := range []string{b.Client, b.Attacker, b.Gateway, b.Server} {
+	for _, ns := range b.namespaces() {
 		if err := run("ip", "netns", "add", ns); err != nil {
 			return err
 		}
@@ -107,10 +135,14 @@ func (b *Bed) build() error {
 		{gw, "ip link set lan0 up"},
 		{gw, "ip link add c0 type veth peer name eth0 netns " + b.Client},
 		{gw, "ip link add a0 type veth peer name eth0 netns " + b.Attacker},
-		{gw, "ip link add wan0 type veth peer name eth0 netns " + b.Server},
+		{gw, "ip link add wan0 type bridge"},
+		{gw, "ip link set wan0 up"},
+		{gw, "ip link add s0 type veth peer name eth0 netns " + b.Server},
+		{gw, "ip link add o0 type veth peer name eth0 netns " + b.Outsider},
 		{gw, "ip link set c0 master lan0 up"},
 		{gw, "ip link set a0 master lan0 up"},
-		{gw, "ip link set wan0 up"},
+		{gw, "ip link set s0 master wan0 up"},
+		{gw, "ip link set o0 master wan0 up"},
 		{gw, "ip addr add 192.0.2.1/24 dev lan0"},
 		{gw, "ip addr add 2001:db8:1::1/64 dev lan0 nodad"},
 		{gw, "ip addr add 198.51.100.1/24 dev wan0"},
@@ -131,6 +163,11 @@ func (b *Bed) build() error {
 		{b.Server, "ip addr add 2001:db8:2::20/64 dev eth0 nodad"},
 		{b.Server, "ip route add default via 198.51.100.1"},
 		{b.Server, "ip -6 route add default via 2001:db8:2::1"},
+		{b.Outsider, "ip link set eth0 up"},
+		{b.Outsider, "ip addr add 198.51.100.66/24 dev eth0"},
+		{b.Outsider, "ip addr add 2001:db8:2::66/64 dev eth0 nodad"},
+		{b.Outsider, "ip route add default via 198.51.100.1"},
+		{b.Outsider, "ip -6 route add default via 2001:db8:2::1"},
 	}
 	for _, s := range steps {
 		if err := b.sh(s.ns, s.cmd); err != nil {
@@ -200,6 +237,7 @@ func (b *Bed) VsftpdConf() string {
 		"dual_log_enable=NO",
 		"max_clients=0",
 		"max_per_ip=0",
+		fmt.Sprintf("listen_port=%d", b.Opts.VsftpdPort),
 		"",
 	}, "\n")
 }
@@ -209,15 +247,28 @@ func (b *Bed) startVsftpd() error {
 	if err := os.WriteFile(conf, []byte(b.VsftpdConf()), 0o600); err != nil {
 		return err
 	}
-	p, err := b.Start(b.Server, "vsftpd", nil, "vsftpd", conf)
+	ns := b.VsftpdNS()
+	p, err := b.Start(ns, "vsftpd", nil, "vsftpd", conf)
 	if err != nil {
 		return err
 	}
-	// vsftpd is ready when it listens on 21.
+	port := fmt.Sprintf(":%d", b.Opts.VsftpdPort)
 	return b.waitFor(5*time.Second, func() bool {
-		out, _ := output("ip", "netns", "exec", b.Server, "ss", "-Htln", "sport = :21")
-		return strings.Contains(out, ":21") && p.Running()
-	}, "vsftpd listening on :21 ("+p.Out.String()+")")
+		out, _ := output("ip", "netns", "exec", ns, "ss", "-Htln", "sport = "+port)
+		return strings.Contains(out, port) && p.Running()
+	}, "vsftpd listening on "+port+" ("+p.Out.String()+")")
+}
+
+// VsftpdNS is the namespace vsftpd runs in.
+func (b *Bed) VsftpdNS() string {
+	if b.Opts.VsftpdNS == "client" {
+		return b.Client
+	}
+	return b.Server
+}
+
+func (b *Bed) namespaces() []string {
+	return []string{b.Client, b.Attacker, b.Gateway, b.Server, b.Outsider}
 }
 
 // Start runs a background process inside ns.
@@ -285,7 +336,7 @@ func (b *Bed) Close() {
 			p.Wait(3 * time.Second)
 		}
 	}
-	for _, ns := range []string{b.Client, b.Attacker, b.Gateway, b.Server} {
+	for _, ns := range b.namespaces() {
 		if ns == "" {
 			continue
 		}

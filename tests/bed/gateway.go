@@ -29,13 +29,16 @@ func Binary() (string, error) {
 
 // StartFtpalg runs ftpalg on the gateway with extra FTPALG_* settings and
 // waits until /readyz answers 200.
-func (b *Bed) StartFtpalg(env ...string) (*Proc, error) {
+func (b *Bed) StartFtpalg(env ...string) (*Proc, error) { return b.StartFtpalgIn(b.Gateway, env...) }
+
+// StartFtpalgIn runs ftpalg in namespace ns (the pod, in sidecar mode).
+func (b *Bed) StartFtpalgIn(ns string, env ...string) (*Proc, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
 	}
 	full := append([]string{"FTPALG_LOG_LEVEL=debug"}, env...)
-	p, err := b.Start(b.Gateway, "ftpalg", full, bin)
+	p, err := b.Start(ns, "ftpalg", full, bin)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +46,7 @@ func (b *Bed) StartFtpalg(env ...string) (*Proc, error) {
 		if !p.Running() {
 			return false
 		}
-		return b.Ready()
+		return b.ReadyIn(ns)
 	}, "ftpalg /readyz")
 	if err != nil {
 		return p, fmt.Errorf("%w\nftpalg output:\n%s", err, p.Out.String())
@@ -52,8 +55,11 @@ func (b *Bed) StartFtpalg(env ...string) (*Proc, error) {
 }
 
 // Ready asks the gateway's admin endpoint.
-func (b *Bed) Ready() bool {
-	_, err := b.Exec(b.Gateway, 3*time.Second, "curl", "-sf", "--max-time", "2", fmt.Sprintf("http://127.0.0.1:%d/readyz", AdminPort))
+func (b *Bed) Ready() bool { return b.ReadyIn(b.Gateway) }
+
+// ReadyIn asks the admin endpoint of the ftpalg running in ns.
+func (b *Bed) ReadyIn(ns string) bool {
+	_, err := b.Exec(ns, 3*time.Second, "curl", "-sf", "--max-time", "2", fmt.Sprintf("http://127.0.0.1:%d/readyz", AdminPort))
 	return err == nil
 }
 
@@ -62,11 +68,14 @@ var counters = regexp.MustCompile(`\[\d+:\d+\]`)
 // Ruleset is the gateway's iptables and ip6tables rules (filter and nat) plus
 // its ipsets, normalised so that two snapshots compare equal when nothing
 // changed: no comments, counters or timestamps, set members listed sorted.
-func (b *Bed) Ruleset() (string, error) {
+func (b *Bed) Ruleset() (string, error) { return b.RulesetOf(b.Gateway) }
+
+// RulesetOf is Ruleset for namespace ns.
+func (b *Bed) RulesetOf(ns string) (string, error) {
 	var sb strings.Builder
 	for _, cmd := range []string{"iptables-save", "ip6tables-save"} {
 		for _, table := range []string{"filter", "nat"} {
-			out, err := b.Exec(b.Gateway, 10*time.Second, cmd, "-t", table)
+			out, err := b.Exec(ns, 10*time.Second, cmd, "-t", table)
 			if err != nil {
 				return "", err
 			}
@@ -78,7 +87,7 @@ func (b *Bed) Ruleset() (string, error) {
 			}
 		}
 	}
-	sets, err := b.Sets()
+	sets, err := b.SetsOf(ns)
 	if err != nil {
 		return "", err
 	}
@@ -94,8 +103,11 @@ func (b *Bed) Ruleset() (string, error) {
 }
 
 // Sets returns each ipset on the gateway with its members (timeouts cut).
-func (b *Bed) Sets() (map[string][]string, error) {
-	out, err := b.Exec(b.Gateway, 10*time.Second, "ipset", "list")
+func (b *Bed) Sets() (map[string][]string, error) { return b.SetsOf(b.Gateway) }
+
+// SetsOf is Sets for namespace ns.
+func (b *Bed) SetsOf(ns string) (map[string][]string, error) {
+	out, err := b.Exec(ns, 10*time.Second, "ipset", "list")
 	if err != nil {
 		return nil, err
 	}
@@ -122,8 +134,11 @@ func (b *Bed) Sets() (map[string][]string, error) {
 }
 
 // LiveHoles counts members of every FTPALG- set.
-func (b *Bed) LiveHoles() (int, error) {
-	sets, err := b.Sets()
+func (b *Bed) LiveHoles() (int, error) { return b.LiveHolesIn(b.Gateway) }
+
+// LiveHolesIn is LiveHoles for namespace ns.
+func (b *Bed) LiveHolesIn(ns string) (int, error) {
+	sets, err := b.SetsOf(ns)
 	if err != nil {
 		return 0, err
 	}

@@ -26,7 +26,7 @@ const Prefix = "FTPALG_"
 type Config struct {
 	Mode           string        `env:"MODE" envDefault:"forward" help:"forward (LAN clients to outside servers), reverse or sidecar (publish one server)"`
 	Listen         string        `env:"LISTEN" envDefault:":2121" help:"control-channel listener, host:port"`
-	Upstream       string        `env:"UPSTREAM" help:"reverse/sidecar: the FTP server, host:port (literal address)"`
+	Upstream       string        `env:"UPSTREAM" help:"reverse/sidecar: the FTP server, address:port; one per family, comma-separated, for IPv4 and IPv6 clients"`
 	Capture        bool          `env:"CAPTURE" envDefault:"true" help:"forward: install the REDIRECT of forwarded TCP/21 to the listener"`
 	CaptureIfaces  []string      `env:"CAPTURE_IFACES" envSeparator:"," help:"forward: capture only on these interfaces (comma list; empty = all)"`
 	PublicAddr     string        `env:"PUBLIC_ADDR" help:"address written into rewritten endpoints; empty = found from the routing table / the connection"`
@@ -45,9 +45,6 @@ type Config struct {
 	LogLevel       string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 	AdminListen    string        `env:"ADMIN_LISTEN" envDefault:":9180" help:"admin HTTP listener (/livez, /readyz); empty disables"`
 }
-
-// allowUnreleasedModes lets tests exercise reverse/sidecar validation.
-var allowUnreleasedModes = false
 
 // Problem is one bad variable.
 type Problem struct {
@@ -178,11 +175,6 @@ func (c *Config) validate(vars map[string]string, already []Problem) []Problem {
 	switch c.Mode {
 	case "forward":
 	case "reverse", "sidecar":
-		// The engine and proxy support these modes, but until their
-		// end-to-end tests exist (issue 5) they are not offered.
-		if !allowUnreleasedModes {
-			bad("MODE", "expected forward ("+c.Mode+" mode is not released yet)")
-		}
 		if c.Upstream == "" {
 			bad("UPSTREAM", "required in "+c.Mode+" mode: the server's address:port")
 		}
@@ -193,8 +185,8 @@ func (c *Config) validate(vars map[string]string, already []Problem) []Problem {
 		bad("LISTEN", "expected [address]:port with a literal address, e.g. :2121 or 192.0.2.1:21")
 	}
 	if c.Upstream != "" {
-		if ap, err := netip.ParseAddrPort(c.Upstream); err != nil || ap.Port() == 0 {
-			bad("UPSTREAM", "expected address:port with a literal IP, e.g. 127.0.0.1:2121 or [2001:db8::1]:21")
+		if _, err := ParseUpstreams(c.Upstream); err != nil {
+			bad("UPSTREAM", "expected address:port with a literal IP, at most one IPv4 and one IPv6, e.g. 192.0.2.10:21,[2001:db8::10]:21")
 		}
 	}
 	if c.PublicAddr != "" {
@@ -282,4 +274,26 @@ func ParsePortRange(s string) (lo, hi uint16, err error) {
 		return 0, 0, fmt.Errorf("bad port range %q", s)
 	}
 	return uint16(l), uint16(h), nil
+}
+
+// ParseUpstreams parses a comma list of address:port, at most one per family.
+func ParseUpstreams(s string) ([]netip.AddrPort, error) {
+	var out []netip.AddrPort
+	seen4, seen6 := false, false
+	for _, part := range strings.Split(s, ",") {
+		ap, err := netip.ParseAddrPort(strings.TrimSpace(part))
+		if err != nil {
+			return nil, err
+		}
+		a := ap.Addr().Unmap()
+		if ap.Port() == 0 || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
+			return nil, fmt.Errorf("bad upstream %q", part)
+		}
+		if a.Is4() && seen4 || a.Is6() && seen6 {
+			return nil, fmt.Errorf("two upstreams of one family")
+		}
+		seen4, seen6 = seen4 || a.Is4(), seen6 || a.Is6()
+		out = append(out, netip.AddrPortFrom(a, ap.Port()))
+	}
+	return out, nil
 }

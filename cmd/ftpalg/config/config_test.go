@@ -19,8 +19,6 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestValid(t *testing.T) {
-	allowUnreleasedModes = true
-	defer func() { allowUnreleasedModes = false }()
 	c, err := Load([]string{"FTPALG_MODE=reverse", "FTPALG_UPSTREAM=198.51.100.20:21", "FTPALG_CAPTURE_IFACES=eth0,eth1",
 		"FTPALG_DENY_COMMANDS=SITE EXEC,SITE CHMOD", "FTPALG_PUBLIC_ADDR=203.0.113.5", "FTPALG_LOG_LEVEL=debug", "PATH=/bin"})
 	if err != nil {
@@ -67,16 +65,27 @@ func TestAllProblemsAtOnce(t *testing.T) {
 	}
 }
 
-func TestUnreleasedModesRefused(t *testing.T) {
-	_, err := Load([]string{"FTPALG_MODE=reverse", "FTPALG_UPSTREAM=198.51.100.20:21"})
-	if err == nil || !strings.Contains(err.Error(), "not released yet") {
-		t.Fatalf("got %v", err)
+func TestUpstreams(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		n  int
+		ok bool
+	}{
+		{"192.0.2.10:21", 1, true},
+		{"192.0.2.10:21,[2001:db8:1::10]:21", 2, true},
+		{"192.0.2.10:21,192.0.2.11:21", 0, false},
+		{"ftp.example.com:21", 0, false},
+		{"192.0.2.10", 0, false},
+		{"0.0.0.0:21", 0, false},
+	} {
+		ups, err := ParseUpstreams(tc.in)
+		if (err == nil) != tc.ok || len(ups) != tc.n {
+			t.Errorf("%q: got %v %v", tc.in, ups, err)
+		}
 	}
 }
 
 func TestReverseNeedsUpstream(t *testing.T) {
-	allowUnreleasedModes = true
-	defer func() { allowUnreleasedModes = false }()
 	_, err := Load([]string{"FTPALG_MODE=reverse"})
 	if err == nil || !strings.Contains(err.Error(), "FTPALG_UPSTREAM") {
 		t.Fatalf("got %v", err)
