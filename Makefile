@@ -35,7 +35,7 @@ vet:
 
 # Unit tests (alg, config, proxy; natrules' root tests run when root).
 unit:
-	$(GO) test -count=1 ./alg/... ./cmd/... ./proxy/... ./natrules/...
+	$(GO) test -count=1 ./alg/... ./cmd/... ./proxy/... ./natrules/... ./deploy/...
 
 # End-to-end tests in network namespaces (root).
 e2e: build
