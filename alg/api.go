@@ -207,6 +207,30 @@ type Action struct {
 	Open *Hole
 	// Revoke lists holes that are superseded and must be removed.
 	Revoke []Hole
+	// Transfer, if not nil, reports the start (client command forwarded) or
+	// end (server's final reply) of a data transfer, for the audit log.
+	Transfer *Transfer
+}
+
+// TransferPhase says which end of a transfer a Transfer event marks.
+type TransferPhase uint8
+
+const (
+	TransferStart TransferPhase = iota
+	TransferEnd
+)
+
+// Transfer describes one data transfer command (RETR, STOR, STOU, APPE,
+// LIST, NLST, MLSD).
+type Transfer struct {
+	Phase   TransferPhase
+	Command string // upper-case verb
+	Arg     string // file name or listing argument, as sent (may be empty)
+	Code    int    // TransferEnd: the final reply code
+	// Hole is the data hole negotiated for it (HasHole false if none, e.g.
+	// under TLS passthrough it never is).
+	Hole    Hole
+	HasHole bool
 }
 
 // The Session type (session.go) is the engine for one FTP session:

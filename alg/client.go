@@ -46,7 +46,11 @@ func (s *Session) clientLine(raw, text []byte, flags uint8) Action {
 	case vREIN:
 		return s.forward(raw, entry{kind: cmdREIN})
 	case vTransfer:
-		return s.forward(raw, entry{kind: cmdTransfer})
+		a := s.forward(raw, entry{kind: cmdTransfer})
+		if a.Verdict == Forward {
+			a.Transfer = s.startTransfer(v, arg)
+		}
+		return a
 	}
 	return s.forward(raw, entry{kind: cmdOther})
 }
@@ -177,4 +181,15 @@ func (s *Session) activeChecked(kind verb, arg []byte) Action {
 		s.out = parse.AppendEPRT(s.out[:0], adv)
 	}
 	return Action{Verdict: Rewrite, Output: s.out, Open: open}
+}
+
+// startTransfer remembers the transfer command for its end event. The hole
+// is the newest outstanding one: the PASV/PORT that precedes the command.
+func (s *Session) startTransfer(verb, arg []byte) *Transfer {
+	t := &Transfer{Phase: TransferStart, Command: string(bytes.ToUpper(verb)), Arg: string(arg)}
+	if n := len(s.holes); n > 0 {
+		t.Hole, t.HasHole = s.holes[n-1], true
+	}
+	s.xfer = *t
+	return t
 }

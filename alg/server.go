@@ -56,6 +56,9 @@ func (s *Session) finalReply(raw, text []byte) Action {
 	e, ok := s.pending.pop()
 	if e.kind == cmdTransfer {
 		s.transferring = false
+		t := s.xfer
+		t.Phase, t.Code = TransferEnd, code
+		fwd.Transfer = &t
 	}
 	switch {
 	case code == 227 || code == 229:

@@ -46,6 +46,7 @@ type Session struct {
 	epsvAll      bool
 	opaque       bool
 	transferring bool
+	xfer         Transfer // the transfer command last forwarded
 	ended        bool
 
 	holes  []Hole // outstanding: opened and not yet revoked, failed or closed

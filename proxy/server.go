@@ -42,6 +42,10 @@ type Config struct {
 	UpstreamMark uint32
 	// WriteTimeout bounds a write to a peer that does not read.
 	WriteTimeout time.Duration
+	// Metrics, if not nil, receives the proxy's counters.
+	Metrics *Metrics
+	// FlowCounter, if not nil, supplies byte counts for the transfer audit log.
+	FlowCounter FlowCounter
 }
 
 // Server runs sessions for one or more listeners.
@@ -55,6 +59,11 @@ type Server struct {
 	// originalDst is swappable so tests can run forward mode without
 	// REDIRECT.
 	originalDst func(*net.TCPConn) (netip.AddrPort, error)
+
+	metrics *Metrics
+	audit   *auditor
+	rt      atomic.Pointer[Runtime]
+	stop    context.CancelFunc
 
 	nextID   atomic.Uint64
 	active   atomic.Int64
@@ -82,10 +91,49 @@ func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 30 * time.Second
 	}
-	s := &Server{cfg: cfg, holes: holes, log: log, pool: newPortPool(cfg.PortLo, cfg.PortHi), local: newLocalAddrs(), originalDst: originalDst}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	s := &Server{cfg: cfg, holes: holes, log: log, pool: newPortPool(cfg.PortLo, cfg.PortHi), local: newLocalAddrs(), originalDst: originalDst, metrics: cfg.Metrics}
 	s.cfg.Policy.IsLocal = s.local.Contains
+	s.Reload(Runtime{Policy: cfg.Policy, MaxSessions: cfg.MaxSessions, IdleTimeout: cfg.IdleTimeout, ConnectTimeout: cfg.ConnectTimeout})
+	s.audit = newAuditor(cfg.FlowCounter, log, cfg.Metrics)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	go s.audit.run(ctx)
 	return s, nil
 }
+
+// Runtime is the part of the configuration that may change while running
+// (SIGHUP). Sessions take a snapshot when they start.
+type Runtime struct {
+	Policy         alg.Policy // Mode is fixed at New; a different one is ignored
+	MaxSessions    int
+	IdleTimeout    time.Duration
+	ConnectTimeout time.Duration
+}
+
+// Reload swaps the runtime configuration for new sessions.
+func (s *Server) Reload(r Runtime) {
+	r.Policy.Mode = s.cfg.Policy.Mode
+	r.Policy.IsLocal = s.local.Contains
+	r.Policy.AllowLoopbackServer = s.cfg.Policy.AllowLoopbackServer
+	if r.MaxSessions <= 0 {
+		r.MaxSessions = s.cfg.MaxSessions
+	}
+	if r.IdleTimeout <= 0 {
+		r.IdleTimeout = s.cfg.IdleTimeout
+	}
+	if r.ConnectTimeout <= 0 {
+		r.ConnectTimeout = s.cfg.ConnectTimeout
+	}
+	s.rt.Store(&r)
+}
+
+func (s *Server) runtime() *Runtime { return s.rt.Load() }
+
+// Close stops the background work (the audit writer); call it after Drain.
+func (s *Server) Close() { s.stop() }
 
 // Active reports the number of live sessions.
 func (s *Server) Active() int64 { return s.active.Load() }
@@ -145,9 +193,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		backoff = 0
 		tc := c.(*net.TCPConn)
-		if s.active.Add(1) > int64(s.cfg.MaxSessions) {
+		if limit := s.runtime().MaxSessions; s.active.Add(1) > int64(limit) {
 			s.active.Add(-1)
-			s.log.Warn("session refused: limit reached", "client", c.RemoteAddr().String(), "limit", s.cfg.MaxSessions)
+			s.log.Warn("session refused: limit reached", "client", c.RemoteAddr().String(), "limit", limit)
+			s.metrics.SessionsRefused.WithLabelValues("limit").Inc()
 			tc.SetWriteDeadline(time.Now().Add(time.Second))
 			tc.Write([]byte("421 Too many sessions through the gateway, try again later.\r\n"))
 			tc.Close()
@@ -183,8 +232,8 @@ func (s *Server) Drain(ctx context.Context) {
 }
 
 // dialUpstream connects to the server with the configured timeout.
-func (s *Server) dialUpstream(ctx context.Context, dst netip.AddrPort) (*net.TCPConn, error) {
-	d := net.Dialer{Timeout: s.cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+func (s *Server) dialUpstream(ctx context.Context, dst netip.AddrPort, timeout time.Duration) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	if s.cfg.UpstreamMark != 0 {
 		d.Control = markControl(s.cfg.UpstreamMark)
 	}

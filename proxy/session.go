@@ -42,7 +42,10 @@ type session struct {
 	clientW sync.Mutex      // serialises writes to client
 	serverW sync.Mutex      // serialises writes to server
 
+	idle       time.Duration
 	lastActive atomic.Int64 // unix nanos of the last byte either way
+	xferStart  time.Time    // guarded by mu
+	audited    bool         // guarded by mu: a transfer record was queued
 	endOnce    sync.Once
 	reason     atomic.Pointer[string]
 }
@@ -52,20 +55,23 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn) {
 	clientAP := addrPortOf(client.RemoteAddr())
 	log := s.log.With("session", id, "client", clientAP.String(), "mode", s.cfg.Policy.Mode.String())
 	start := time.Now()
+	rt := s.runtime()
 
 	dst, facing, err := s.upstreamFor(client)
 	if err != nil {
 		log.Warn("session refused", "reason", err.Error())
+		s.metrics.SessionsRefused.WithLabelValues("no_upstream").Inc()
 		writeLine(client, "421 Service not available: "+err.Error()+".\r\n", time.Second)
 		client.Close()
 		return
 	}
 	log = log.With("server", dst.String())
-	dialCtx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
-	server, err := s.dialUpstream(dialCtx, dst)
+	dialCtx, cancel := context.WithTimeout(ctx, rt.ConnectTimeout)
+	server, err := s.dialUpstream(dialCtx, dst, rt.ConnectTimeout)
 	cancel()
 	if err != nil {
 		log.Warn("upstream unreachable", "err", err, "after", time.Since(start).Round(time.Millisecond))
+		s.metrics.SessionsRefused.WithLabelValues("upstream_unreachable").Inc()
 		writeLine(client, "421 Service not available: cannot reach the FTP server.\r\n", time.Second)
 		client.Close()
 		return
@@ -78,7 +84,7 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn) {
 		Server:       addrPortOf(server.RemoteAddr()),
 		Public:       s.cfg.PublicAddr,
 	}
-	eng, err := alg.NewSession(s.cfg.Policy, peers, s.pool)
+	eng, err := alg.NewSession(rt.Policy, peers, s.pool)
 	if err != nil {
 		log.Warn("session refused", "reason", err.Error())
 		writeLine(client, "421 Service not available: gateway refused the session.\r\n", time.Second)
@@ -86,8 +92,12 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn) {
 		server.Close()
 		return
 	}
-	ss := &session{srv: s, id: id, log: log, client: client, server: server, eng: eng}
+	ss := &session{srv: s, id: id, log: log, client: client, server: server, eng: eng, idle: rt.IdleTimeout}
 	ss.touch()
+	mode := s.cfg.Policy.Mode.String()
+	s.metrics.SessionsTotal.WithLabelValues(mode).Inc()
+	s.metrics.SessionsActive.WithLabelValues(mode).Inc()
+	defer s.metrics.SessionsActive.WithLabelValues(mode).Dec()
 	// Shutdown stops accepting through ctx, but running sessions keep
 	// opening holes until they end or the grace period closes them.
 	ctx = context.WithoutCancel(ctx)
@@ -154,7 +164,7 @@ func (ss *session) touch() { ss.lastActive.Store(time.Now().UnixNano()) }
 func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPConn) {
 	buf := make([]byte, readBufSize)
 	var toPeer, toSender []byte
-	idle := ss.srv.cfg.IdleTimeout
+	idle := ss.idle
 	for {
 		src.SetReadDeadline(time.Now().Add(idle))
 		n, rerr := src.Read(buf)
@@ -228,18 +238,27 @@ func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer,
 			}
 		}
 		if a.Refusal != alg.RefusedNone {
+			ss.srv.metrics.Refused.WithLabelValues(string(a.Refusal)).Inc()
 			ss.log.Info("input refused", "from", from.String(), "reason", string(a.Refusal), "verdict", a.Verdict.String())
 		}
 		if a.Open != nil {
 			h := *a.Open
-			if err := ss.srv.holes.Open(ctx, toNat(h)); err != nil {
+			t0 := time.Now()
+			err := ss.srv.holes.Open(ctx, toNat(h))
+			ss.srv.metrics.RuleInstall.Observe(time.Since(t0).Seconds())
+			if err != nil {
 				// Fail closed: the rewritten endpoint is never sent.
+				ss.srv.metrics.HoleFailures.Inc()
 				ss.log.Error("open pinhole failed; endpoint withheld", "hole", holeString(h), "err", err)
 				*toClient = append(*toClient, ss.eng.OpenFailed(h)...)
 				return nil
 			}
+			ss.srv.metrics.Endpoints.WithLabelValues(h.Kind.String()).Inc()
 			ss.remember(toNat(h))
 			ss.log.Debug("pinhole opened", "hole", holeString(h))
+		}
+		if t := a.Transfer; t != nil {
+			ss.transfer(t)
 		}
 		switch a.Verdict {
 		case alg.Forward, alg.Rewrite:
@@ -262,6 +281,26 @@ func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer,
 		ss.reason.CompareAndSwap(nil, &r)
 	}
 	return err
+}
+
+// transfer tracks a transfer's start and queues its audit record at the end.
+func (ss *session) transfer(t *alg.Transfer) {
+	now := time.Now()
+	if t.Phase == alg.TransferStart {
+		ss.xferStart = now
+		return
+	}
+	start := ss.xferStart
+	if start.IsZero() {
+		start = now
+	}
+	ss.xferStart = time.Time{}
+	ss.audited = true
+	ss.srv.audit.add(auditRecord{
+		session: ss.id, client: addrPortOf(ss.client.RemoteAddr()), server: addrPortOf(ss.server.RemoteAddr()),
+		mode: ss.srv.cfg.Policy.Mode.String(), command: t.Command, file: t.Arg, code: t.Code,
+		hole: toNat(t.Hole), hasHole: t.HasHole, start: start, end: now,
+	})
 }
 
 func (ss *session) remember(h natrules.Hole) {
@@ -312,7 +351,14 @@ func (ss *session) cleanup(start time.Time) {
 	}
 	holes := ss.opened
 	ss.opened = nil
+	audited := ss.audited
 	ss.mu.Unlock()
+	if audited {
+		// The audit needs the flows' counters before cleanup deletes them.
+		actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ss.srv.audit.sync(actx)
+		cancel()
+	}
 	if len(holes) > 0 {
 		// Not the session's context: cleanup must run during shutdown too.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -13,10 +13,15 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ftpalg/ftpalg/alg"
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/config"
@@ -52,40 +57,76 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ftpalg:", err)
 		return 2
 	}
-	log := newLogger(cfg, stderr)
+	level := new(slog.LevelVar)
+	lvl, _ := config.ParseLevel(cfg.LogLevel)
+	level.Set(lvl)
+	log := newLogger(cfg, level, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := serve(ctx, cfg, log); err != nil {
+	d := &daemon{cfg: cfg, log: log, level: level}
+	if err := d.serve(ctx); err != nil {
 		log.Error("ftpalg stopped", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	lvl, _ := config.ParseLevel(cfg.LogLevel)
-	opts := &slog.HandlerOptions{Level: lvl}
+func newLogger(cfg *config.Config, level *slog.LevelVar, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if cfg.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	listen, _ := config.ParseListen(cfg.Listen)
-	lo, hi, _ := config.ParsePortRange(cfg.DataPorts)
-	mode := map[string]alg.Mode{"forward": alg.ModeForward, "reverse": alg.ModeReverse, "sidecar": alg.ModeSidecar}[cfg.Mode]
+// daemon holds what a reload touches.
+type daemon struct {
+	cfg   *config.Config
+	log   *slog.Logger
+	level *slog.LevelVar
+	srv   *proxy.Server
+}
 
+func policyOf(cfg *config.Config) alg.Policy {
 	policy := alg.DefaultPolicy()
-	policy.Mode = mode
+	policy.Mode = map[string]alg.Mode{"forward": alg.ModeForward, "reverse": alg.ModeReverse, "sidecar": alg.ModeSidecar}[cfg.Mode]
 	policy.MaxLine = cfg.MaxLine
 	policy.FixupPassive = cfg.PassiveFixup
 	policy.DeniedCommands = cfg.DenyCommands
 	if cfg.AuthTLS == "passthrough" {
 		policy.TLS = alg.TLSPassthrough
 	}
+	return policy
+}
+
+func (d *daemon) serve(ctx context.Context) error {
+	cfg, log := d.cfg, d.log
+	listen, _ := config.ParseListen(cfg.Listen)
+	lo, hi, _ := config.ParsePortRange(cfg.DataPorts)
+	policy := policyOf(cfg)
+	mode := policy.Mode
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ftpalg_build_info", Help: "Build information; the value is always 1."}, []string{"version", "goversion", "mode"})
+	buildInfo.WithLabelValues(version, runtime.Version(), cfg.Mode).Set(1)
+	reg.MustRegister(buildInfo)
+	metrics := proxy.NewMetrics(reg)
+
+	// Transfer byte counts come from conntrack, so the data path stays in
+	// the kernel; that needs accounting on in this network namespace.
+	var counter proxy.FlowCounter = natrules.FlowBytes
+	if changed, err := natrules.EnableAccounting(); err != nil {
+		log.Warn("conntrack accounting unavailable: the transfer audit log will carry no byte counts", "err", err)
+		counter = nil
+	} else if changed {
+		log.Info("turned on conntrack byte accounting (net.netfilter.nf_conntrack_acct=1) for the transfer audit log")
+	}
+
 	pcfg := proxy.Config{
 		Policy:         policy,
+		Metrics:        metrics,
+		FlowCounter:    counter,
 		PortLo:         lo,
 		PortHi:         hi,
 		MaxSessions:    cfg.MaxSessions,
@@ -109,20 +150,23 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		OpenListener:  mode != alg.ModeForward,
 		TTL:           cfg.PinholeTTL,
 		MaxHoles:      2 * (int(hi) - int(lo) + 1 + cfg.MaxSessions),
-	}, log.With("component", "natrules"))
+	}, log)
 	if err != nil {
 		return fmt.Errorf("firewall configuration: %w", err)
 	}
+	reg.MustRegister(newRulesCollector(rules))
 	srv, err := proxy.New(pcfg, rules, log.With("component", "proxy"))
 	if err != nil {
 		return err
 	}
+	d.srv = srv
+	defer srv.Close()
 	// Listen before touching the firewall: a busy port must not leave rules.
 	lns, err := proxy.Listen(ctx, listen, cfg.IPv6)
 	if err != nil {
 		return err
 	}
-	admin, err := startAdmin(cfg.AdminListen, rules, log)
+	admin, err := startAdmin(cfg.AdminListen, rules, reg, log)
 	if err != nil {
 		closeAll(lns)
 		return err
@@ -157,7 +201,18 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			srv.Serve(ctx, ln)
 		}()
 	}
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-hup:
+			d.reload()
+		}
+	}
 	log.Info("stopping: no new sessions", "active", srv.Active(), "grace", cfg.ShutdownGrace)
 	wg.Wait()
 	graceCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
@@ -174,7 +229,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 
 type readiness interface{ Ready() bool }
 
-func startAdmin(addr string, rules readiness, log *slog.Logger) (io.Closer, error) {
+func startAdmin(addr string, rules readiness, reg *prometheus.Registry, log *slog.Logger) (io.Closer, error) {
 	if addr == "" {
 		return io.NopCloser(strings.NewReader("")), nil
 	}
@@ -187,6 +242,7 @@ func startAdmin(addr string, rules readiness, log *slog.Logger) (io.Closer, erro
 		}
 		io.WriteString(w, "ok\n")
 	})
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listener %s: %w", addr, err)
@@ -198,6 +254,38 @@ func startAdmin(addr string, rules readiness, log *slog.Logger) (io.Closer, erro
 		}
 	}()
 	return hs, nil
+}
+
+// reload re-reads the environment and FTPALG_ENV_FILE (SIGHUP). A bad
+// configuration keeps the running one; changes that need a restart are
+// reported and ignored.
+func (d *daemon) reload() {
+	next, err := config.Load(os.Environ())
+	if err != nil {
+		d.log.Error("reload refused, keeping the running configuration", "err", err)
+		return
+	}
+	changes := config.Diff(d.cfg, next)
+	if len(changes) == 0 {
+		d.log.Info("reload: nothing changed")
+		return
+	}
+	applied := *d.cfg
+	for _, c := range changes {
+		if !config.Reloadable[c[0]] {
+			d.log.Warn("reload: change needs a restart, ignored", "var", config.Prefix+c[0], "running", c[1], "file", c[2])
+			continue
+		}
+		d.log.Info("reload: changed", "var", config.Prefix+c[0], "from", c[1], "to", c[2])
+	}
+	applied.LogLevel, applied.DenyCommands, applied.MaxSessions = next.LogLevel, next.DenyCommands, next.MaxSessions
+	applied.IdleTimeout, applied.ConnectTimeout = next.IdleTimeout, next.ConnectTimeout
+	applied.PassiveFixup, applied.AuthTLS, applied.MaxLine = next.PassiveFixup, next.AuthTLS, next.MaxLine
+	lvl, _ := config.ParseLevel(applied.LogLevel)
+	d.level.Set(lvl)
+	d.srv.Reload(proxy.Runtime{Policy: policyOf(&applied), MaxSessions: applied.MaxSessions,
+		IdleTimeout: applied.IdleTimeout, ConnectTimeout: applied.ConnectTimeout})
+	d.cfg = &applied
 }
 
 func closeAll(lns []net.Listener) {

@@ -314,6 +314,9 @@ func (p *Proc) Signal(sig syscall.Signal, timeout time.Duration) error {
 	}
 }
 
+// Send delivers sig without waiting (SIGHUP).
+func (p *Proc) Send(sig syscall.Signal) error { return p.Cmd.Process.Signal(sig) }
+
 // Wait waits for the exit and returns the exit error.
 func (p *Proc) Wait(timeout time.Duration) error {
 	select {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"reflect"
 	"slices"
 	"sort"
@@ -43,7 +44,15 @@ type Config struct {
 	MaxLine        int           `env:"MAX_LINE" envDefault:"512" help:"longest control line in bytes; longer ends the session"`
 	LogFormat      string        `env:"LOG_FORMAT" envDefault:"text" help:"text or json"`
 	LogLevel       string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
-	AdminListen    string        `env:"ADMIN_LISTEN" envDefault:":9180" help:"admin HTTP listener (/livez, /readyz); empty disables"`
+	AdminListen    string        `env:"ADMIN_LISTEN" envDefault:":9180" help:"admin HTTP listener (/livez, /readyz, /metrics); empty disables"`
+	EnvFile        string        `env:"ENV_FILE" help:"file of FTPALG_*=value lines read over the environment at start and again on SIGHUP"`
+}
+
+// Reloadable names the variables SIGHUP applies to a running daemon; any
+// other change needs a restart.
+var Reloadable = map[string]bool{
+	"LOG_LEVEL": true, "DENY_COMMANDS": true, "MAX_SESSIONS": true, "IDLE_TIMEOUT": true,
+	"CONNECT_TIMEOUT": true, "PASSIVE_FIXUP": true, "AUTH_TLS": true, "MAX_LINE": true,
 }
 
 // Problem is one bad variable.
@@ -72,7 +81,8 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// Load parses and validates the configuration from environ ("K=V" entries).
+// Load parses and validates the configuration from environ ("K=V" entries),
+// overlaid with FTPALG_ENV_FILE when it names a file.
 func Load(environ []string) (*Config, error) {
 	vars := make(map[string]string, len(environ))
 	for _, kv := range environ {
@@ -81,6 +91,15 @@ func Load(environ []string) (*Config, error) {
 	}
 	var c Config
 	var probs []Problem
+	if path := vars[Prefix+"ENV_FILE"]; path != "" {
+		fileVars, err := readEnvFile(path)
+		if err != nil {
+			probs = append(probs, Problem{Var: "ENV_FILE", Value: path, Expected: "a readable file of FTPALG_*=value lines: " + err.Error()})
+		}
+		for k, v := range fileVars {
+			vars[k] = v
+		}
+	}
 	err := env.ParseWithOptions(&c, env.Options{Prefix: Prefix, Environment: vars})
 	if err != nil {
 		probs = append(probs, parseProblems(err, vars)...)
@@ -296,4 +315,44 @@ func ParseUpstreams(s string) ([]netip.AddrPort, error) {
 		out = append(out, netip.AddrPortFrom(a, ap.Port()))
 	}
 	return out, nil
+}
+
+// readEnvFile reads KEY=VALUE lines (systemd EnvironmentFile syntax: blank
+// lines and # comments skipped, optional matching quotes around the value).
+func readEnvFile(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for n, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || !strings.HasPrefix(k, Prefix) {
+			return nil, fmt.Errorf("line %d: not FTPALG_NAME=value", n+1)
+		}
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		out[strings.TrimSpace(k)] = v
+	}
+	return out, nil
+}
+
+// Diff lists the variables whose values differ between a and b, by name
+// without the prefix, with both values as text.
+func Diff(a, b *Config) [][3]string {
+	va, vb := reflect.ValueOf(*a), reflect.ValueOf(*b)
+	t := va.Type()
+	var out [][3]string
+	for i := range t.NumField() {
+		x, y := fmt.Sprint(va.Field(i).Interface()), fmt.Sprint(vb.Field(i).Interface())
+		if x != y {
+			out = append(out, [3]string{t.Field(i).Tag.Get("env"), x, y})
+		}
+	}
+	return out
 }

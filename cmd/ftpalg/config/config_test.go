@@ -137,3 +137,35 @@ func TestReadmeListsEveryVariable(t *testing.T) {
 		}
 	}
 }
+
+func TestEnvFileAndDiff(t *testing.T) {
+	dir := t.TempDir()
+	f := dir + "/ftpalg.env"
+	os.WriteFile(f, []byte("# comment\nFTPALG_LOG_LEVEL=debug\nFTPALG_DENY_COMMANDS=\"SITE EXEC\"\n\n"), 0o644)
+	base, err := Load(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load([]string{"FTPALG_ENV_FILE=" + f, "FTPALG_LOG_LEVEL=warn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LogLevel != "debug" || len(c.DenyCommands) != 1 || c.DenyCommands[0] != "SITE EXEC" {
+		t.Fatalf("file not applied over the environment: %+v", c)
+	}
+	d := Diff(base, c)
+	names := map[string]bool{}
+	for _, x := range d {
+		names[x[0]] = true
+	}
+	if !names["LOG_LEVEL"] || !names["DENY_COMMANDS"] || !names["ENV_FILE"] || len(d) != 3 {
+		t.Fatalf("diff: %v", d)
+	}
+	os.WriteFile(f, []byte("FTPALG_LOG_LEVEL=loud\nnot a line\n"), 0o644)
+	if _, err := Load([]string{"FTPALG_ENV_FILE=" + f}); err == nil || !strings.Contains(err.Error(), "FTPALG_ENV_FILE") {
+		t.Fatalf("bad file: %v", err)
+	}
+	if _, err := Load([]string{"FTPALG_ENV_FILE=" + dir + "/missing"}); err == nil {
+		t.Fatal("missing file accepted")
+	}
+}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ftpalg/ftpalg/natrules"
+)
+
+// rulesCollector exports natrules' counters at scrape time, so the hole
+// bookkeeping needs no second set of counters to keep in step.
+type rulesCollector struct {
+	rules interface {
+		Stats() natrules.Stats
+		Ready() bool
+	}
+	open, opened, expired, failed, revoked, reinst *prometheus.Desc
+	ready                                          *prometheus.Desc
+}
+
+func newRulesCollector(r interface {
+	Stats() natrules.Stats
+	Ready() bool
+}) *rulesCollector {
+	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
+	return &rulesCollector{
+		rules:   r,
+		open:    d("ftpalg_holes_open", "Pinholes currently open (not yet used, revoked or expired)."),
+		opened:  d("ftpalg_holes_opened_total", "Pinholes opened."),
+		expired: d("ftpalg_holes_expired_total", "Pinholes that reached their TTL unused."),
+		failed:  d("ftpalg_holes_failed_total", "Pinhole installs that failed."),
+		revoked: d("ftpalg_holes_revoked_total", "Pinholes removed by ftpalg (superseded or session end)."),
+		reinst:  d("ftpalg_static_rule_reinstalls_total", "Re-installs of the static structure after an external flush or reload."),
+		ready:   d("ftpalg_rules_ready", "1 while the static structure is verified in place (the canary)."),
+	}
+}
+
+func (c *rulesCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.open, c.opened, c.expired, c.failed, c.revoked, c.reinst, c.ready} {
+		ch <- d
+	}
+}
+
+func (c *rulesCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.rules.Stats()
+	ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, float64(s.Live))
+	ch <- prometheus.MustNewConstMetric(c.opened, prometheus.CounterValue, float64(s.Opened))
+	ch <- prometheus.MustNewConstMetric(c.expired, prometheus.CounterValue, float64(s.Expired))
+	ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(s.Failed))
+	ch <- prometheus.MustNewConstMetric(c.revoked, prometheus.CounterValue, float64(s.Revoked))
+	ch <- prometheus.MustNewConstMetric(c.reinst, prometheus.CounterValue, float64(s.Reinstalls))
+	ready := 0.0
+	if c.rules.Ready() {
+		ready = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, ready)
+}

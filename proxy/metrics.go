@@ -1,0 +1,67 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the proxy's Prometheus collectors. Labels never carry client
+// addresses: cardinality stays bounded whatever the traffic.
+type Metrics struct {
+	SessionsActive  *prometheus.GaugeVec
+	SessionsTotal   *prometheus.CounterVec
+	SessionsRefused *prometheus.CounterVec
+	Endpoints       *prometheus.CounterVec
+	Refused         *prometheus.CounterVec
+	RuleInstall     prometheus.Histogram
+	HoleFailures    prometheus.Counter
+	Transfers       *prometheus.CounterVec
+	TransferBytes   prometheus.Counter
+}
+
+// NewMetrics creates the collectors and registers them on reg (nil: not
+// registered, for tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		SessionsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ftpalg_sessions_active", Help: "Control sessions currently relayed.",
+		}, []string{"mode"}),
+		SessionsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ftpalg_sessions_total", Help: "Control sessions started.",
+		}, []string{"mode"}),
+		SessionsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ftpalg_sessions_refused_total", Help: "Control connections answered 421 before relaying, by reason.",
+		}, []string{"reason"}),
+		Endpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ftpalg_data_endpoints_total", Help: "Data endpoints negotiated and opened (rewritten where the mode requires), by kind.",
+		}, []string{"kind"}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ftpalg_inputs_refused_total", Help: "Control lines refused, by reason.",
+		}, []string{"reason"}),
+		RuleInstall: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ftpalg_rule_install_duration_seconds",
+			Help:    "Time to put one pinhole in place, as seen by a session.",
+			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 0.1, 0.25},
+		}),
+		HoleFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ftpalg_hole_install_failures_total", Help: "Pinholes that could not be installed; the endpoint was withheld (fail closed).",
+		}),
+		Transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ftpalg_transfers_total", Help: "Data transfers finished, by command and result.",
+		}, []string{"command", "result"}),
+		TransferBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ftpalg_transfer_bytes_total", Help: "Bytes of finished data connections (IP layer, both directions) from conntrack accounting.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.SessionsActive, m.SessionsTotal, m.SessionsRefused, m.Endpoints, m.Refused,
+			m.RuleInstall, m.HoleFailures, m.Transfers, m.TransferBytes)
+	}
+	// Pre-create the label values operators alert on, so they read 0, not absent.
+	for _, k := range []string{"PORT", "EPRT", "227", "229"} {
+		m.Endpoints.WithLabelValues(k)
+	}
+	for _, r := range []string{"bounce", "privileged_port", "malformed", "state", "denied_command", "line_too_long", "tls", "address", "pool_exhausted"} {
+		m.Refused.WithLabelValues(r)
+	}
+	return m
+}

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ftpalg/ftpalg/tests/bed"
+)
+
+// ftpc is a minimal FTP control connection for the load generator.
+type ftpc struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+const ioTimeout = 10 * time.Second
+
+// reply reads one complete (possibly multi-line) reply.
+func (f *ftpc) reply() (int, string, error) {
+	f.c.SetReadDeadline(time.Now().Add(ioTimeout))
+	first := ""
+	var all strings.Builder
+	for {
+		line, err := f.r.ReadString('\n')
+		if err != nil {
+			return 0, all.String(), err
+		}
+		all.WriteString(line)
+		if len(line) < 4 {
+			continue
+		}
+		if first == "" {
+			first = line[:3]
+			if line[3] == ' ' {
+				break
+			}
+			continue
+		}
+		if line[:3] == first && line[3] == ' ' {
+			break
+		}
+	}
+	code, _ := strconv.Atoi(first)
+	return code, all.String(), nil
+}
+
+func (f *ftpc) cmd(line string) (int, string, error) {
+	f.c.SetWriteDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.WriteString(f.c, line+"\r\n"); err != nil {
+		return 0, "", err
+	}
+	return f.reply()
+}
+
+// expect sends line (or only reads when line is "") and checks the code.
+// The error names the step, so that failures can be counted by kind.
+func (f *ftpc) expect(step, line string, want int) (string, error) {
+	var code int
+	var text string
+	var err error
+	if line == "" {
+		code, text, err = f.reply()
+	} else {
+		code, text, err = f.cmd(line)
+	}
+	if err != nil {
+		return text, fmt.Errorf("%s: %s", step, shortErr(err))
+	}
+	if code != want {
+		return text, fmt.Errorf("%s: got %d %s", step, code, strings.TrimSpace(firstLine(text)))
+	}
+	return text, nil
+}
+
+var pasvRe = regexp.MustCompile(`(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)`)
+
+func parse227(text string) (netip.AddrPort, error) {
+	m := pasvRe.FindStringSubmatch(text)
+	if m == nil {
+		return netip.AddrPort{}, fmt.Errorf("no tuple in %q", text)
+	}
+	var n [6]int
+	for i := range n {
+		n[i], _ = strconv.Atoi(m[i+1])
+	}
+	a := netip.AddrFrom4([4]byte{byte(n[0]), byte(n[1]), byte(n[2]), byte(n[3])})
+	return netip.AddrPortFrom(a, uint16(n[4]<<8|n[5])), nil
+}
+
+// oneSession logs in anonymously on server:21 from the client namespace,
+// fetches path (passive: PASV and connect; active: listen and PORT), checks
+// that want bytes arrived, and quits.
+func oneSession(b *bed.Bed, server netip.Addr, passive bool, path string, want int) error {
+	c, err := b.Dial(b.Client, netip.AddrPortFrom(server, 21), ioTimeout)
+	if err != nil {
+		return fmt.Errorf("connect: %s", shortErr(err))
+	}
+	defer c.Close()
+	f := &ftpc{c: c, r: bufio.NewReaderSize(c, 1024)}
+	if _, err := f.expect("greeting", "", 220); err != nil {
+		return err
+	}
+	if _, err := f.expect("USER", "USER anonymous", 331); err != nil {
+		return err
+	}
+	if _, err := f.expect("PASS", "PASS bench@example.com", 230); err != nil {
+		return err
+	}
+	var data net.Conn
+	var ln *net.TCPListener
+	if passive {
+		text, err := f.expect("PASV", "PASV", 227)
+		if err != nil {
+			return err
+		}
+		ep, err := parse227(text)
+		if err != nil {
+			return fmt.Errorf("PASV: %v", err)
+		}
+		data, err = b.Dial(b.Client, ep, ioTimeout)
+		if err != nil {
+			return fmt.Errorf("data connect: %s", shortErr(err))
+		}
+		defer data.Close()
+	} else {
+		l, err := b.Listen(b.Client, netip.AddrPortFrom(bed.Client4, 0))
+		if err != nil {
+			return fmt.Errorf("data listen: %s", shortErr(err))
+		}
+		defer l.Close()
+		ln = l.(*net.TCPListener)
+		ap := ln.Addr().(*net.TCPAddr).AddrPort()
+		a := ap.Addr().As4()
+		port := fmt.Sprintf("PORT %d,%d,%d,%d,%d,%d", a[0], a[1], a[2], a[3], ap.Port()>>8, ap.Port()&0xff)
+		if _, err := f.expect("PORT", port, 200); err != nil {
+			return err
+		}
+	}
+	if _, err := f.expect("RETR", "RETR "+path, 150); err != nil {
+		return err
+	}
+	if !passive {
+		ln.SetDeadline(time.Now().Add(ioTimeout))
+		data, err = ln.Accept()
+		if err != nil {
+			return fmt.Errorf("data accept: %s", shortErr(err))
+		}
+		defer data.Close()
+	}
+	data.SetReadDeadline(time.Now().Add(ioTimeout))
+	n, err := io.Copy(io.Discard, data)
+	if err != nil {
+		return fmt.Errorf("data read: %s", shortErr(err))
+	}
+	if n != int64(want) {
+		return fmt.Errorf("data: %d bytes, want %d", n, want)
+	}
+	if _, err := f.expect("transfer complete", "", 226); err != nil {
+		return err
+	}
+	if _, err := f.expect("QUIT", "QUIT", 221); err != nil {
+		return err
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
+
+// shortErr strips addresses and ports so that errors group by kind.
+func shortErr(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		err = op.Err
+	}
+	switch {
+	case errors.Is(err, io.EOF):
+		return "EOF"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected EOF"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	return err.Error()
+}
+
+// serveIdle is the idle test's upstream, run as a child process of the
+// bench (-serve-idle) inside the WAN outsider namespace, so that its sockets
+// count against its own RLIMIT_NOFILE, not the load generator's. It greets
+// every connection with 220 and holds it; vsftpd would fork a process per
+// session and measure vsftpd rather than the gateway.
+func serveIdle(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	fmt.Println("idle server listening on", addr)
+	var held []net.Conn
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("220 idle bench server\r\n"))
+		held = append(held, c)
+	}
+}

@@ -1,0 +1,272 @@
+// Command bench measures ftpalg against plain routing and the kernel's own
+// FTP helper on the namespace test bed: `make bench` (root).
+//
+// One bed, the same files, three gateways in turn:
+//
+//	plain   FORWARD ACCEPT, no NAT, no helper (the bed's limit)
+//	kernel  the bed's default-deny FORWARD (ESTABLISHED,RELATED), MASQUERADE,
+//	        and raw PREROUTING -p tcp --dport 21 -j CT --helper ftp
+//	ftpalg  the bed's default-deny FORWARD and MASQUERADE, ftpalg in forward mode
+//
+// and for passive and active mode: bulk MB/s of one large download (curl,
+// best of N), files/s of many 1 KiB files in one session (one curl, many
+// URLs, best of N), sessions/s of a Go load generator (login, 1 KiB RETR,
+// QUIT; 64 concurrent), and, for ftpalg, the concurrent idle sessions held
+// and the daemon's RSS.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ftpalg/ftpalg/tests/bed"
+)
+
+type opts struct {
+	bulkBytes int
+	files     int
+	reps      int
+	duration  time.Duration
+	conc      int
+	idle      int
+	only      map[string]bool
+	modes     []mode
+	out       string
+	verbose   bool
+}
+
+func main() {
+	var o opts
+	quick := flag.Bool("quick", false, "small sizes for a fast check: 20 MB bulk, 50 files, 2 s load, 2000 idle sessions, 1 repetition")
+	bulkMB := flag.Int("bulk-mb", 200, "size of the bulk file, MB (10^6 bytes)")
+	flag.IntVar(&o.files, "files", 200, "1 KiB files fetched in one session")
+	flag.IntVar(&o.reps, "reps", 3, "repetitions of the bulk and files runs (best is kept)")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "duration of each sessions/s run")
+	flag.IntVar(&o.conc, "conc", 64, "concurrent sessions of the load generator")
+	flag.IntVar(&o.idle, "idle", 10000, "idle sessions to hold (ftpalg)")
+	only := flag.String("only", "bulk,files,sessions,idle", "metrics to run, comma-separated")
+	modes := flag.String("modes", "plain,kernel,ftpalg", "gateways to measure, comma-separated")
+	flag.StringVar(&o.out, "out", "/tmp/bench-results.md", "write the results (markdown) here too")
+	serveIdleAddr := flag.String("serve-idle", "", "internal: run the idle test's upstream server on this address")
+	flag.Parse()
+	if *serveIdleAddr != "" {
+		if err := serveIdle(*serveIdleAddr); err != nil {
+			fatalf("idle server: %v", err)
+		}
+		return
+	}
+	o.bulkBytes = *bulkMB * 1000 * 1000
+	if *quick {
+		o.bulkBytes, o.files, o.reps, o.duration, o.idle = 20*1000*1000, 50, 1, 2*time.Second, 2000
+	}
+	o.only = map[string]bool{}
+	for _, m := range strings.Split(*only, ",") {
+		m = strings.TrimSpace(m)
+		switch m {
+		case "bulk", "files", "sessions", "idle":
+			o.only[m] = true
+		case "":
+		default:
+			fatalf("-only: unknown metric %q (bulk, files, sessions, idle)", m)
+		}
+	}
+	for _, m := range strings.Split(*modes, ",") {
+		md, ok := parseMode(strings.TrimSpace(m))
+		if !ok {
+			fatalf("-modes: unknown gateway %q (plain, kernel, ftpalg)", m)
+		}
+		o.modes = append(o.modes, md)
+	}
+	if os.Geteuid() != 0 {
+		fatalf("needs root (network namespaces, iptables)")
+	}
+	for _, tool := range []string{"vsftpd", "curl", "iptables", "iptables-save", "iptables-restore", "ipset", "conntrack", "ip", "ss"} {
+		if _, err := lookPath(tool); err != nil {
+			fatalf("%s is missing: run `make deps`", tool)
+		}
+	}
+	nofile := raiseNofile(1 << 17)
+	if err := run(o, strings.Join(os.Args, " "), nofile); err != nil {
+		fatalf("%v", err)
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+// raiseNofile sets the soft and hard RLIMIT_NOFILE to n; children (ip
+// netns exec, ftpalg, vsftpd) inherit it. 10,000 relayed sessions hold
+// 20,000 sockets in ftpalg. Without CAP_SYS_RESOURCE (some containers) the
+// hard limit cannot be raised: the soft limit goes up to it and the result
+// says so.
+func raiseNofile(n uint64) string {
+	lim := syscall.Rlimit{Cur: n, Max: n}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
+		return fmt.Sprintf("RLIMIT_NOFILE %d (soft and hard, inherited by ftpalg)", n)
+	} else {
+		var cur syscall.Rlimit
+		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &cur)
+		cur.Cur = cur.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &cur)
+		msg := fmt.Sprintf("RLIMIT_NOFILE %d: raising it to %d failed (%v; no CAP_SYS_RESOURCE?), so ftpalg can hold at most about %d sessions (2 fds each)", cur.Max, n, err, (cur.Max-20)/2)
+		logf("WARNING: %s", msg)
+		return msg
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func run(o opts, command, nofile string) error {
+	start := time.Now()
+	logf("building the bed")
+	b, err := bed.New(func(string, ...any) {})
+	if err != nil {
+		return err
+	}
+	var closeOnce sync.Once
+	cleanup := func() { closeOnce.Do(b.Close) }
+	defer cleanup()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		logf("%s: removing the bed %s", s, b.ID)
+		cleanup()
+		os.Exit(130)
+	}()
+
+	r := newResults(o)
+	r.facts = append(machineFacts(b), nofile)
+	r.command = command
+
+	if err := tuneBed(b); err != nil {
+		return err
+	}
+	logf("writing files: %d bytes bulk, %d x 1 KiB", o.bulkBytes, o.files)
+	if err := os.MkdirAll(filepath.Join(b.FTPRoot, "pub", "small"), 0o755); err != nil {
+		return err
+	}
+	if _, err := b.WriteFile("pub/bulk.bin", o.bulkBytes); err != nil {
+		return err
+	}
+	for i := range o.files {
+		if _, err := b.WriteFile(fmt.Sprintf("pub/small/f%03d.bin", i), 1024); err != nil {
+			return err
+		}
+	}
+	if _, err := b.WriteFile("pub/one.bin", 1024); err != nil {
+		return err
+	}
+	g, err := newGateway(b, max(10000, o.idle+1000))
+	if err != nil {
+		return err
+	}
+	for _, m := range o.modes {
+		if err := measureMode(b, g, m, o, r); err != nil {
+			return fmt.Errorf("%s: %w", m, err)
+		}
+	}
+	r.elapsed = time.Since(start)
+	md := r.markdown()
+	fmt.Print("\n" + md)
+	if o.out != "" {
+		if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
+			return err
+		}
+		logf("results written to %s", o.out)
+	}
+	return nil
+}
+
+// tuneBed widens the load generator's port range so that TIME_WAIT sockets
+// of earlier runs never run it dry. The same for every gateway.
+func tuneBed(b *bed.Bed) error {
+	for _, ns := range []string{b.Client} {
+		if _, err := b.Exec(ns, 10*time.Second, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func measureMode(b *bed.Bed, g *gateway, m mode, o opts, r *results) error {
+	logf("=== %s", m.title())
+	if err := g.set(m); err != nil {
+		return err
+	}
+	defer g.reset()
+	for _, passive := range []bool{true, false} {
+		x := xferOf(passive)
+		if o.only["bulk"] {
+			best, runs, err := bulk(b, passive, o)
+			if err != nil {
+				r.fail(m, "bulk", x, err)
+			} else {
+				r.set(m, "bulk", x, best, fmt.Sprintf("runs %s MB/s", joinF(runs, 0)))
+			}
+			logf("%s bulk %s: best %.0f MB/s of %s %v", m, x, best, joinF(runs, 0), errOr(err))
+		}
+		if o.only["files"] {
+			best, runs, note, err := files(b, g, passive, o)
+			if err != nil {
+				r.fail(m, "files", x, err)
+			} else {
+				r.set(m, "files", x, best, fmt.Sprintf("runs %s files/s; %s", joinF(runs, 0), note))
+			}
+			logf("%s files %s: best %.0f files/s of %s (%s) %v", m, x, best, joinF(runs, 0), note, errOr(err))
+		}
+		if o.only["sessions"] {
+			res := sessions(b, g, passive, o)
+			note := fmt.Sprintf("%d complete, %d errors in %.1f s", res.ok, res.errs, res.elapsed.Seconds())
+			if res.errs > 0 {
+				note += ": " + res.topErrors(3)
+			}
+			if m == modeFtpalg {
+				note += fmt.Sprintf("; ftpalg CPU %.2f s", res.daemonCPU)
+			}
+			r.set(m, "sessions", x, res.rate(), note)
+			if res.ok == 0 {
+				r.fail(m, "sessions", x, fmt.Errorf("no session completed: %s", res.topErrors(3)))
+			}
+			logf("%s sessions %s: %.0f/s (%s)", m, x, res.rate(), note)
+		}
+	}
+	if m == modeFtpalg && o.only["idle"] {
+		res, err := idle(b, g, o)
+		if err != nil {
+			r.fail(m, "idle", xferNone, err)
+			logf("ftpalg idle: %v", err)
+		} else {
+			r.idle = &res
+			logf("ftpalg idle: %d held of %d, RSS %.1f MB (before %.1f MB, peak %.1f MB), %d relayed sockets established",
+				res.held, res.wanted, res.rssMB, res.rssBeforeMB, res.hwmMB, res.established)
+		}
+	}
+	return nil
+}
+
+func errOr(err error) string {
+	if err != nil {
+		return "ERROR " + err.Error()
+	}
+	return ""
+}
+
+func joinF(v []float64, prec int) string {
+	s := make([]string, len(v))
+	for i, f := range v {
+		s[i] = fmt.Sprintf("%.*f", prec, f)
+	}
+	return strings.Join(s, "/")
+}

@@ -1,0 +1,285 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ftpalg/ftpalg/tests/bed"
+)
+
+func modeFlags(passive bool) []string {
+	if passive {
+		return nil // curl's default: EPSV, then PASV
+	}
+	return []string{"-P", "-"} // EPRT, then PORT
+}
+
+// bulk downloads pub/bulk.bin o.reps times with curl and returns the best
+// rate: bytes / (time_total - time_pretransfer), so that the login is not
+// counted, the data connection's setup is.
+func bulk(b *bed.Bed, passive bool, o opts) (float64, []float64, error) {
+	var runs []float64
+	best := 0.0
+	for range o.reps {
+		args := append(modeFlags(passive), "-o", "/dev/null", "-w", "%{size_download} %{time_pretransfer} %{time_total}\n", bed.URL(bed.Server4, "pub/bulk.bin"))
+		out, err := b.Curl(b.Client, args...)
+		if err != nil {
+			return best, runs, err
+		}
+		f := strings.Fields(lastLine(out))
+		if len(f) != 3 {
+			return best, runs, fmt.Errorf("curl -w: %q", out)
+		}
+		size, _ := strconv.Atoi(f[0])
+		pre, _ := strconv.ParseFloat(f[1], 64)
+		total, _ := strconv.ParseFloat(f[2], 64)
+		if size != o.bulkBytes {
+			return best, runs, fmt.Errorf("downloaded %d bytes, want %d", size, o.bulkBytes)
+		}
+		rate := float64(size) / 1e6 / (total - pre)
+		runs = append(runs, rate)
+		best = max(best, rate)
+	}
+	return best, runs, nil
+}
+
+// files fetches o.files 1 KiB files with one curl invocation, which reuses
+// its control connection for every URL (checked: curl's num_connects, and
+// ftpalg's log). The rate is files / the sum of curl's per-transfer times.
+func files(b *bed.Bed, g *gateway, passive bool, o opts) (float64, []float64, string, error) {
+	var runs []float64
+	best := 0.0
+	note := ""
+	for range o.reps {
+		args := append(modeFlags(passive), "--ftp-method", "nocwd", "-w", "%{size_download} %{time_total} %{num_connects}\n")
+		for i := range o.files {
+			args = append(args, "-o", "/dev/null", bed.URL(bed.Server4, fmt.Sprintf("pub/small/f%03d.bin", i)))
+		}
+		before := g.sessionsStarted()
+		start := time.Now()
+		out, err := b.Curl(b.Client, args...)
+		wall := time.Since(start)
+		if err != nil {
+			return best, runs, note, err
+		}
+		var n, connects int
+		var sum float64
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			f := strings.Fields(l)
+			if len(f) != 3 {
+				return best, runs, note, fmt.Errorf("curl -w line %q", l)
+			}
+			if f[0] != "1024" {
+				return best, runs, note, fmt.Errorf("a file arrived with %s bytes, want 1024", f[0])
+			}
+			t, _ := strconv.ParseFloat(f[1], 64)
+			c, _ := strconv.Atoi(f[2])
+			sum += t
+			connects += c
+			n++
+		}
+		if n != o.files {
+			return best, runs, note, fmt.Errorf("%d transfers reported, want %d", n, o.files)
+		}
+		rate := float64(n) / sum
+		runs = append(runs, rate)
+		best = max(best, rate)
+		note = fmt.Sprintf("control connections per run: %d (curl num_connects)", connects)
+		if before >= 0 {
+			note += fmt.Sprintf(", %d (ftpalg log)", g.sessionsStarted()-before)
+		}
+		note += fmt.Sprintf("; wall incl. curl start %.0f files/s", float64(n)/wall.Seconds())
+	}
+	return best, runs, note, nil
+}
+
+type sessRes struct {
+	ok, errs  int
+	elapsed   time.Duration
+	kinds     map[string]int
+	daemonCPU float64
+}
+
+func (r sessRes) rate() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.ok) / r.elapsed.Seconds()
+}
+
+func (r sessRes) topErrors(n int) string {
+	type kv struct {
+		k string
+		v int
+	}
+	var all []kv
+	for k, v := range r.kinds {
+		all = append(all, kv{k, v})
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].v > all[j].v })
+	var s []string
+	for i, e := range all {
+		if i == n {
+			s = append(s, "...")
+			break
+		}
+		s = append(s, fmt.Sprintf("%d× %q", e.v, e.k))
+	}
+	return strings.Join(s, ", ")
+}
+
+// sessions runs o.conc workers for o.duration, each doing complete sessions
+// back to back; only sessions whose file arrived complete (and that got 226
+// and 221) count.
+func sessions(b *bed.Bed, g *gateway, passive bool, o opts) sessRes {
+	var ok, errs atomic.Int64
+	var mu sync.Mutex
+	kinds := map[string]int{}
+	cpu0 := 0.0
+	if g.pid != 0 {
+		cpu0 = cpuSeconds(g.pid)
+	}
+	start := time.Now()
+	deadline := start.Add(o.duration)
+	var wg sync.WaitGroup
+	for range o.conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				if err := oneSession(b, bed.Server4, passive, "pub/one.bin", 1024); err != nil {
+					errs.Add(1)
+					mu.Lock()
+					kinds[err.Error()]++
+					mu.Unlock()
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	r := sessRes{ok: int(ok.Load()), errs: int(errs.Load()), elapsed: time.Since(start), kinds: kinds}
+	if g.pid != 0 {
+		r.daemonCPU = cpuSeconds(g.pid) - cpu0
+	}
+	// Let the last sessions' teardown finish before the next run.
+	time.Sleep(500 * time.Millisecond)
+	return r
+}
+
+type idleRes struct {
+	wanted, held, failed int
+	kinds                map[string]int
+	rssMB, hwmMB         float64
+	rssBeforeMB          float64
+	established          int
+	rampSeconds          float64
+}
+
+// idle holds as many concurrent idle sessions through ftpalg as it can, up
+// to o.idle, each greeted 220 end to end, and reads ftpalg's RSS. The
+// upstream is a Go server (greets and holds) on the WAN outsider host,
+// because vsftpd forks per session and port 21 of the server host is
+// vsftpd's.
+func idle(b *bed.Bed, g *gateway, o opts) (idleRes, error) {
+	res := idleRes{wanted: o.idle, kinds: map[string]int{}}
+	if g.pid == 0 {
+		return res, fmt.Errorf("ftpalg is not running")
+	}
+	target := netip.AddrPortFrom(bed.Outsider4, 21)
+	exe, err := os.Executable()
+	if err != nil {
+		return res, err
+	}
+	srv, err := b.Start(b.Outsider, "idle-server", nil, exe, "-serve-idle", target.String())
+	if err != nil {
+		return res, err
+	}
+	defer srv.Signal(syscall.SIGKILL, 5*time.Second)
+	if err := b.WaitFor(5*time.Second, func() bool { return strings.Contains(srv.Out.String(), "listening") }, "idle server"); err != nil {
+		return res, fmt.Errorf("%w: %s", err, srv.Out.String())
+	}
+	kb, _ := statusKB(g.pid, "VmRSS")
+	res.rssBeforeMB = float64(kb) / 1024
+
+	var next, failed atomic.Int64
+	var mu sync.Mutex
+	held := make([]net.Conn, 0, o.idle)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 128 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(o.idle) && failed.Load() < 200 {
+				c, err := b.Dial(b.Client, target, 10*time.Second)
+				if err == nil {
+					c.SetReadDeadline(time.Now().Add(5 * time.Second))
+					var line string
+					line, err = bufio.NewReaderSize(c, 64).ReadString('\n')
+					c.SetReadDeadline(time.Time{})
+					if err == nil && !strings.HasPrefix(line, "220 ") {
+						err = fmt.Errorf("greeting %q", strings.TrimSpace(line))
+					}
+					if err != nil {
+						c.Close()
+					}
+				}
+				mu.Lock()
+				if err != nil {
+					failed.Add(1)
+					res.kinds[shortErr(err)]++
+				} else {
+					held = append(held, c)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	res.rampSeconds = time.Since(start).Seconds()
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	res.held, res.failed = len(held), int(failed.Load())
+	time.Sleep(2 * time.Second) // let the relay settle
+	if !g.ftpalg.Running() {
+		return res, fmt.Errorf("ftpalg exited during the idle test:\n%s", tail(g.ftpalg.Out.String(), 20))
+	}
+	kb, err = statusKB(g.pid, "VmRSS")
+	if err != nil {
+		return res, err
+	}
+	res.rssMB = float64(kb) / 1024
+	kb, _ = statusKB(g.pid, "VmHWM")
+	res.hwmMB = float64(kb) / 1024
+	out, _ := b.Exec(b.Gateway, 20*time.Second, "sh", "-c", "ss -Htn state established '( sport = :2121 )' | wc -l")
+	res.established, _ = strconv.Atoi(strings.TrimSpace(out))
+	return res, nil
+}
+
+func lastLine(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return l[len(l)-1]
+}
+
+func tail(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
