@@ -248,4 +248,3 @@ func parseINI(t *testing.T, path string) map[string]string {
 	}
 	return m
 }
-

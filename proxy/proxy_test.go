@@ -108,6 +108,7 @@ func startProxy(t *testing.T, dst netip.AddrPort, mod func(*Config)) (netip.Addr
 		dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		s.Drain(dctx)
 		dcancel()
+		s.Close()
 	})
 	return netip.MustParseAddrPort(ln.Addr().String()), holes
 }
