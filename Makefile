@@ -4,9 +4,9 @@ export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Debian packages the tests and the demo drive for real.
-DEB_PKGS := vsftpd lftp curl iptables ipset conntrack iproute2 procps ca-certificates
+DEB_PKGS := nftables vsftpd lftp curl iptables ipset conntrack iproute2 procps ca-certificates
 # command -> package, to install only what is missing
-DEB_CMDS := vsftpd:vsftpd lftp:lftp curl:curl iptables:iptables ipset:ipset conntrack:conntrack ip:iproute2 ss:iproute2 sysctl:procps
+DEB_CMDS := nft:nftables vsftpd:vsftpd lftp:lftp curl:curl iptables:iptables ipset:ipset conntrack:conntrack ip:iproute2 ss:iproute2 sysctl:procps
 
 .PHONY: all build test unit e2e demo bench deps vet fuzz clean
 
@@ -46,9 +46,13 @@ test: deps build vet unit e2e
 demo: deps build
 	$(GO) run ./tests/demo
 
+# Micro-benchmarks, then plain routing vs the kernel FTP helper vs ftpalg on
+# the namespace bed (root; ~3 min; results also in /tmp/bench-results.md).
+# BENCH_ARGS=-quick for a fast check; -only=bulk,files,sessions,idle; -modes=plain,kernel,ftpalg.
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./alg/...
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./natrules/...
+	$(GO) run ./tests/bench $(BENCH_ARGS)
 
 fuzz:
 	for f in $$($(GO) test -list 'Fuzz.*' ./alg/... | grep ^Fuzz); do $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 30s ./alg/...; done

@@ -1,6 +1,8 @@
 // Package natrules installs the gateway's iptables structure and the
 // short-lived, exact pinholes that let FTP data connections cross it in the
-// kernel.
+// kernel: ipset entries for the filter half of a hole and, for its NAT,
+// elements of nftables maps in the tables "ip ftpalg" and "ip6 ftpalg"
+// (per-hole iptables rules when nf_tables is unavailable). See README.md.
 package natrules
 
 import (

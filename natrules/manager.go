@@ -1,11 +1,13 @@
 package natrules
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -31,7 +34,8 @@ const (
 // Stats are the manager's counters.
 type Stats struct {
 	Opened     uint64 // successful Open calls that installed or refreshed a hole
-	Revoked    uint64 // holes revoked (Revoke, CloseSession)
+	Used       uint64 // holes whose one connection came through (the kernel consumed them)
+	Revoked    uint64 // holes closed by Revoke/CloseSession before they were used
 	Failed     uint64 // Open calls that returned an error
 	Expired    uint64 // holes forgotten after their TTL without a Revoke
 	Reinstalls uint64 // drift repairs by the canary
@@ -44,9 +48,11 @@ type Stats struct {
 
 type holeState struct {
 	h       Hole
-	rules   []Rule
-	entries []setEntry
+	rules   []Rule     // per-hole iptables rules (iptables backend)
+	entries []setEntry // ipset members
+	elems   []nftElem  // nftables map elements (nftables backend)
 	expires time.Time
+	used    bool // the kernel consumed the filter entry before the TTL
 }
 
 // Manager owns the gateway's iptables structure and its pinholes.
@@ -60,6 +66,15 @@ type Manager struct {
 
 	iptMu sync.Mutex // serialises every iptables exec of this manager
 	ipt   map[Family]*iptables.IPTables
+
+	// nb is the NAT backend chosen by Setup: nftables maps, or per-hole
+	// iptables rules when the ftpalg tables cannot be created. noNFT
+	// forces the latter (tests).
+	nb      natBackend
+	noNFT   bool
+	nftMu   sync.Mutex // serialises nftables netlink requests; after mu
+	nc      *nftables.Conn
+	nftSets map[string]*nftables.Set // by map name (names carry the family)
 	// expected static lines (chain declarations ":NAME" and "-A ..." lines
 	// as iptables-save prints them), per family and table, captured after
 	// install.
@@ -69,10 +84,15 @@ type Manager struct {
 	holes  map[holeKey]*holeState
 	dead   map[holeKey][]Rule // inert per-hole rules waiting for GC
 	fwdRef map[setEntry]int
-	live   map[Family]int
+	// elemRef counts the live holes using an nftables element (snat
+	// elements are keyed on the tuple after DNAT, which two holes may
+	// share, like filter entries).
+	elemRef map[string]*elemRef
+	live    map[Family]int
 
 	ready, setUp                           atomic.Bool
 	opened, revoked, failed, expired       atomic.Uint64
+	used                                   atomic.Uint64
 	reinstalls, gcRuns, gcRules, conntrack atomic.Uint64
 
 	janMu     sync.Mutex
@@ -97,13 +117,14 @@ func newManager(cfg Config, log *slog.Logger, ns netns.NsHandle) (*Manager, erro
 	}
 	m := &Manager{
 		cfg: cfg, log: log.With("component", "natrules"), ns: nsRunner{ns: ns},
-		ttl:    uint32((cfg.TTL + time.Second - 1) / time.Second),
-		ipt:    map[Family]*iptables.IPTables{},
-		holes:  map[holeKey]*holeState{},
-		dead:   map[holeKey][]Rule{},
-		fwdRef: map[setEntry]int{},
-		live:   map[Family]int{},
-		kick:   make(chan struct{}, 1),
+		ttl:     uint32((cfg.TTL + time.Second - 1) / time.Second),
+		ipt:     map[Family]*iptables.IPTables{},
+		holes:   map[holeKey]*holeState{},
+		dead:    map[holeKey][]Rule{},
+		fwdRef:  map[setEntry]int{},
+		elemRef: map[string]*elemRef{},
+		live:    map[Family]int{},
+		kick:    make(chan struct{}, 1),
 	}
 	if cfg.IPv4 {
 		m.fams = append(m.fams, IPv4)
@@ -190,6 +211,7 @@ func (m *Manager) Setup(ctx context.Context) error {
 		return fmt.Errorf("natrules setup: sweep sets: %w", err)
 	}
 	m.expected = nil
+	m.nb = m.setupNFT()
 	for _, f := range m.fams {
 		if err := m.ensureSets(f, true); err != nil {
 			return fmt.Errorf("natrules setup %s: %w", f, err)
@@ -204,8 +226,36 @@ func (m *Manager) Setup(ctx context.Context) error {
 	m.ready.Store(true)
 	m.setUp.Store(true)
 	m.startJanitor()
-	m.log.Info("static structure installed", "families", m.fams, "took", time.Since(start).Round(time.Millisecond))
+	m.log.Info("static structure installed", "families", m.fams, "nat", m.nb, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// setupNFT sweeps the ftpalg nftables tables and creates them for the
+// enabled families. If that fails (no nf_tables in the kernel, no
+// concatenated NAT maps), it logs a warning, removes what it created, and
+// returns the iptables fallback. Caller holds iptMu.
+func (m *Manager) setupNFT() natBackend {
+	m.nftMu.Lock()
+	defer m.nftMu.Unlock()
+	err := m.nftSweepLocked()
+	if err == nil && m.noNFT {
+		err = errors.New("disabled")
+	}
+	if err == nil {
+		for _, f := range m.fams {
+			if err = m.nftInstallLocked(f, false, nil); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		m.log.Warn("nftables NAT maps unavailable: NAT holes fall back to one iptables-restore each", "err", err)
+		if err := m.nftSweepLocked(); err != nil {
+			m.log.Debug("nftables sweep", "err", err)
+		}
+		return natIPT
+	}
+	return natNFT
 }
 
 func (m *Manager) initIPT() error {
@@ -233,7 +283,52 @@ func (m *Manager) resetLocked() {
 	m.holes = map[holeKey]*holeState{}
 	m.dead = map[holeKey][]Rule{}
 	m.fwdRef = map[setEntry]int{}
+	m.elemRef = map[string]*elemRef{}
 	m.live = map[Family]int{}
+}
+
+type elemRef struct {
+	data []byte
+	n    int
+}
+
+// elemConflictLocked reports an element of es that a live hole holds with
+// different data.
+func (m *Manager) elemConflictLocked(es []nftElem) error {
+	for _, e := range es {
+		if r, ok := m.elemRef[e.id()]; ok && !bytes.Equal(r.data, e.Data) {
+			return fmt.Errorf("%s element %s conflicts with a live hole", e.Map, e.text)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) refElemsLocked(es []nftElem) {
+	for _, e := range es {
+		r := m.elemRef[e.id()]
+		if r == nil {
+			r = &elemRef{data: e.Data}
+			m.elemRef[e.id()] = r
+		}
+		r.n++
+	}
+}
+
+// unrefElemsLocked drops references and returns the elements no live hole
+// holds any more.
+func (m *Manager) unrefElemsLocked(es []nftElem) []nftElem {
+	var last []nftElem
+	for _, e := range es {
+		r := m.elemRef[e.id()]
+		if r == nil {
+			continue
+		}
+		if r.n--; r.n <= 0 {
+			delete(m.elemRef, e.id())
+			last = append(last, e)
+		}
+	}
+	return last
 }
 
 // ipt runs a go-iptables call inside the namespace.
@@ -322,7 +417,11 @@ func (m *Manager) ensureSets(f Family, initial bool) error {
 	if f == IPv6 {
 		fam = unix.AF_INET6
 	}
-	for _, name := range []string{fwdSet(f), natSet(f)} {
+	names := []string{fwdSet(f)}
+	if m.nb == natIPT {
+		names = append(names, natSet(f))
+	}
+	for _, name := range names {
 		err := m.nl.IpsetCreate(name, "hash:ip,port,ip", netlink.IpsetCreateOptions{
 			Family: fam, Timeout: &m.ttl, MaxElements: uint32(m.cfg.MaxHoles),
 		})
@@ -361,7 +460,7 @@ func (m *Manager) ensureSets(f Family, initial bool) error {
 // iptMu.
 func (m *Manager) ensureStatic(ctx context.Context, f Family) error {
 	ipt := m.ipt[f]
-	rules := staticRules(m.cfg, f)
+	rules := staticRules(m.cfg, f, m.nb)
 	exp := m.expected[f]
 	saved := map[string]map[string]bool{}
 	holeLines := map[string]int{}
@@ -400,7 +499,7 @@ func (m *Manager) ensureStatic(ctx context.Context, f Family) error {
 		return true
 	}
 	rebuild := map[chainSpec]bool{}
-	for _, c := range ownChains() {
+	for _, c := range ownChains(m.cfg, m.nb) {
 		if !intact(c.Table, c.Name) {
 			rebuild[c] = true
 		}
@@ -427,7 +526,7 @@ func (m *Manager) ensureStatic(ctx context.Context, f Family) error {
 		rebuild[chainSpec{tNAT, chDNAT}] = true
 		rebuild[chainSpec{tNAT, chSNAT}] = true
 	}
-	for _, c := range ownChains() {
+	for _, c := range ownChains(m.cfg, m.nb) {
 		if !rebuild[c] {
 			continue
 		}
@@ -497,7 +596,7 @@ func (m *Manager) snapshot(ctx context.Context) error {
 	for _, f := range m.fams {
 		exp[f] = map[string][]string{}
 		want := map[string]int{}
-		for _, r := range staticRules(m.cfg, f) {
+		for _, r := range staticRules(m.cfg, f, m.nb) {
 			want[r.Table]++
 		}
 		for _, table := range []string{tFilter, tNAT} {
@@ -595,6 +694,12 @@ func (m *Manager) Teardown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 		}
 	}
+	m.nftMu.Lock()
+	if err := m.nftSweepLocked(); err != nil && m.nb == natNFT {
+		errs = append(errs, err)
+	}
+	m.nftCloseLocked()
+	m.nftMu.Unlock()
 	if err := m.sweepSets(ctx); err != nil {
 		errs = append(errs, err)
 	}
@@ -658,8 +763,13 @@ func (m *Manager) open(ctx context.Context, h Hole) error {
 		return err
 	}
 	k := keyOf(h)
-	rules := holeRules(h)
-	entries := holeEntries(h)
+	nb := m.nb
+	rules := holeRules(h, nb)
+	entries := holeEntries(h, nb)
+	var elems []nftElem
+	if nb == natNFT {
+		elems = holeElems(h)
+	}
 	if len(rules) > 0 {
 		m.iptMu.Lock()
 		defer m.iptMu.Unlock()
@@ -673,7 +783,10 @@ func (m *Manager) open(ctx context.Context, h Hole) error {
 		// refresh
 		err := m.addEntriesLocked(st.entries, false)
 		if err == nil {
-			st.expires = time.Now().Add(m.cfg.TTL)
+			err = m.nftElems(f, st.elems, true, true)
+		}
+		if err == nil {
+			st.expires, st.used = time.Now().Add(m.cfg.TTL), false
 		}
 		m.mu.Unlock()
 		return err
@@ -681,6 +794,10 @@ func (m *Manager) open(ctx context.Context, h Hole) error {
 	if m.live[f] >= m.cfg.MaxHoles {
 		m.mu.Unlock()
 		return fmt.Errorf("%d live %s holes: limit reached", m.live[f], f)
+	}
+	if err := m.elemConflictLocked(elems); err != nil {
+		m.mu.Unlock()
+		return err
 	}
 	installed := false
 	if len(rules) > 0 {
@@ -697,7 +814,7 @@ func (m *Manager) open(ctx context.Context, h Hole) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st := &holeState{h: h, rules: rules, entries: entries}
+	st := &holeState{h: h, rules: rules, entries: entries, elems: elems}
 	if err := m.addEntriesLocked(entries, true); err != nil {
 		if len(rules) > 0 {
 			m.dead[k] = rules
@@ -705,10 +822,29 @@ func (m *Manager) open(ctx context.Context, h Hole) error {
 		}
 		return err
 	}
+	// The NAT elements (the gate) go in last, in one transaction.
+	if err := m.nftElems(f, elems, true, false); err != nil {
+		for _, e := range entries {
+			m.unrefLocked(e, true)
+		}
+		return fmt.Errorf("nftables add: %w", err)
+	}
+	m.refElemsLocked(elems)
 	st.expires = time.Now().Add(m.cfg.TTL)
 	m.holes[k] = st
 	m.live[f]++
 	return nil
+}
+
+// nftElems adds (add) or deletes a hole's map elements; see
+// nftElemsLocked.
+func (m *Manager) nftElems(f Family, es []nftElem, add, refresh bool) error {
+	if len(es) == 0 {
+		return nil
+	}
+	m.nftMu.Lock()
+	defer m.nftMu.Unlock()
+	return m.nftElemsLocked(f, es, add, refresh, m.cfg.TTL)
 }
 
 func ruleEqual(a, b Rule) bool {
@@ -768,13 +904,21 @@ func (m *Manager) Revoke(ctx context.Context, h Hole) error {
 		return nil
 	}
 	var errs []error
-	for _, e := range slices.Backward(st.entries) { // nat gate first
+	if m.consumedLocked(st) {
+		m.used.Add(1)
+	} else {
+		m.revoked.Add(1)
+	}
+	// nat gate first
+	if err := m.nftElems(FamilyOf(k.From), m.unrefElemsLocked(st.elems), false, false); err != nil {
+		errs = append(errs, fmt.Errorf("nftables delete: %w", err))
+	}
+	for _, e := range slices.Backward(st.entries) {
 		if err := m.unrefLocked(e, true); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	m.forgetLocked(k, st)
-	m.revoked.Add(1)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("revoke pinhole %s: %w", h, err)
 	}
@@ -889,6 +1033,7 @@ func (m *Manager) janitor(ctx context.Context, done chan struct{}) {
 			case <-time.After(gcInterval):
 			}
 		}
+		m.markUsed()
 		m.expire()
 		if err := m.gc(ctx); err != nil && ctx.Err() == nil {
 			m.log.Error("per-hole rule GC failed", "err", err)
@@ -909,8 +1054,66 @@ func (m *Manager) expire() {
 		for _, e := range st.entries {
 			m.unrefLocked(e, false)
 		}
+		m.unrefElemsLocked(st.elems)
 		m.forgetLocked(k, st)
-		m.expired.Add(1)
+		if st.used {
+			m.used.Add(1)
+		} else {
+			m.expired.Add(1)
+		}
+	}
+}
+
+// consumedLocked reports whether the kernel has consumed the hole's filter
+// entry (the SET --del-set on its first SYN) while its TTL still ran.
+func (m *Manager) consumedLocked(st *holeState) bool {
+	if st.used {
+		return true
+	}
+	if len(st.entries) == 0 || !time.Now().Before(st.expires.Add(-time.Second)) {
+		return false // too close to the TTL to tell use from expiry
+	}
+	e := st.entries[0]
+	proto := uint8(unix.IPPROTO_TCP)
+	p := e.Port
+	present, err := m.nl.IpsetTest(e.Set, &netlink.IPSetEntry{
+		IP: net.IP(e.Src.AsSlice()), Port: &p, Protocol: &proto, IP2: net.IP(e.Dst.AsSlice()), Replace: true,
+	})
+	return err == nil && !present
+}
+
+// markUsed finds the live holes the kernel has consumed, with one dump per
+// filter set, so that holes used and then left to their TTL count as used.
+func (m *Manager) markUsed() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sets := map[string]map[setEntry]bool{}
+	now := time.Now()
+	for _, st := range m.holes {
+		if st.used || len(st.entries) == 0 || !now.Before(st.expires.Add(-time.Second)) {
+			continue
+		}
+		e := st.entries[0]
+		present, ok := sets[e.Set]
+		if !ok {
+			res, err := m.nl.IpsetList(e.Set)
+			if err != nil {
+				return
+			}
+			present = map[setEntry]bool{}
+			for _, x := range res.Entries {
+				if x.Port == nil {
+					continue
+				}
+				src, _ := netip.AddrFromSlice(x.IP)
+				dst, _ := netip.AddrFromSlice(x.IP2)
+				present[setEntry{Set: e.Set, Src: src.Unmap(), Port: *x.Port, Dst: dst.Unmap()}] = true
+			}
+			sets[e.Set] = present
+		}
+		if !present[e] {
+			st.used = true
+		}
 	}
 }
 
@@ -1009,7 +1212,7 @@ func (m *Manager) verify(ctx context.Context) error {
 	if m.expected == nil {
 		return nil // not set up (or torn down)
 	}
-	drift, err := m.check(ctx)
+	drift, nftDrift, err := m.checkAll(ctx)
 	if err != nil {
 		m.ready.Store(false)
 		return err
@@ -1019,7 +1222,7 @@ func (m *Manager) verify(ctx context.Context) error {
 		return nil
 	}
 	m.ready.Store(false)
-	m.log.Warn("iptables drift detected, re-installing", "drift", drift)
+	m.log.Warn("drift detected, re-installing", "drift", drift)
 	start := time.Now()
 	for _, f := range m.fams {
 		if err := m.ensureSets(f, false); err != nil {
@@ -1028,9 +1231,14 @@ func (m *Manager) verify(ctx context.Context) error {
 		if err := m.ensureStatic(ctx, f); err != nil {
 			return fmt.Errorf("re-install %s: %w", f, err)
 		}
+		if nftDrift[f] {
+			if err := m.nftRepair(f); err != nil {
+				return fmt.Errorf("re-install %s: %w", f, err)
+			}
+		}
 	}
 	m.reinstalls.Add(1)
-	drift, err = m.check(ctx)
+	drift, _, err = m.checkAll(ctx)
 	if err != nil {
 		return err
 	}
@@ -1040,6 +1248,29 @@ func (m *Manager) verify(ctx context.Context) error {
 	m.ready.Store(true)
 	m.log.Info("re-installed", "took", time.Since(start).Round(time.Millisecond), "reinstalls", m.reinstalls.Load())
 	return nil
+}
+
+// checkAll is check plus, with the nftables backend, the ftpalg tables.
+// Caller holds iptMu.
+func (m *Manager) checkAll(ctx context.Context) (drift []string, nftDrift map[Family]bool, err error) {
+	drift, err = m.check(ctx)
+	if err != nil || m.nb != natNFT {
+		return drift, nil, err
+	}
+	nftDrift = map[Family]bool{}
+	m.nftMu.Lock()
+	defer m.nftMu.Unlock()
+	for _, f := range m.fams {
+		d, err := m.nftCheckLocked(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(d) > 0 {
+			nftDrift[f] = true
+			drift = append(drift, d...)
+		}
+	}
+	return drift, nftDrift, nil
 }
 
 // Ready reports whether the static structure was verified in place (by
@@ -1056,7 +1287,7 @@ func (m *Manager) Stats() Stats {
 	m.mu.Unlock()
 	return Stats{
 		Opened: m.opened.Load(), Revoked: m.revoked.Load(), Failed: m.failed.Load(),
-		Expired: m.expired.Load(), Reinstalls: m.reinstalls.Load(),
+		Expired: m.expired.Load(), Reinstalls: m.reinstalls.Load(), Used: m.used.Load(),
 		GCRuns: m.gcRuns.Load(), GCRules: m.gcRules.Load(), Conntrack: m.conntrack.Load(),
 		Live: live, DeadRules: dead,
 	}
@@ -1075,7 +1306,7 @@ func (m *Manager) openBatch(ctx context.Context, hs []Hole) error {
 			return err
 		}
 		norm = append(norm, h)
-		byFam[FamilyOf(h.From)] = append(byFam[FamilyOf(h.From)], holeRules(h)...)
+		byFam[FamilyOf(h.From)] = append(byFam[FamilyOf(h.From)], holeRules(h, m.nb)...)
 	}
 	for f, rs := range byFam {
 		if len(rs) > 0 {
@@ -1086,8 +1317,19 @@ func (m *Manager) openBatch(ctx context.Context, hs []Hole) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var elems map[Family][]timedElem
+	if m.nb == natNFT {
+		elems = map[Family][]timedElem{}
+	}
 	for _, h := range norm {
-		st := &holeState{h: h, rules: holeRules(h), entries: holeEntries(h)}
+		st := &holeState{h: h, rules: holeRules(h, m.nb), entries: holeEntries(h, m.nb)}
+		if elems != nil {
+			st.elems = holeElems(h)
+			m.refElemsLocked(st.elems)
+			for _, e := range st.elems {
+				elems[FamilyOf(h.From)] = append(elems[FamilyOf(h.From)], timedElem{e, m.cfg.TTL})
+			}
+		}
 		if err := m.addEntriesLocked(st.entries, true); err != nil {
 			return err
 		}
@@ -1095,6 +1337,13 @@ func (m *Manager) openBatch(ctx context.Context, hs []Hole) error {
 		m.holes[keyOf(h)] = st
 		m.live[FamilyOf(h.From)]++
 		m.opened.Add(1)
+	}
+	m.nftMu.Lock()
+	defer m.nftMu.Unlock()
+	for f, es := range elems {
+		if err := m.nftAddManyLocked(f, es); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -118,7 +119,26 @@ func (n *testNS) ruleset(tb testing.TB) string {
 			sets = append(sets, fmt.Sprintf("set %s entries=%d", x.SetName, len(x.Entries)))
 		}
 	})
-	return dropEmptyTables(saveNoise.ReplaceAllString(s, "")) + strings.Join(sets, "\n")
+	return dropEmptyTables(saveNoise.ReplaceAllString(s, "")) + strings.Join(sets, "\n") + n.nftTables(tb)
+}
+
+// An element re-added after a repair has its remaining lifetime as
+// timeout: compare elements without timeouts.
+var nftExpires = regexp.MustCompile(` timeout [0-9hms]+( expires [0-9hms]+)?| expires [0-9hms]+`)
+
+// nftTables lists the ftpalg nftables tables (stateless, without the
+// elements' remaining lifetimes).
+func (n *testNS) nftTables(tb testing.TB) string {
+	tb.Helper()
+	var ts []string // in family order, whatever the creation order
+	for _, l := range strings.Split(n.exec(tb, "nft", "list", "tables"), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[2] == nftTableName {
+			ts = append(ts, "\n"+nftExpires.ReplaceAllString(n.exec(tb, "nft", "-s", "list", "table", f[1], f[2]), ""))
+		}
+	}
+	slices.Sort(ts)
+	return strings.Join(ts, "")
 }
 
 // dropEmptyTables removes table blocks with no rules and default ACCEPT
@@ -349,20 +369,31 @@ func TestRootOpenFailsExplicitly(t *testing.T) {
 	if err := m.Open(ctx, Hole{From: ad("192.0.2.1"), To: ap("198.51.100.1:2002")}); err == nil {
 		t.Error("MaxHoles not enforced")
 	}
-	// The kernel's message comes through: remove the nat set's rules and
-	// the set behind the manager's back.
-	ns.exec(t, "iptables", "-t", "nat", "-F", chDNAT)
-	ns.exec(t, "iptables", "-t", "nat", "-F", chPrerouting)
-	ns.exec(t, "iptables", "-t", "nat", "-F", chOutput)
-	time.Sleep(100 * time.Millisecond)
-	ns.exec(t, "ipset", "destroy", natSet(IPv4))
+	// A SNAT element (keyed on the tuple after DNAT) held with other data.
+	h3 := Hole{From: ad("192.0.2.1"), To: ap("198.51.100.1:2004"), DNAT: ap("203.0.113.1:21"), SNAT: ad("198.51.100.9")}
+	if err := m.Revoke(ctx, Hole{From: ad("192.0.2.1"), To: ap("198.51.100.1:2001")}); err != nil {
+		t.Fatal(err)
+	}
+	m.Revoke(ctx, h)
+	if err := m.Open(ctx, h3); err != nil {
+		t.Fatal(err)
+	}
+	h4 := h3
+	h4.To, h4.SNAT = ap("198.51.100.1:2005"), ad("198.51.100.8")
+	if err := m.Open(ctx, h4); err == nil || !strings.Contains(err.Error(), "conflicts") {
+		t.Errorf("conflicting SNAT: %v", err)
+	}
+	m.Revoke(ctx, h3)
+	// The kernel's message comes through: remove the nftables table
+	// behind the manager's back.
+	ns.exec(t, "nft", "delete", "table", "ip", nftTableName)
 	m.Revoke(ctx, h)
 	err := m.Open(ctx, Hole{From: ad("192.0.2.3"), To: ap("198.51.100.1:2003"), DNAT: ap("203.0.113.1:21")})
 	if err == nil {
-		t.Fatal("Open succeeded with its set gone")
+		t.Fatal("Open succeeded with its map gone")
 	}
 	t.Logf("error as returned: %v", err)
-	if s := m.Stats(); s.Failed < 3 {
+	if s := m.Stats(); s.Failed < 4 {
 		t.Errorf("Failed=%d", s.Failed)
 	}
 }
@@ -403,6 +434,18 @@ func TestRootRecoverFromFlush(t *testing.T) {
 	// A firewall reload: the tables replaced wholesale without our chains.
 	ns.exec(t, "sh", "-c", "printf '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n' | ip6tables-restore")
 	waitRecovered("ip6tables-restore reload", 2)
+
+	// nftables: a full flush (iptables-nft's tables go too), our table
+	// deleted, a chain flushed (the maps and their elements stay).
+	ns.exec(t, "nft", "flush", "ruleset")
+	waitRecovered("nft flush ruleset", 3)
+	ns.exec(t, "nft", "delete", "table", "ip6", nftTableName)
+	waitRecovered("nft delete table ip6 ftpalg", 4)
+	ns.exec(t, "nft", "flush", "chain", "ip", nftTableName, "snat_post")
+	waitRecovered("nft flush chain ip ftpalg snat_post", 5)
+	if !strings.Contains(want, "192.0.2.10 . 198.51.100.1 . 50001 : 203.0.113.5 . 40001") {
+		t.Errorf("the live hole's dnat element is not in the recorded state:\n%s", want)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
@@ -449,16 +492,24 @@ func TestRootSweepAfterCrash(t *testing.T) {
 	}
 }
 
-func TestRootOneShotIPv4(t *testing.T) { testOneShot(t, false) }
-func TestRootOneShotIPv6(t *testing.T) { testOneShot(t, true) }
+func TestRootOneShotIPv4(t *testing.T) { testOneShot(t, false, natNFT) }
+func TestRootOneShotIPv6(t *testing.T) { testOneShot(t, true, natNFT) }
 
-func testOneShot(t *testing.T, v6 bool) {
+// TestRootOneShotIptablesFallback runs the same with the iptables NAT
+// backend (what Setup falls back to without nf_tables).
+func TestRootOneShotIptablesFallback(t *testing.T) { testOneShot(t, false, natIPT) }
+
+func testOneShot(t *testing.T, v6 bool, nb natBackend) {
 	needRoot(t)
 	tp := newTopo(t, v6)
 	m := newTestManager(t, tp.gw, Config{IPv4: !v6, IPv6: v6, TTL: 30 * time.Second})
+	m.noNFT = nb == natIPT
 	ctx := t.Context()
 	if err := m.Setup(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if m.nb != nb {
+		t.Fatalf("NAT backend %s, want %s", m.nb, nb)
 	}
 	port, peers := listen(t, tp.server, tp.sAddr)
 	mustNotConnect(t, tp, tp.sAddr, port, "no hole")
@@ -485,8 +536,10 @@ func testOneShot(t *testing.T, v6 bool) {
 
 	// DNAT: connect to the gateway's client-side address lands on the server.
 	dn := Hole{From: ad(tp.cAddr), To: ap2(tp.gwC, 50000), DNAT: ap2(tp.sAddr, port)}
-	if err := m.Open(ctx, dn); err != nil {
-		t.Fatal(err)
+	for range 2 { // the second Open refreshes the hole (TTL restarts)
+		if err := m.Open(ctx, dn); err != nil {
+			t.Fatal(err)
+		}
 	}
 	mustConnect(t, tp, tp.gwC, 50000, peers, tp.cAddr)
 	mustNotConnect(t, tp, tp.gwC, 50000, "second SYN to a used DNAT hole")
@@ -593,4 +646,130 @@ func TestRootCapture(t *testing.T) {
 	// The listener itself is not reachable directly (INPUT DROP): only
 	// redirected control connections are accepted.
 	mustNotConnect(t, tp, tp.gwC, 2121, "direct connection to the listener")
+}
+
+// TestRootNFTStructure checks the ftpalg tables installed over netlink
+// against nftStructure's text (what the golden files hold): nft list
+// prints exactly that.
+func TestRootNFTStructure(t *testing.T) {
+	needRoot(t)
+	needNFT(t)
+	ns := newNS(t, "nfts")
+	cfg := Config{IPv4: true, IPv6: true, TTL: 30 * time.Second, MaxHoles: 4096}
+	m := newTestManager(t, ns, cfg)
+	ctx := t.Context()
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m.nb != natNFT {
+		t.Fatalf("backend %s, want nftables", m.nb)
+	}
+	for _, f := range []Family{IPv4, IPv6} {
+		want := nftStructure(m.cfg, f).Script()
+		got := ns.exec(t, "nft", "-s", "list", "table", nftFamilyName(f), nftTableName)
+		if got != want {
+			t.Errorf("%s: installed table differs from nftStructure:\n--- nft list\n%s\n--- want\n%s", f, got, want)
+		}
+	}
+	if err := m.Teardown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out := ns.exec(t, "nft", "list", "tables"); strings.Contains(out, nftTableName) {
+		t.Errorf("teardown left %s", out)
+	}
+}
+
+func needNFT(tb testing.TB) {
+	tb.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		tb.Skip("natrules: nft not installed")
+	}
+}
+
+// TestRootShapes opens the five hole shapes the proxy uses and checks that
+// each passes one connection, translated as intended, and only one. The
+// SNAT addresses are secondary addresses, different from what the
+// operator's MASQUERADE would pick, so the hole's SNAT must bind first.
+func TestRootShapes(t *testing.T) {
+	needRoot(t)
+	tp := newTopo(t, false)
+	gw := tp.gw
+	gw.exec(t, "ip", "addr", "add", "192.0.2.3/24", "dev", "g0")    // public address
+	gw.exec(t, "ip", "addr", "add", "198.51.100.3/24", "dev", "g1") // inner address
+	gw.exec(t, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "g1", "-j", "MASQUERADE")
+	gw.exec(t, "iptables", "-P", "INPUT", "DROP")
+	gw.exec(t, "iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+	m := newTestManager(t, gw, Config{IPv4: true, TTL: 30 * time.Second})
+	ctx := t.Context()
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cPort, cPeers := listen(t, tp.client, tp.cAddr)
+	sPort, sPeers := listen(t, tp.server, tp.sAddr)
+	gPort, gPeers := listen(t, gw, tp.gwC)
+	const public, inner = "192.0.2.3", "198.51.100.3"
+	cases := []struct {
+		name  string
+		hole  Hole
+		from  *testNS
+		to    string
+		port  uint16
+		peers chan string
+		want  string
+	}{
+		{"forward active", Hole{From: ad(tp.sAddr), To: ap2(tp.gwS, 50001), DNAT: ap2(tp.cAddr, cPort)},
+			tp.server, tp.gwS, 50001, cPeers, tp.sAddr},
+		{"reverse passive", Hole{From: ad(tp.cAddr), To: ap2(tp.gwC, 50002), DNAT: ap2(tp.sAddr, sPort), SNAT: ad(inner)},
+			tp.client, tp.gwC, 50002, sPeers, inner},
+		{"reverse active", Hole{From: ad(tp.sAddr), To: ap2(tp.gwS, 50003), DNAT: ap2(tp.cAddr, cPort), SNAT: ad(public)},
+			tp.server, tp.gwS, 50003, cPeers, public},
+		{"sidecar passive", Hole{From: ad(tp.cAddr), To: ap2(tp.gwC, 50004), DNAT: ap2(tp.gwC, gPort), SNAT: ad(tp.gwC)},
+			tp.client, tp.gwC, 50004, gPeers, tp.gwC},
+		{"sidecar active", Hole{From: ad(tp.gwC), To: ap2(tp.gwC, 50005), DNAT: ap2(tp.cAddr, cPort), SNAT: ad(tp.gwC)},
+			gw, tp.gwC, 50005, cPeers, tp.gwC},
+	}
+	for _, c := range cases {
+		if _, err := dial(t, c.from, c.to, c.port, 500*time.Millisecond); err == nil {
+			t.Fatalf("%s: connected before the hole was opened", c.name)
+		}
+		if err := m.Open(ctx, c.hole); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if _, err := dial(t, c.from, c.to, c.port, 2*time.Second); err != nil {
+			t.Fatalf("%s: connect %s:%d through hole: %v", c.name, c.to, c.port, err)
+		}
+		select {
+		case p := <-c.peers:
+			if p != c.want {
+				t.Errorf("%s: peer seen as %s, want %s", c.name, p, c.want)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("%s: nothing accepted", c.name)
+		}
+		if _, err := dial(t, c.from, c.to, c.port, 700*time.Millisecond); err == nil {
+			t.Errorf("%s: second connection through a used hole succeeded", c.name)
+		}
+		select {
+		case p := <-c.peers:
+			t.Errorf("%s: second connection accepted from %s", c.name, p)
+		default:
+		}
+	}
+	// Every element was consumed by the datapath.
+	for _, mp := range []string{dnatMap(IPv4), snatMap(IPv4)} {
+		if out := gw.exec(t, "nft", "list", "map", "ip", nftTableName, mp); strings.Contains(out, "elements") {
+			t.Errorf("elements left after use:\n%s", out)
+		}
+	}
+	if err := m.CloseSession(ctx, func() (hs []Hole) {
+		for _, c := range cases {
+			hs = append(hs, c.hole)
+		}
+		return
+	}()); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Stats(); s.Live != 0 || s.Conntrack < 5 {
+		t.Errorf("after CloseSession: %+v", s)
+	}
 }

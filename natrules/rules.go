@@ -94,12 +94,18 @@ func quoteArg(a string) string {
 // chainSpec names one chain this package owns.
 type chainSpec struct{ Table, Name string }
 
-// ownChains lists the chains of one family in creation order.
-func ownChains() []chainSpec {
-	return []chainSpec{
-		{tFilter, chHole}, {tFilter, chForward}, {tFilter, chInput}, {tFilter, chCanary},
-		{tNAT, chDNAT}, {tNAT, chSNAT}, {tNAT, chPrerouting}, {tNAT, chOutput}, {tNAT, chCanary},
+// ownChains lists the chains of one family in creation order. With the
+// nftables backend the nat table only holds the capture rules (if any).
+func ownChains(cfg Config, nb natBackend) []chainSpec {
+	cs := []chainSpec{{tFilter, chHole}, {tFilter, chForward}, {tFilter, chInput}, {tFilter, chCanary}}
+	switch {
+	case nb == natIPT:
+		cs = append(cs, chainSpec{tNAT, chDNAT}, chainSpec{tNAT, chSNAT}, chainSpec{tNAT, chPrerouting},
+			chainSpec{tNAT, chOutput}, chainSpec{tNAT, chCanary})
+	case cfg.Capture:
+		cs = append(cs, chainSpec{tNAT, chPrerouting}, chainSpec{tNAT, chCanary})
 	}
+	return cs
 }
 
 var commentArgs = []string{"-m", "comment", "--comment", Comment}
@@ -121,11 +127,40 @@ func rule(table, chain string, args ...string) Rule {
 
 // staticRules returns the static structure of one family: the rules of the
 // own chains in order, followed by the jumps from the built-in chains (each
-// inserted at position 1). It is a pure function of cfg.
-func staticRules(cfg Config, fam Family) []Rule {
-	fwd, nat := fwdSet(fam), natSet(fam)
+// inserted at position 1). It is a pure function of cfg and the NAT
+// backend: with nftables the nat table only holds the capture rules (the
+// holes' NAT is in the ftpalg nftables table, see nftStructure).
+func staticRules(cfg Config, fam Family, nb natBackend) []Rule {
+	if nb == natNFT {
+		return staticRulesNFT(cfg, fam)
+	}
+	nat := natSet(fam)
+	rs := filterRules(cfg, fam)
+
+	// nat
+	rs = append(rs, rule(tNAT, chDNAT, "-j", "SET", "--del-set", nat, "src,dst,dst"))
+	natHole := []string{"-p", "tcp", "--syn", "-m", "set", "--match-set", nat, "src,dst,dst", "-j", chDNAT}
+	rs = append(rs, rule(tNAT, chPrerouting, natHole...))
+	rs = append(rs, captureRules(cfg)...)
+	rs = append(rs, rule(tNAT, chOutput, natHole...))
+	rs = append(rs, rule(tNAT, chCanary, "-j", "RETURN"))
+
+	// jumps from the built-in chains
+	rs = append(rs,
+		rule(tFilter, "FORWARD", "-j", chForward),
+		rule(tFilter, "INPUT", "-j", chInput),
+		rule(tNAT, "PREROUTING", "-j", chPrerouting),
+		rule(tNAT, "OUTPUT", "-j", chOutput),
+		rule(tNAT, "POSTROUTING", "-j", chSNAT),
+		rule(tNAT, "INPUT", "-j", chSNAT),
+	)
+	return rs
+}
+
+// filterRules are the filter half, the same for both NAT backends.
+func filterRules(cfg Config, fam Family) []Rule {
+	fwd := fwdSet(fam)
 	var rs []Rule
-	// filter
 	rs = append(rs,
 		rule(tFilter, chHole, "-j", "SET", "--del-set", fwd, "src,dst,dst"),
 		rule(tFilter, chHole, "-j", "ACCEPT"),
@@ -145,11 +180,29 @@ func staticRules(cfg Config, fam Family) []Rule {
 		rs = append(rs, rule(tFilter, chInput, "-p", "tcp", "--dport", port(cfg.ListenPort), "-j", "ACCEPT"))
 	}
 	rs = append(rs, rule(tFilter, chCanary, "-j", "RETURN"))
+	return rs
+}
 
-	// nat
-	rs = append(rs, rule(tNAT, chDNAT, "-j", "SET", "--del-set", nat, "src,dst,dst"))
-	natHole := []string{"-p", "tcp", "--syn", "-m", "set", "--match-set", nat, "src,dst,dst", "-j", chDNAT}
-	rs = append(rs, rule(tNAT, chPrerouting, natHole...))
+// staticRulesNFT: the filter half, and in nat only the capture rules.
+func staticRulesNFT(cfg Config, fam Family) []Rule {
+	rs := filterRules(cfg, fam)
+	if cfg.Capture {
+		rs = append(rs, captureRules(cfg)...)
+		rs = append(rs, rule(tNAT, chCanary, "-j", "RETURN"))
+	}
+	rs = append(rs,
+		rule(tFilter, "FORWARD", "-j", chForward),
+		rule(tFilter, "INPUT", "-j", chInput),
+	)
+	if cfg.Capture {
+		rs = append(rs, rule(tNAT, "PREROUTING", "-j", chPrerouting))
+	}
+	return rs
+}
+
+// captureRules are the REDIRECT rules of FTPALG-PREROUTING.
+func captureRules(cfg Config) []Rule {
+	var rs []Rule
 	if cfg.Capture {
 		if cfg.ProxyMark != 0 {
 			rs = append(rs, rule(tNAT, chPrerouting, "-m", "mark", "--mark", fmt.Sprintf("0x%x", cfg.ProxyMark), "-j", "RETURN"))
@@ -171,18 +224,6 @@ func staticRules(cfg Config, fam Family) []Rule {
 			rs = append(rs, capt(i))
 		}
 	}
-	rs = append(rs, rule(tNAT, chOutput, natHole...))
-	rs = append(rs, rule(tNAT, chCanary, "-j", "RETURN"))
-
-	// jumps from the built-in chains
-	rs = append(rs,
-		rule(tFilter, "FORWARD", "-j", chForward),
-		rule(tFilter, "INPUT", "-j", chInput),
-		rule(tNAT, "PREROUTING", "-j", chPrerouting),
-		rule(tNAT, "OUTPUT", "-j", chOutput),
-		rule(tNAT, "POSTROUTING", "-j", chSNAT),
-		rule(tNAT, "INPUT", "-j", chSNAT),
-	)
 	return rs
 }
 
@@ -268,22 +309,27 @@ func (e setEntry) String() string {
 }
 
 // holeEntries returns the set members of a hole, in the order they are
-// added (the nat gate, when present, opens last).
-func holeEntries(h Hole) []setEntry {
+// added (the nat gate, when present, opens last). With the nftables
+// backend only the filter entry is an ipset member.
+func holeEntries(h Hole, nb natBackend) []setEntry {
 	fam := FamilyOf(h.From)
 	dst := h.To
 	if h.DNAT.IsValid() {
 		dst = h.DNAT
 	}
 	es := []setEntry{{fwdSet(fam), h.From, dst.Port(), dst.Addr()}}
-	if h.DNAT.IsValid() {
+	if h.DNAT.IsValid() && nb == natIPT {
 		es = append(es, setEntry{natSet(fam), h.From, h.To.Port(), h.To.Addr()})
 	}
 	return es
 }
 
-// holeRules returns the per-hole nat rules (none for a plain filter hole).
-func holeRules(h Hole) []Rule {
+// holeRules returns the per-hole nat rules of the iptables backend (none
+// for a plain filter hole, none with nftables).
+func holeRules(h Hole, nb natBackend) []Rule {
+	if nb != natIPT {
+		return nil
+	}
 	c := []string{"-m", "comment", "--comment", holeComment(keyOf(h))}
 	var rs []Rule
 	if h.DNAT.IsValid() {

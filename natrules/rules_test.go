@@ -68,10 +68,12 @@ var goldenCases = []goldenCase{
 	},
 }
 
+// render renders a case with the iptables NAT backend (the fallback):
+// testdata/NAME.golden.
 func render(c goldenCase) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# static structure, %s\n", c.fam)
-	for _, r := range staticRules(c.cfg, c.fam) {
+	for _, r := range staticRules(c.cfg, c.fam, natIPT) {
 		b.WriteString(r.String() + "\n")
 	}
 	for _, h := range c.holes {
@@ -81,40 +83,73 @@ func render(c goldenCase) string {
 			continue
 		}
 		fmt.Fprintf(&b, "\n# hole %s\n", n)
-		for _, e := range holeEntries(n) {
+		for _, e := range holeEntries(n, natIPT) {
 			fmt.Fprintf(&b, "ipset add %s timeout %d\n", e, int(c.cfg.TTL/time.Second))
 		}
-		if rs := holeRules(n); len(rs) > 0 {
+		if rs := holeRules(n, natIPT); len(rs) > 0 {
 			b.Write(restoreScript("-A", rs))
 		}
 	}
 	return b.String()
 }
 
+// renderNFT renders a case with the nftables NAT backend (the default):
+// testdata/NAME.nft.golden. The nft part is what nft list table prints
+// (TestRootNFTStructure checks that against the kernel).
+func renderNFT(c goldenCase) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# static iptables structure, %s\n", c.fam)
+	for _, r := range staticRules(c.cfg, c.fam, natNFT) {
+		b.WriteString(r.String() + "\n")
+	}
+	fmt.Fprintf(&b, "\n# nftables (nft list table %s %s)\n", nftFamilyName(c.fam), nftTableName)
+	b.WriteString(nftStructure(c.cfg, c.fam).Script())
+	for _, h := range c.holes {
+		n, err := normalize(h)
+		if err != nil {
+			fmt.Fprintf(&b, "\n# hole %s: %v\n", h, err)
+			continue
+		}
+		fmt.Fprintf(&b, "\n# hole %s\n", n)
+		for _, e := range holeEntries(n, natNFT) {
+			fmt.Fprintf(&b, "ipset add %s timeout %d\n", e, int(c.cfg.TTL/time.Second))
+		}
+		b.WriteString(elemScript(c.fam, holeElems(n), c.cfg.TTL))
+	}
+	return b.String()
+}
+
 func TestGolden(t *testing.T) {
 	for _, c := range goldenCases {
-		t.Run(c.name, func(t *testing.T) {
-			got := render(c)
-			path := filepath.Join("testdata", c.name+".golden")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create)", err)
-			}
-			if got != string(want) {
-				t.Errorf("%s differs from generated rules (run go test -run TestGolden -update to accept):\n--- got\n%s\n--- want\n%s", path, got, want)
-			}
-		})
+		for _, v := range []struct {
+			suffix string
+			render func(goldenCase) string
+		}{{".golden", render}, {".nft.golden", renderNFT}} {
+			t.Run(c.name+v.suffix, func(t *testing.T) { checkGolden(t, c.name+v.suffix, v.render(c)) })
+		}
+	}
+}
+
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from generated rules (run go test -run TestGolden -update to accept):\n--- got\n%s\n--- want\n%s", path, got, want)
 	}
 }
 
 func TestChainNames(t *testing.T) {
-	for _, c := range ownChains() {
+	for _, c := range ownChains(Config{Capture: true}, natIPT) {
 		if len(c.Name) > 28 || !strings.HasPrefix(c.Name, Prefix) {
 			t.Errorf("bad chain name %q", c.Name)
 		}
@@ -130,13 +165,13 @@ func TestChainNames(t *testing.T) {
 
 func TestEveryRuleCommented(t *testing.T) {
 	for _, c := range goldenCases {
-		for _, r := range staticRules(c.cfg, c.fam) {
+		for _, r := range append(staticRules(c.cfg, c.fam, natIPT), staticRules(c.cfg, c.fam, natNFT)...) {
 			if !strings.Contains(r.Spec(), "--comment "+Comment) {
 				t.Errorf("%s: no comment", r)
 			}
 		}
 		for _, h := range c.holes {
-			for _, r := range holeRules(h) {
+			for _, r := range holeRules(h, natIPT) {
 				if !strings.Contains(r.Spec(), `--comment "`+holeCommentPrefix) {
 					t.Errorf("%s: no hole comment", r)
 				}

@@ -22,7 +22,7 @@ func requireRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("end-to-end tests need root (network namespaces, iptables): run `sudo make test`")
 	}
-	for _, tool := range []string{"vsftpd", "lftp", "curl", "iptables", "ip6tables", "ipset", "ip", "ss"} {
+	for _, tool := range []string{"vsftpd", "lftp", "curl", "iptables", "ip6tables", "ipset", "nft", "conntrack", "ip", "ss"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is missing: `make test` installs it (make deps)", tool)
 		}

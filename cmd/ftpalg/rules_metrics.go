@@ -13,8 +13,8 @@ type rulesCollector struct {
 		Stats() natrules.Stats
 		Ready() bool
 	}
-	open, opened, expired, failed, revoked, reinst *prometheus.Desc
-	ready                                          *prometheus.Desc
+	open, opened, used, expired, failed, revoked, reinst *prometheus.Desc
+	ready                                                *prometheus.Desc
 }
 
 func newRulesCollector(r interface {
@@ -26,16 +26,17 @@ func newRulesCollector(r interface {
 		rules:   r,
 		open:    d("ftpalg_holes_open", "Pinholes currently open (not yet used, revoked or expired)."),
 		opened:  d("ftpalg_holes_opened_total", "Pinholes opened."),
+		used:    d("ftpalg_holes_used_total", "Pinholes whose one connection came through (consumed in the kernel)."),
 		expired: d("ftpalg_holes_expired_total", "Pinholes that reached their TTL unused."),
 		failed:  d("ftpalg_holes_failed_total", "Pinhole installs that failed."),
-		revoked: d("ftpalg_holes_revoked_total", "Pinholes removed by ftpalg (superseded or session end)."),
+		revoked: d("ftpalg_holes_revoked_total", "Pinholes closed by ftpalg before they were used (superseded, session end)."),
 		reinst:  d("ftpalg_static_rule_reinstalls_total", "Re-installs of the static structure after an external flush or reload."),
 		ready:   d("ftpalg_rules_ready", "1 while the static structure is verified in place (the canary)."),
 	}
 }
 
 func (c *rulesCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.open, c.opened, c.expired, c.failed, c.revoked, c.reinst, c.ready} {
+	for _, d := range []*prometheus.Desc{c.open, c.opened, c.used, c.expired, c.failed, c.revoked, c.reinst, c.ready} {
 		ch <- d
 	}
 }
@@ -44,6 +45,7 @@ func (c *rulesCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.rules.Stats()
 	ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, float64(s.Live))
 	ch <- prometheus.MustNewConstMetric(c.opened, prometheus.CounterValue, float64(s.Opened))
+	ch <- prometheus.MustNewConstMetric(c.used, prometheus.CounterValue, float64(s.Used))
 	ch <- prometheus.MustNewConstMetric(c.expired, prometheus.CounterValue, float64(s.Expired))
 	ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(s.Failed))
 	ch <- prometheus.MustNewConstMetric(c.revoked, prometheus.CounterValue, float64(s.Revoked))

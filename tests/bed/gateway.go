@@ -1,6 +1,7 @@
 package bed
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -63,7 +64,10 @@ func (b *Bed) ReadyIn(ns string) bool {
 	return err == nil
 }
 
-var counters = regexp.MustCompile(`\[\d+:\d+\]`)
+var (
+	counters = regexp.MustCompile(`\[\d+:\d+\]`)
+	expires  = regexp.MustCompile(` expires \S+`)
+)
 
 // Ruleset is the gateway's iptables and ip6tables rules (filter and nat) plus
 // its ipsets, normalised so that two snapshots compare equal when nothing
@@ -86,6 +90,15 @@ func (b *Bed) RulesetOf(ns string) (string, error) {
 				sb.WriteString(counters.ReplaceAllString(l, "") + "\n")
 			}
 		}
+	}
+	for _, fam := range []string{"ip", "ip6"} {
+		// The NAT half of the holes lives in nftables maps: list them with
+		// the elements' remaining time cut.
+		out, err := b.Exec(ns, 10*time.Second, "nft", "list", "table", fam, "ftpalg")
+		if err != nil {
+			continue // no such table
+		}
+		sb.WriteString(expires.ReplaceAllString(out, ""))
 	}
 	sets, err := b.SetsOf(ns)
 	if err != nil {
@@ -146,6 +159,35 @@ func (b *Bed) LiveHolesIn(ns string) (int, error) {
 	for name, m := range sets {
 		if strings.HasPrefix(name, "FTPALG-") {
 			n += len(m)
+		}
+	}
+	for _, fam := range []string{"ip", "ip6"} {
+		out, err := b.Exec(ns, 10*time.Second, "nft", "-j", "list", "table", fam, "ftpalg")
+		if err != nil {
+			continue
+		}
+		// nft 1.0.6 warns on stderr about statements it cannot render as
+		// JSON; keep only the document.
+		if i := strings.Index(out, "{"); i > 0 {
+			out = out[i:]
+		}
+		if i := strings.LastIndex(out, "}"); i >= 0 {
+			out = out[:i+1]
+		}
+		var doc struct {
+			Nftables []struct {
+				Map *struct {
+					Elem []json.RawMessage `json:"elem"`
+				} `json:"map"`
+			} `json:"nftables"`
+		}
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			return 0, fmt.Errorf("nft -j list table %s ftpalg: %w", fam, err)
+		}
+		for _, o := range doc.Nftables {
+			if o.Map != nil {
+				n += len(o.Map.Elem)
+			}
 		}
 	}
 	return n, nil

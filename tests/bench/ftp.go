@@ -95,25 +95,48 @@ func parse227(text string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a, uint16(n[4]<<8|n[5])), nil
 }
 
-// oneSession logs in anonymously on server:21 from the client namespace,
-// fetches path (passive: PASV and connect; active: listen and PORT), checks
-// that want bytes arrived, and quits.
-func oneSession(b *bed.Bed, server netip.Addr, passive bool, path string, want int) error {
+// dialLogin opens a control connection to server:21 from the client
+// namespace and logs in anonymously.
+func dialLogin(b *bed.Bed, server netip.Addr) (*ftpc, error) {
 	c, err := b.Dial(b.Client, netip.AddrPortFrom(server, 21), ioTimeout)
 	if err != nil {
-		return fmt.Errorf("connect: %s", shortErr(err))
+		return nil, fmt.Errorf("connect: %s", shortErr(err))
 	}
-	defer c.Close()
 	f := &ftpc{c: c, r: bufio.NewReaderSize(c, 1024)}
 	if _, err := f.expect("greeting", "", 220); err != nil {
-		return err
+		c.Close()
+		return nil, err
 	}
 	if _, err := f.expect("USER", "USER anonymous", 331); err != nil {
-		return err
+		c.Close()
+		return nil, err
 	}
 	if _, err := f.expect("PASS", "PASS bench@example.com", 230); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// oneSession logs in, fetches path, checks that want bytes arrived, and
+// quits.
+func oneSession(b *bed.Bed, server netip.Addr, passive bool, path string, want int) error {
+	f, err := dialLogin(b, server)
+	if err != nil {
 		return err
 	}
+	defer f.c.Close()
+	if err := f.retr(b, passive, path, want); err != nil {
+		return err
+	}
+	_, err = f.expect("QUIT", "QUIT", 221)
+	return err
+}
+
+// retr opens a data connection (passive: PASV and connect; active: listen
+// in the client namespace and PORT), fetches path and checks its size and
+// the 226.
+func (f *ftpc) retr(b *bed.Bed, passive bool, path string, want int) error {
 	var data net.Conn
 	var ln *net.TCPListener
 	if passive {
@@ -149,6 +172,7 @@ func oneSession(b *bed.Bed, server netip.Addr, passive bool, path string, want i
 	}
 	if !passive {
 		ln.SetDeadline(time.Now().Add(ioTimeout))
+		var err error
 		data, err = ln.Accept()
 		if err != nil {
 			return fmt.Errorf("data accept: %s", shortErr(err))
@@ -157,19 +181,17 @@ func oneSession(b *bed.Bed, server netip.Addr, passive bool, path string, want i
 	}
 	data.SetReadDeadline(time.Now().Add(ioTimeout))
 	n, err := io.Copy(io.Discard, data)
+	// Close at once, as FTP clients do: the server sends 226 only after it
+	// has seen the data connection end.
+	data.Close()
 	if err != nil {
 		return fmt.Errorf("data read: %s", shortErr(err))
 	}
 	if n != int64(want) {
 		return fmt.Errorf("data: %d bytes, want %d", n, want)
 	}
-	if _, err := f.expect("transfer complete", "", 226); err != nil {
-		return err
-	}
-	if _, err := f.expect("QUIT", "QUIT", 221); err != nil {
-		return err
-	}
-	return nil
+	_, err = f.expect("transfer complete", "", 226)
+	return err
 }
 
 func firstLine(s string) string {

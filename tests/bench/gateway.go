@@ -71,7 +71,10 @@ type gateway struct {
 	maxSes int
 }
 
-const helperRule = "-t raw -A PREROUTING -p tcp --dport 21 -j CT --helper ftp"
+const (
+	helperRule  = "-t raw -A PREROUTING -p tcp --dport 21 -j CT --helper ftp"
+	controlRule = "-A FORWARD -i lan0 -o wan0 -p tcp --dport 21 -m conntrack --ctstate NEW -j ACCEPT"
+)
 
 func newGateway(b *bed.Bed, maxSessions int) (*gateway, error) {
 	g := &gateway{b: b, saved: filepath.Join(b.Dir, "gateway-rules.v4"), maxSes: maxSessions}
@@ -103,6 +106,12 @@ func (g *gateway) set(m mode) error {
 	case modeKernel:
 		if err := g.ipt(helperRule); err != nil {
 			return fmt.Errorf("%w (is the kernel FTP helper available?)", err)
+		}
+		// The helper only admits data connections (RELATED); the control
+		// connection itself must be allowed out, as on any such firewall.
+		// (ftpalg needs no such rule: it captures the control connection.)
+		if err := g.ipt(controlRule); err != nil {
+			return err
 		}
 	case modeFtpalg:
 		// Production log level (info), and room for the idle test.

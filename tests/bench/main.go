@@ -39,7 +39,7 @@ type opts struct {
 	only      map[string]bool
 	modes     []mode
 	out       string
-	verbose   bool
+	hold      string
 }
 
 func main() {
@@ -54,6 +54,7 @@ func main() {
 	only := flag.String("only", "bulk,files,sessions,idle", "metrics to run, comma-separated")
 	modes := flag.String("modes", "plain,kernel,ftpalg", "gateways to measure, comma-separated")
 	flag.StringVar(&o.out, "out", "/tmp/bench-results.md", "write the results (markdown) here too")
+	hold := flag.String("hold", "", "debug: set the gateway up as plain, kernel or ftpalg, print the namespaces and wait for Ctrl-C")
 	serveIdleAddr := flag.String("serve-idle", "", "internal: run the idle test's upstream server on this address")
 	flag.Parse()
 	if *serveIdleAddr != "" {
@@ -92,8 +93,8 @@ func main() {
 			fatalf("%s is missing: run `make deps`", tool)
 		}
 	}
-	nofile := raiseNofile(1 << 17)
-	if err := run(o, strings.Join(os.Args, " "), nofile); err != nil {
+	o.hold = *hold
+	if err := run(o, "go run ./tests/bench "+strings.Join(os.Args[1:], " ")); err != nil {
 		fatalf("%v", err)
 	}
 }
@@ -127,13 +128,16 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-func run(o opts, command, nofile string) error {
+func run(o opts, command string) error {
 	start := time.Now()
 	logf("building the bed")
 	b, err := bed.New(func(string, ...any) {})
 	if err != nil {
 		return err
 	}
+	// Only now: vsftpd (started by bed.New) keeps its usual limit, since it
+	// forks per session and a huge limit makes that slower for it.
+	nofile := raiseNofile(1 << 17)
 	var closeOnce sync.Once
 	cleanup := func() { closeOnce.Do(b.Close) }
 	defer cleanup()
@@ -171,6 +175,17 @@ func run(o opts, command, nofile string) error {
 	g, err := newGateway(b, max(10000, o.idle+1000))
 	if err != nil {
 		return err
+	}
+	if o.hold != "" {
+		m, ok := parseMode(o.hold)
+		if !ok {
+			return fmt.Errorf("-hold: unknown gateway %q", o.hold)
+		}
+		if err := g.set(m); err != nil {
+			return err
+		}
+		logf("%s; namespaces: client %s, gateway %s, server %s, outsider %s; files under %s; Ctrl-C ends", m.title(), b.Client, b.Gateway, b.Server, b.Outsider, b.FTPRoot)
+		select {}
 	}
 	for _, m := range o.modes {
 		if err := measureMode(b, g, m, o, r); err != nil {
@@ -234,6 +249,9 @@ func measureMode(b *bed.Bed, g *gateway, m mode, o opts, r *results) error {
 			}
 			if m == modeFtpalg {
 				note += fmt.Sprintf("; ftpalg CPU %.2f s", res.daemonCPU)
+			}
+			if res.tcp != "" {
+				note += "; TCP: " + res.tcp
 			}
 			r.set(m, "sessions", x, res.rate(), note)
 			if res.ok == 0 {

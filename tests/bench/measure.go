@@ -53,54 +53,91 @@ func bulk(b *bed.Bed, passive bool, o opts) (float64, []float64, error) {
 	return best, runs, nil
 }
 
-// files fetches o.files 1 KiB files with one curl invocation, which reuses
-// its control connection for every URL (checked: curl's num_connects, and
-// ftpalg's log). The rate is files / the sum of curl's per-transfer times.
+// files fetches o.files 1 KiB files in ONE control session of the Go
+// client (login once, then PASV or PORT and RETR for each file) and returns
+// the best rate, timed from the first data command to the last 226. Then one
+// curl invocation with every URL (curl reuses its control connection: the
+// distinct local ports of its control connection are counted, and ftpalg's
+// log) is reported alongside.
 func files(b *bed.Bed, g *gateway, passive bool, o opts) (float64, []float64, string, error) {
 	var runs []float64
 	best := 0.0
-	note := ""
+	var notes []string
 	for range o.reps {
-		args := append(modeFlags(passive), "--ftp-method", "nocwd", "-w", "%{size_download} %{time_total} %{num_connects}\n")
-		for i := range o.files {
-			args = append(args, "-o", "/dev/null", bed.URL(bed.Server4, fmt.Sprintf("pub/small/f%03d.bin", i)))
-		}
 		before := g.sessionsStarted()
-		start := time.Now()
-		out, err := b.Curl(b.Client, args...)
-		wall := time.Since(start)
+		f, err := dialLogin(b, bed.Server4)
 		if err != nil {
-			return best, runs, note, err
+			return best, runs, "", err
 		}
-		var n, connects int
-		var sum float64
-		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-			f := strings.Fields(l)
-			if len(f) != 3 {
-				return best, runs, note, fmt.Errorf("curl -w line %q", l)
+		start := time.Now()
+		for i := range o.files {
+			if err := f.retr(b, passive, fmt.Sprintf("pub/small/f%03d.bin", i), 1024); err != nil {
+				f.c.Close()
+				return best, runs, "", fmt.Errorf("file %d: %w", i, err)
 			}
-			if f[0] != "1024" {
-				return best, runs, note, fmt.Errorf("a file arrived with %s bytes, want 1024", f[0])
-			}
-			t, _ := strconv.ParseFloat(f[1], 64)
-			c, _ := strconv.Atoi(f[2])
-			sum += t
-			connects += c
-			n++
 		}
-		if n != o.files {
-			return best, runs, note, fmt.Errorf("%d transfers reported, want %d", n, o.files)
-		}
-		rate := float64(n) / sum
+		el := time.Since(start)
+		f.expect("QUIT", "QUIT", 221)
+		f.c.Close()
+		rate := float64(o.files) / el.Seconds()
 		runs = append(runs, rate)
 		best = max(best, rate)
-		note = fmt.Sprintf("control connections per run: %d (curl num_connects)", connects)
 		if before >= 0 {
-			note += fmt.Sprintf(", %d (ftpalg log)", g.sessionsStarted()-before)
+			time.Sleep(100 * time.Millisecond) // the log line is written after accept
+			notes = append(notes, fmt.Sprintf("%d", g.sessionsStarted()-before))
 		}
-		note += fmt.Sprintf("; wall incl. curl start %.0f files/s", float64(n)/wall.Seconds())
+	}
+	note := "Go client, one session per run"
+	if len(notes) > 0 {
+		note += " (ftpalg log: " + strings.Join(notes, "/") + " session per run)"
+	}
+	if c, err := curlFiles(b, g, passive, o); err != nil {
+		note += "; curl: ERROR " + err.Error()
+	} else {
+		note += "; curl: " + c
 	}
 	return best, runs, note, nil
+}
+
+// curlFiles fetches the files with one curl invocation and describes it.
+func curlFiles(b *bed.Bed, g *gateway, passive bool, o opts) (string, error) {
+	args := append(modeFlags(passive), "--ftp-method", "nocwd", "-w", "%{size_download} %{time_total} %{local_port}\n")
+	for i := range o.files {
+		args = append(args, "-o", "/dev/null", bed.URL(bed.Server4, fmt.Sprintf("pub/small/f%03d.bin", i)))
+	}
+	before := g.sessionsStarted()
+	out, err := b.Curl(b.Client, args...)
+	if err != nil {
+		return "", err
+	}
+	var n, stalls int
+	var sum float64
+	ports := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 3 || f[0] != "1024" {
+			return "", fmt.Errorf("curl -w line %q", l)
+		}
+		t, _ := strconv.ParseFloat(f[1], 64)
+		sum += t
+		if t > 0.5 {
+			stalls++
+		}
+		ports[f[2]] = true
+		n++
+	}
+	if n != o.files {
+		return "", fmt.Errorf("%d transfers reported, want %d", n, o.files)
+	}
+	s := fmt.Sprintf("%.0f files/s (sum of per-transfer time_total), %d control connection(s)", float64(n)/sum, len(ports))
+	if before >= 0 {
+		time.Sleep(100 * time.Millisecond)
+		s += fmt.Sprintf(", %d ftpalg session(s)", g.sessionsStarted()-before)
+	}
+	if stalls > 0 {
+		s += fmt.Sprintf(", %d transfer(s) over 0.5 s", stalls)
+	}
+	return s, nil
 }
 
 type sessRes struct {
@@ -108,6 +145,35 @@ type sessRes struct {
 	elapsed   time.Duration
 	kinds     map[string]int
 	daemonCPU float64
+	tcp       string // retransmissions and listen-queue drops seen, if any
+}
+
+// tcpCounters reads the TCP counters that explain slow sessions: SYNs
+// retransmitted by the client, listen queue overflows anywhere.
+func tcpCounters(b *bed.Bed) map[string]int {
+	c := map[string]int{}
+	for _, ns := range []struct{ name, ns string }{{"client", b.Client}, {"gateway", b.Gateway}, {"server", b.Server}} {
+		out, _ := b.Exec(ns.ns, 10*time.Second, "nstat", "-az", "TcpExtTCPSynRetrans", "TcpExtListenOverflows", "TcpExtListenDrops", "TcpRetransSegs")
+		for _, l := range strings.Split(out, "\n") {
+			f := strings.Fields(l)
+			if len(f) >= 2 && !strings.HasPrefix(f[0], "#") {
+				v, _ := strconv.Atoi(f[1])
+				c[ns.name+" "+f[0]] = v
+			}
+		}
+	}
+	return c
+}
+
+func counterDelta(before, after map[string]int) string {
+	var s []string
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			s = append(s, fmt.Sprintf("%s +%d", k, d))
+		}
+	}
+	sort.Strings(s)
+	return strings.Join(s, ", ")
 }
 
 func (r sessRes) rate() float64 {
@@ -149,6 +215,7 @@ func sessions(b *bed.Bed, g *gateway, passive bool, o opts) sessRes {
 	if g.pid != 0 {
 		cpu0 = cpuSeconds(g.pid)
 	}
+	tcp0 := tcpCounters(b)
 	start := time.Now()
 	deadline := start.Add(o.duration)
 	var wg sync.WaitGroup
@@ -170,6 +237,7 @@ func sessions(b *bed.Bed, g *gateway, passive bool, o opts) sessRes {
 	}
 	wg.Wait()
 	r := sessRes{ok: int(ok.Load()), errs: int(errs.Load()), elapsed: time.Since(start), kinds: kinds}
+	r.tcp = counterDelta(tcp0, tcpCounters(b))
 	if g.pid != 0 {
 		r.daemonCPU = cpuSeconds(g.pid) - cpu0
 	}

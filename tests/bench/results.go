@@ -155,7 +155,8 @@ func (r *results) markdown() string {
 		fmt.Fprintf(&sb, "- idle, ftpalg: ERROR %s\n", c.err)
 	}
 	fmt.Fprintf(&sb, "\nHow it is measured: bulk = bytes / (curl time_total − time_pretransfer), passive = curl's default (EPSV), active = `curl -P -` (EPRT); "+
-		"files/s = files / sum of curl's per-transfer time_total, one curl invocation with all URLs and `--ftp-method nocwd` (one control connection, checked); "+
+		"files/s = files / time from the first PASV/PORT to the last 226, all files in ONE control session of a Go client (ftpalg's log confirms one session per run); "+
+		"one curl invocation with all URLs (`--ftp-method nocwd`, one control connection) is shown in the details but not used: curl 7.88 sometimes waits exactly 1 s between a 229 reply and its data connect (no loss or retransmission in the bed), more often the later the reply comes; "+
 		"sessions/s = sessions whose 1 KiB file arrived complete (and 226, 221) / run time, from a Go client in the client namespace using PASV or PORT; "+
 		"idle = Go client holds sessions greeted 220 through ftpalg by a Go server on the WAN outsider host (198.51.100.66:21); RSS = VmRSS of the ftpalg process. "+
 		"ftpalg runs with its defaults except FTPALG_LOG_LEVEL=info and FTPALG_MAX_SESSIONS; the client namespace has ip_local_port_range 1024-65535 and tcp_tw_reuse=1 (all modes).\n")
@@ -195,7 +196,7 @@ func machineFacts(b *bed.Bed) []string {
 		fmt.Sprintf("memory: %s", sh("free -m | awk '/Mem:/{print $2\" MiB\"}'")),
 		fmt.Sprintf("load average at start: %s", strings.TrimSpace(string(load))),
 		fmt.Sprintf("ftpalg: %s (%s), tree %s", ver, bin, sh("git describe --always --dirty 2>/dev/null")),
-		fmt.Sprintf("go: %s; %s; %s", runtime.Version(), sh("curl --version | head -1 | cut -d' ' -f1-2"), sh("vsftpd -v 0>&1 </dev/null | head -1")),
+		fmt.Sprintf("go: %s; %s; %s", runtime.Version(), sh("curl --version | head -1 | cut -d' ' -f1-2"), sh("vsftpd -v 0>&1 | head -1")),
 		fmt.Sprintf("iptables: %s", sh("iptables -V")),
 	}
 }

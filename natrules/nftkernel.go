@@ -1,0 +1,410 @@
+package natrules
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// This file talks to nf_tables over netlink (github.com/google/nftables):
+// install, check, repair and sweep the ftpalg tables, and add or delete map
+// elements. Every function here must be called with nftMu held.
+
+// nftConnLocked returns the manager's lasting nftables netlink socket,
+// opening it (in the manager's namespace) if needed.
+func (m *Manager) nftConnLocked() (*nftables.Conn, error) {
+	if m.nc != nil {
+		return m.nc, nil
+	}
+	opts := []nftables.ConnOption{nftables.AsLasting()}
+	if m.ns.ns.IsOpen() {
+		opts = append(opts, nftables.WithNetNSFd(int(m.ns.ns)))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nftables netlink socket: %w", err)
+	}
+	m.nc = c
+	return c, nil
+}
+
+// nftCloseLocked drops the socket; after an error the next call opens a
+// fresh one, so no stale reply can be read as the answer to a later
+// request.
+func (m *Manager) nftCloseLocked() {
+	if m.nc != nil {
+		m.nc.CloseLasting()
+		m.nc = nil
+	}
+}
+
+// nftFlushLocked sends the batch queued on c (one kernel transaction).
+func (m *Manager) nftFlushLocked(c *nftables.Conn) error {
+	if err := c.Flush(); err != nil {
+		m.nftCloseLocked()
+		return err
+	}
+	return nil
+}
+
+func (m *Manager) nftTable(f Family) *nftables.Table {
+	return &nftables.Table{Name: nftTableName, Family: nftFamily(f)}
+}
+
+// nftSet describes a map of the table for element operations (and
+// creation).
+func (m *Manager) nftSet(f Family, ms nftMapSpec) *nftables.Set {
+	s := &nftables.Set{
+		Table: m.nftTable(f), Name: ms.Name, IsMap: true, HasTimeout: true, Dynamic: true,
+		Timeout: m.cfg.TTL, Size: uint32(m.cfg.MaxHoles),
+		KeyType: nftables.MustConcatSetType(ms.Key...),
+	}
+	if len(ms.Data) == 1 {
+		s.DataType = ms.Data[0]
+	} else {
+		s.DataType = nftables.MustConcatSetType(ms.Data...)
+	}
+	return s
+}
+
+// nftSetByName returns the map for element operations (cached; the set
+// objects are only read by the library).
+func (m *Manager) nftSetByName(f Family, name string) *nftables.Set {
+	if s := m.nftSets[name]; s != nil {
+		return s
+	}
+	for _, ms := range nftStructure(m.cfg, f).Maps {
+		if ms.Name == name {
+			if m.nftSets == nil {
+				m.nftSets = map[string]*nftables.Set{}
+			}
+			m.nftSets[name] = m.nftSet(f, ms)
+			return m.nftSets[name]
+		}
+	}
+	panic("natrules: unknown map " + name)
+}
+
+// nftTablesLocked reports which families have an ftpalg table.
+func (m *Manager) nftTablesLocked() (map[Family]bool, error) {
+	c, err := m.nftConnLocked()
+	if err != nil {
+		return nil, err
+	}
+	ts, err := c.ListTables()
+	if err != nil {
+		m.nftCloseLocked()
+		return nil, fmt.Errorf("list nftables tables: %w", err)
+	}
+	have := map[Family]bool{}
+	for _, t := range ts {
+		if t.Name != nftTableName {
+			continue
+		}
+		switch t.Family {
+		case nftables.TableFamilyIPv4:
+			have[IPv4] = true
+		case nftables.TableFamilyIPv6:
+			have[IPv6] = true
+		}
+	}
+	return have, nil
+}
+
+// nftSweepLocked deletes the ftpalg tables of both families (with their
+// maps and elements), in one transaction.
+func (m *Manager) nftSweepLocked() error {
+	have, err := m.nftTablesLocked()
+	if err != nil {
+		return err
+	}
+	if len(have) == 0 {
+		return nil
+	}
+	c, _ := m.nftConnLocked()
+	for _, f := range []Family{IPv4, IPv6} {
+		if have[f] {
+			c.DelTable(m.nftTable(f))
+			m.log.Debug("swept nftables table", "family", nftFamilyName(f), "table", nftTableName)
+		}
+	}
+	if err := m.nftFlushLocked(c); err != nil {
+		return fmt.Errorf("delete nftables table %s: %w", nftTableName, err)
+	}
+	return nil
+}
+
+// timedElem is an element to (re-)add with its remaining lifetime.
+type timedElem struct {
+	nftElem
+	ttl time.Duration
+}
+
+// nftInstallLocked (re)creates the table of a family in one transaction:
+// the old table, if replace, is deleted first; then the table, maps,
+// chains, rules and the given elements are added. The datapath sees the
+// old state or the new one, never a half-built table.
+func (m *Manager) nftInstallLocked(f Family, replace bool, elems []timedElem) error {
+	c, err := m.nftConnLocked()
+	if err != nil {
+		return err
+	}
+	spec := nftStructure(m.cfg, f)
+	t := m.nftTable(f)
+	if replace {
+		c.DelTable(t)
+	}
+	c.AddTable(t)
+	sets := map[string]*nftables.Set{}
+	for _, ms := range spec.Maps {
+		s := m.nftSet(f, ms)
+		if err := c.AddSet(s, nil); err != nil {
+			return fmt.Errorf("map %s: %w", ms.Name, err)
+		}
+		sets[ms.Name] = s
+	}
+	for _, cs := range spec.Chains {
+		ch := c.AddChain(&nftables.Chain{
+			Name: cs.Name, Table: t, Type: cs.Type, Hooknum: cs.Hook,
+			Priority: nftables.ChainPriorityRef(nftables.ChainPriority(cs.Priority)),
+		})
+		for _, r := range cs.Rules {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: withSetIDs(r.Exprs, sets)})
+		}
+	}
+	for _, e := range elems {
+		s := sets[e.Map]
+		if s == nil {
+			continue
+		}
+		if err := c.SetAddElements(s, []nftables.SetElement{{Key: e.Key, Val: e.Data, Timeout: e.ttl}}); err != nil {
+			return err
+		}
+	}
+	if err := m.nftFlushLocked(c); err != nil {
+		return fmt.Errorf("install nftables table %s %s: %w", nftFamilyName(f), nftTableName, err)
+	}
+	return nil
+}
+
+// withSetIDs copies exprs, setting the batch-local set IDs of lookups and
+// dynsets (the sets are created in the same transaction).
+func withSetIDs(exprs []expr.Any, sets map[string]*nftables.Set) []expr.Any {
+	out := make([]expr.Any, len(exprs))
+	for i, e := range exprs {
+		switch x := e.(type) {
+		case *expr.Lookup:
+			y := *x
+			if s := sets[y.SetName]; s != nil {
+				y.SetID = s.ID
+			}
+			out[i] = &y
+		case *expr.Dynset:
+			y := *x
+			if s := sets[y.SetName]; s != nil {
+				y.SetID = s.ID
+			}
+			out[i] = &y
+		default:
+			out[i] = e
+		}
+	}
+	return out
+}
+
+// nftCheckLocked compares the family's table with the spec: table, maps,
+// chains (type, hook, priority) and rule counts. It returns what drifted.
+func (m *Manager) nftCheckLocked(f Family) ([]string, error) {
+	have, err := m.nftTablesLocked()
+	if err != nil {
+		return nil, err
+	}
+	name := nftFamilyName(f) + " " + nftTableName
+	if !have[f] {
+		return []string{"nftables table " + name + " missing"}, nil
+	}
+	c, _ := m.nftConnLocked()
+	spec := nftStructure(m.cfg, f)
+	t := m.nftTable(f)
+	var drift []string
+	sets, err := c.GetSets(t)
+	if err != nil {
+		m.nftCloseLocked()
+		return nil, fmt.Errorf("list maps of %s: %w", name, err)
+	}
+	for _, ms := range spec.Maps {
+		if !slices.ContainsFunc(sets, func(s *nftables.Set) bool { return s.Name == ms.Name && s.IsMap }) {
+			drift = append(drift, fmt.Sprintf("nftables map %s %s missing", name, ms.Name))
+		}
+	}
+	chains, err := c.ListChainsOfTableFamily(nftFamily(f))
+	if err != nil {
+		m.nftCloseLocked()
+		return nil, fmt.Errorf("list chains of %s: %w", name, err)
+	}
+	for _, cs := range spec.Chains {
+		i := slices.IndexFunc(chains, func(ch *nftables.Chain) bool { return ch.Table.Name == nftTableName && ch.Name == cs.Name })
+		if i < 0 {
+			drift = append(drift, fmt.Sprintf("nftables chain %s %s missing", name, cs.Name))
+			continue
+		}
+		ch := chains[i]
+		if ch.Type != cs.Type || ch.Hooknum == nil || *ch.Hooknum != *cs.Hook || ch.Priority == nil || int32(*ch.Priority) != cs.Priority {
+			drift = append(drift, fmt.Sprintf("nftables chain %s %s changed", name, cs.Name))
+			continue
+		}
+		rules, err := c.GetRules(t, ch)
+		if err != nil {
+			m.nftCloseLocked()
+			return nil, fmt.Errorf("list rules of %s %s: %w", name, cs.Name, err)
+		}
+		if len(rules) != len(cs.Rules) {
+			drift = append(drift, fmt.Sprintf("nftables chain %s %s: %d rules, want %d", name, cs.Name, len(rules), len(cs.Rules)))
+		}
+	}
+	return drift, nil
+}
+
+// nftLiveElemsLocked reads the elements of the family's maps that are in
+// the kernel now, with their remaining lifetime. ok is false when a map
+// cannot be read (gone).
+func (m *Manager) nftLiveElemsLocked(f Family) (es []timedElem, ok bool) {
+	c, err := m.nftConnLocked()
+	if err != nil {
+		return nil, false
+	}
+	for _, ms := range nftStructure(m.cfg, f).Maps {
+		got, err := c.GetSetElements(m.nftSet(f, ms))
+		if err != nil {
+			m.nftCloseLocked()
+			return nil, false
+		}
+		for _, e := range got {
+			if e.Expires <= 0 {
+				continue
+			}
+			es = append(es, timedElem{nftElem{Map: ms.Name, Key: e.Key, Data: e.Val}, e.Expires})
+		}
+	}
+	return es, true
+}
+
+// nftElemsLocked adds (add) or deletes the elements of a hole in one
+// transaction. Adding with refresh replaces an existing element so that
+// its timeout starts again on any kernel (delete + add). Deleting first
+// adds the element, so that the transaction does not fail when the
+// datapath has consumed it or it expired: delete is idempotent.
+func (m *Manager) nftElemsLocked(f Family, es []nftElem, add, refresh bool, ttl time.Duration) error {
+	if len(es) == 0 {
+		return nil
+	}
+	c, err := m.nftConnLocked()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	queue := func(del bool) {
+		for _, e := range es {
+			s := m.nftSetByName(f, e.Map)
+			if del {
+				errs = append(errs, c.SetDeleteElements(s, []nftables.SetElement{{Key: e.Key}}))
+			} else {
+				errs = append(errs, c.SetAddElements(s, []nftables.SetElement{{Key: e.Key, Val: e.Data, Timeout: ttl}}))
+			}
+		}
+	}
+	queue(false)
+	if !add || refresh {
+		queue(true)
+	}
+	if add && refresh {
+		queue(false)
+	}
+	if err := errors.Join(errs...); err != nil {
+		m.nftCloseLocked() // drop what was queued
+		return err
+	}
+	if err := m.nftFlushLocked(c); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("nftables table %s %s or its maps missing: %w", nftFamilyName(f), nftTableName, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// nftAddManyLocked adds many elements (benchmark pre-population), a
+// thousand per transaction.
+func (m *Manager) nftAddManyLocked(f Family, es []timedElem) error {
+	c, err := m.nftConnLocked()
+	if err != nil {
+		return err
+	}
+	byMap := map[string][]nftables.SetElement{}
+	for _, e := range es {
+		byMap[e.Map] = append(byMap[e.Map], nftables.SetElement{Key: e.Key, Val: e.Data, Timeout: e.ttl})
+	}
+	for name, els := range byMap {
+		s := m.nftSetByName(f, name)
+		for len(els) > 0 {
+			n := min(len(els), 1000) // one batch must fit a netlink message
+			if err := c.SetAddElements(s, els[:n]); err != nil {
+				m.nftCloseLocked()
+				return err
+			}
+			if err := m.nftFlushLocked(c); err != nil {
+				return err
+			}
+			els = els[n:]
+		}
+	}
+	return nil
+}
+
+// nftRepair re-creates the family's table in one transaction. The
+// elements carried over are those in the kernel's maps if they can still
+// be read (a flushed or deleted chain: holes consumed by the datapath stay
+// consumed), else those of the live holes in the bookkeeping, with their
+// remaining lifetime (the table or a map is gone).
+func (m *Manager) nftRepair(f Family) error {
+	m.mu.Lock()
+	now := time.Now()
+	var book []timedElem
+	for _, st := range m.holes {
+		if FamilyOf(st.h.From) != f || !now.Before(st.expires) {
+			continue
+		}
+		for _, e := range st.elems {
+			book = append(book, timedElem{e, st.expires.Sub(now)})
+		}
+	}
+	m.mu.Unlock()
+
+	m.nftMu.Lock()
+	defer m.nftMu.Unlock()
+	have, err := m.nftTablesLocked()
+	if err != nil {
+		return err
+	}
+	var elems []timedElem
+	ok := false
+	if have[f] {
+		elems, ok = m.nftLiveElemsLocked(f)
+	}
+	if !ok {
+		elems = book
+		if len(book) > 0 {
+			m.log.Warn("nftables maps lost, re-adding the elements of live holes", "family", f, "elements", len(book))
+		}
+	}
+	if err := m.nftInstallLocked(f, have[f], elems); err != nil {
+		return err
+	}
+	m.log.Warn("re-installed nftables table", "family", nftFamilyName(f), "table", nftTableName, "elements", len(elems))
+	return nil
+}
