@@ -59,7 +59,9 @@ func demo() error {
 		return err
 	}
 	rules, _ := b.Exec(b.Gateway, 5*time.Second, "sh", "-c", "iptables -S | grep -i ftpalg; iptables -t nat -S | grep -i ftpalg")
-	fmt.Print("static IPv4 structure installed:\n" + indent(rules))
+	fmt.Print("static IPv4 structure installed (iptables):\n" + indent(rules))
+	nft, _ := b.Exec(b.Gateway, 5*time.Second, "nft", "list", "table", "ip", "ftpalg")
+	fmt.Print("NAT maps for translated holes (nftables, elements added over netlink):\n" + indent(nft))
 
 	for _, tc := range []struct {
 		title string
@@ -117,7 +119,7 @@ func demo() error {
 func filterLog(s string) string {
 	var out []string
 	for _, l := range strings.Split(s, "\n") {
-		for _, k := range []string{"session started", "pinhole opened", "session ended", "refused", "failed"} {
+		for _, k := range []string{"session started", "pinhole opened", "msg=transfer", "session ended", "refused", "failed"} {
 			if strings.Contains(l, k) {
 				out = append(out, l)
 				break
