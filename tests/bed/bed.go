@@ -275,7 +275,7 @@ func (b *Bed) namespaces() []string {
 func (b *Bed) Start(ns, name string, env []string, argv ...string) (*Proc, error) {
 	args := append([]string{"netns", "exec", ns}, argv...)
 	cmd := exec.Command("ip", args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(childEnviron(), env...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -288,6 +288,19 @@ func (b *Bed) Start(ns, name string, env []string, argv ...string) (*Proc, error
 	b.procs = append(b.procs, p)
 	b.mu.Unlock()
 	return p, nil
+}
+
+// childEnviron is this process's environment without FTPALG_BIN, which
+// chooses the binary under test but is no setting of ftpalg's (it refuses
+// unknown FTPALG_* variables).
+func childEnviron() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "FTPALG_BIN=") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // Running reports whether the process has not exited.

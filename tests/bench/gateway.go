@@ -122,7 +122,12 @@ func (g *gateway) set(m mode) error {
 		if err != nil {
 			return err
 		}
-		pid, err := daemonPid(p.Cmd.Process.Pid, "ftpalg")
+		bin, _ := bed.Binary()
+		name := filepath.Base(bin)
+		if len(name) > 15 { // comm is truncated
+			name = name[:15]
+		}
+		pid, err := daemonPid(p.Cmd.Process.Pid, name)
 		if err != nil {
 			return err
 		}

@@ -43,6 +43,12 @@ Environment:
 	tw.Flush()
 	fmt.Fprint(w, `
 Signals: SIGTERM/SIGINT stop accepting, let sessions finish within
-FTPALG_SHUTDOWN_GRACE, then remove every rule.
+FTPALG_SHUTDOWN_GRACE, then remove every rule. SIGHUP re-reads the
+environment and FTPALG_ENV_FILE and applies LOG_LEVEL, DENY_COMMANDS,
+MAX_SESSIONS, IDLE_TIMEOUT, CONNECT_TIMEOUT, PASSIVE_FIXUP, AUTH_TLS and
+MAX_LINE to new sessions; a bad configuration keeps the running one.
+
+Admin HTTP (FTPALG_ADMIN_LISTEN): /livez, /readyz (200 only while the rules
+are verified in place), /metrics (Prometheus).
 `)
 }
