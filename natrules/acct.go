@@ -1,12 +1,10 @@
 package natrules
 
 import (
+	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"strings"
-
-	"github.com/vishvananda/netlink"
 )
 
 // AcctSysctl is the switch for conntrack byte accounting in the current
@@ -31,47 +29,20 @@ func EnableAccounting() (changed bool, err error) {
 
 // FlowBytes returns, for each hole, the bytes (both directions, IP layer,
 // headers included) of the tracked connections that came through it: those
-// whose original tuple is From -> To. It dumps each needed family's table
-// once, so callers batch. Data stays in the kernel; only counters are read.
+// whose original tuple is From -> To. Each lookup is filtered in the
+// kernel; the data stays there, only counters are read.
 func FlowBytes(holes []Hole) ([]uint64, error) {
 	out := make([]uint64, len(holes))
-	type key struct {
-		from netip.Addr
-		to   netip.AddrPort
-	}
-	want := map[key][]int{}
-	fams := map[netlink.InetFamily]bool{}
+	var errs []error
 	for i, h := range holes {
-		k := key{h.From.Unmap(), netip.AddrPortFrom(h.To.Addr().Unmap(), h.To.Port())}
-		want[k] = append(want[k], i)
-		if k.from.Is4() {
-			fams[netlink.FAMILY_V4] = true
-		} else {
-			fams[netlink.FAMILY_V6] = true
-		}
-	}
-	for fam := range fams {
-		flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, fam)
+		flows, err := ctFlows(h.From.Unmap(), h.To.Addr().Unmap(), h.To.Port())
 		if err != nil {
-			return out, fmt.Errorf("dump conntrack table: %w", err)
+			errs = append(errs, err)
+			continue
 		}
 		for _, f := range flows {
-			if f.Forward.Protocol != 6 {
-				continue
-			}
-			src, ok1 := netip.AddrFromSlice(f.Forward.SrcIP)
-			dst, ok2 := netip.AddrFromSlice(f.Forward.DstIP)
-			if !ok1 || !ok2 {
-				continue
-			}
-			idx, ok := want[key{src.Unmap(), netip.AddrPortFrom(dst.Unmap(), f.Forward.DstPort)}]
-			if !ok {
-				continue
-			}
-			for _, i := range idx {
-				out[i] += f.Forward.Bytes + f.Reverse.Bytes
-			}
+			out[i] += f.bytes
 		}
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }

@@ -935,11 +935,11 @@ func (m *Manager) forgetLocked(k holeKey, st *holeState) {
 }
 
 // CloseSession revokes the holes and deletes the tracked connections whose
-// original tuple is From -> To (tcp) for any of them, with one conntrack
-// dump per family.
+// original tuple is From -> To (tcp) for any of them. Each lookup is a
+// dump filtered in the kernel, so its cost does not grow with the rest of
+// the conntrack table.
 func (m *Manager) CloseSession(ctx context.Context, holes []Hole) error {
 	var errs []error
-	filters := map[Family][]netlink.CustomConntrackFilter{}
 	for _, h := range holes {
 		if err := m.Revoke(ctx, h); err != nil {
 			errs = append(errs, err)
@@ -948,33 +948,21 @@ func (m *Manager) CloseSession(ctx context.Context, holes []Hole) error {
 		if err != nil {
 			continue
 		}
-		f := &netlink.ConntrackFilter{}
-		err = errors.Join(
-			f.AddIP(netlink.ConntrackOrigSrcIP, net.IP(h.From.AsSlice())),
-			f.AddIP(netlink.ConntrackOrigDstIP, net.IP(h.To.Addr().AsSlice())),
-			f.AddProtocol(unix.IPPROTO_TCP),
-			f.AddPort(netlink.ConntrackOrigDstPort, h.To.Port()),
-		)
+		err = m.ns.do(func() error {
+			flows, err := ctFlows(h.From, h.To.Addr(), h.To.Port())
+			if err != nil {
+				return err
+			}
+			for _, f := range flows {
+				if err := ctDelete(f); err != nil {
+					return err
+				}
+				m.conntrack.Add(1)
+			}
+			return nil
+		})
 		if err != nil {
-			errs = append(errs, fmt.Errorf("conntrack filter %s: %w", h, err))
-			continue
-		}
-		fam := FamilyOf(h.From)
-		filters[fam] = append(filters[fam], f)
-	}
-	for _, fam := range []Family{IPv4, IPv6} {
-		fs := filters[fam]
-		if len(fs) == 0 {
-			continue
-		}
-		nf := netlink.InetFamily(unix.AF_INET)
-		if fam == IPv6 {
-			nf = unix.AF_INET6
-		}
-		n, err := m.nl.ConntrackDeleteFilters(netlink.ConntrackTable, nf, fs...)
-		m.conntrack.Add(uint64(n))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("delete %s conntrack entries: %w", fam, err))
+			errs = append(errs, fmt.Errorf("delete tracked connections of %s: %w", h, err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
