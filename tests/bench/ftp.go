@@ -19,6 +19,15 @@ import (
 type ftpc struct {
 	c net.Conn
 	r *bufio.Reader
+	// steps, if set, accumulates the time spent in each step (a command
+	// and its reply, or the data connection).
+	steps map[string]time.Duration
+}
+
+func (f *ftpc) took(step string, since time.Time) {
+	if f.steps != nil {
+		f.steps[step] += time.Since(since)
+	}
 }
 
 const ioTimeout = 10 * time.Second
@@ -63,6 +72,7 @@ func (f *ftpc) cmd(line string) (int, string, error) {
 // expect sends line (or only reads when line is "") and checks the code.
 // The error names the step, so that failures can be counted by kind.
 func (f *ftpc) expect(step, line string, want int) (string, error) {
+	defer f.took(step, time.Now())
 	var code int
 	var text string
 	var err error
@@ -148,7 +158,9 @@ func (f *ftpc) retr(b *bed.Bed, passive bool, path string, want int) error {
 		if err != nil {
 			return fmt.Errorf("PASV: %v", err)
 		}
+		t := time.Now()
 		data, err = b.Dial(b.Client, ep, ioTimeout)
+		f.took("connect", t)
 		if err != nil {
 			return fmt.Errorf("data connect: %s", shortErr(err))
 		}
@@ -170,6 +182,7 @@ func (f *ftpc) retr(b *bed.Bed, passive bool, path string, want int) error {
 	if _, err := f.expect("RETR", "RETR "+path, 150); err != nil {
 		return err
 	}
+	defer f.took("data", time.Now())
 	if !passive {
 		ln.SetDeadline(time.Now().Add(ioTimeout))
 		var err error

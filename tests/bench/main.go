@@ -9,10 +9,12 @@
 //	ftpalg  the bed's default-deny FORWARD and MASQUERADE, ftpalg in forward mode
 //
 // and for passive and active mode: bulk MB/s of one large download (curl,
-// best of N), files/s of many 1 KiB files in one session (one curl, many
-// URLs, best of N), sessions/s of a Go load generator (login, 1 KiB RETR,
-// QUIT; 64 concurrent), and, for ftpalg, the concurrent idle sessions held
-// and the daemon's RSS.
+// best of N), files/s of many 1 KiB files in one control session (a Go
+// client; one curl run with every URL is shown for reference), sessions/s
+// of a Go load generator (login, 1 KiB RETR, QUIT; 64 concurrent), and, for
+// ftpalg, the concurrent idle sessions held and the daemon's RSS. The
+// gateways are measured in interleaved rounds; see results.go for what the
+// table says and -h for the flags (-quick, -only, -modes, -hold).
 package main
 
 import (
@@ -65,7 +67,23 @@ func main() {
 	}
 	o.bulkBytes = *bulkMB * 1000 * 1000
 	if *quick {
-		o.bulkBytes, o.files, o.reps, o.duration, o.idle = 20*1000*1000, 50, 1, 2*time.Second, 2000
+		// Quick sizes, unless given explicitly.
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, apply := range map[string]func(){
+			"bulk-mb":  func() { o.bulkBytes = 20 * 1000 * 1000 },
+			"files":    func() { o.files = 50 },
+			"reps":     func() { o.reps = 1 },
+			"duration": func() { o.duration = 2 * time.Second },
+			"idle":     func() { o.idle = 2000 },
+		} {
+			if !set[name] {
+				apply()
+			}
+		}
+	}
+	if o.reps < 1 || o.files < 1 || o.files > 1000 || o.conc < 1 || o.idle < 0 || o.bulkBytes <= 0 {
+		fatalf("bad sizes: -reps, -files (1-1000), -conc, -idle, -bulk-mb")
 	}
 	o.only = map[string]bool{}
 	for _, m := range strings.Split(*only, ",") {
@@ -94,7 +112,7 @@ func main() {
 		}
 	}
 	o.hold = *hold
-	if err := run(o, "go run ./tests/bench "+strings.Join(os.Args[1:], " ")); err != nil {
+	if err := run(o, strings.TrimSpace("go run ./tests/bench "+strings.Join(os.Args[1:], " "))); err != nil {
 		fatalf("%v", err)
 	}
 }
@@ -109,19 +127,19 @@ func fatalf(format string, args ...any) {
 // 20,000 sockets in ftpalg. Without CAP_SYS_RESOURCE (some containers) the
 // hard limit cannot be raised: the soft limit goes up to it and the result
 // says so.
-func raiseNofile(n uint64) string {
+func raiseNofile(n uint64) (string, bool) {
 	lim := syscall.Rlimit{Cur: n, Max: n}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
-		return fmt.Sprintf("RLIMIT_NOFILE %d (soft and hard, inherited by ftpalg)", n)
-	} else {
-		var cur syscall.Rlimit
-		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &cur)
-		cur.Cur = cur.Max
-		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &cur)
-		msg := fmt.Sprintf("RLIMIT_NOFILE %d: raising it to %d failed (%v; no CAP_SYS_RESOURCE?), so ftpalg can hold at most about %d sessions (2 fds each)", cur.Max, n, err, (cur.Max-20)/2)
-		logf("WARNING: %s", msg)
-		return msg
+	err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	if err == nil {
+		return fmt.Sprintf("RLIMIT_NOFILE %d (soft and hard, inherited by ftpalg)", n), false
 	}
+	var cur syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &cur)
+	cur.Cur = cur.Max
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &cur)
+	msg := fmt.Sprintf("RLIMIT_NOFILE %d: raising it to %d failed (%v; no CAP_SYS_RESOURCE?), so ftpalg can hold at most about %d sessions (2 fds each)", cur.Max, n, err, (cur.Max-20)/2)
+	logf("WARNING: %s", msg)
+	return msg, true
 }
 
 func logf(format string, args ...any) {
@@ -137,12 +155,15 @@ func run(o opts, command string) error {
 	}
 	// Only now: vsftpd (started by bed.New) keeps its usual limit, since it
 	// forks per session and a huge limit makes that slower for it.
-	nofile := raiseNofile(1 << 17)
+	nofile, capped := raiseNofile(1 << 17)
 	var closeOnce sync.Once
 	cleanup := func() { closeOnce.Do(b.Close) }
 	defer cleanup()
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	// A closed stdout (`| head`) must not kill the bench before it cleans
+	// up: with SIGPIPE notified, writes just fail.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	go func() {
 		s := <-sig
 		logf("%s: removing the bed %s", s, b.ID)
@@ -152,6 +173,7 @@ func run(o opts, command string) error {
 
 	r := newResults(o)
 	r.facts = append(machineFacts(b), nofile)
+	r.nofileCapped = capped
 	r.command = command
 
 	if err := tuneBed(b); err != nil {
@@ -187,10 +209,8 @@ func run(o opts, command string) error {
 		logf("%s; namespaces: client %s, gateway %s, server %s, outsider %s; files under %s; Ctrl-C ends", m.title(), b.Client, b.Gateway, b.Server, b.Outsider, b.FTPRoot)
 		select {}
 	}
-	for _, m := range o.modes {
-		if err := measureMode(b, g, m, o, r); err != nil {
-			return fmt.Errorf("%s: %w", m, err)
-		}
+	if err := measure(b, g, o, r); err != nil {
+		return err
 	}
 	r.elapsed = time.Since(start)
 	md := r.markdown()
@@ -215,8 +235,26 @@ func tuneBed(b *bed.Bed) error {
 	return nil
 }
 
-func measureMode(b *bed.Bed, g *gateway, m mode, o opts, r *results) error {
-	logf("=== %s", m.title())
+// measure runs o.reps rounds; each round sets every gateway up in turn
+// (rotating the order) and takes one bulk and one files sample of each
+// mode, so that a change in the machine's background load hits all three
+// alike. The last round also runs the load generator, curl's files run,
+// and (ftpalg) the idle test.
+func measure(b *bed.Bed, g *gateway, o opts, r *results) error {
+	for round := range o.reps {
+		last := round == o.reps-1
+		for i := range o.modes {
+			m := o.modes[(i+round)%len(o.modes)]
+			if err := measureRound(b, g, m, o, r, round, last); err != nil {
+				return fmt.Errorf("%s: %w", m, err)
+			}
+		}
+	}
+	return nil
+}
+
+func measureRound(b *bed.Bed, g *gateway, m mode, o opts, r *results, round int, last bool) error {
+	logf("=== round %d/%d: %s", round+1, o.reps, m.title())
 	if err := g.set(m); err != nil {
 		return err
 	}
@@ -224,43 +262,44 @@ func measureMode(b *bed.Bed, g *gateway, m mode, o opts, r *results) error {
 	for _, passive := range []bool{true, false} {
 		x := xferOf(passive)
 		if o.only["bulk"] {
-			best, runs, err := bulk(b, passive, o)
-			if err != nil {
-				r.fail(m, "bulk", x, err)
-			} else {
-				r.set(m, "bulk", x, best, fmt.Sprintf("runs %s MB/s", joinF(runs, 0)))
-			}
-			logf("%s bulk %s: best %.0f MB/s of %s %v", m, x, best, joinF(runs, 0), errOr(err))
+			v, err := bulk(b, passive, o)
+			r.sample(m, "bulk", x, v, "", err)
+			logf("%s bulk %s: %.0f MB/s %s", m, x, v, errOr(err))
 		}
 		if o.only["files"] {
-			best, runs, note, err := files(b, g, passive, o)
-			if err != nil {
-				r.fail(m, "files", x, err)
-			} else {
-				r.set(m, "files", x, best, fmt.Sprintf("runs %s files/s; %s", joinF(runs, 0), note))
+			v, note, err := files(b, g, passive, o)
+			r.sample(m, "files", x, v, note, err)
+			logf("%s files %s: %.0f files/s (%s) %s", m, x, v, note, errOr(err))
+			if last {
+				c, err := curlFiles(b, g, passive, o)
+				if err != nil {
+					c = "ERROR " + err.Error()
+				}
+				r.get(m, "files", x).extra = "curl, one invocation: " + c
+				logf("%s files %s with curl: %s", m, x, c)
 			}
-			logf("%s files %s: best %.0f files/s of %s (%s) %v", m, x, best, joinF(runs, 0), note, errOr(err))
 		}
-		if o.only["sessions"] {
+		if o.only["sessions"] && last {
 			res := sessions(b, g, passive, o)
 			note := fmt.Sprintf("%d complete, %d errors in %.1f s", res.ok, res.errs, res.elapsed.Seconds())
 			if res.errs > 0 {
 				note += ": " + res.topErrors(3)
 			}
 			if m == modeFtpalg {
-				note += fmt.Sprintf("; ftpalg CPU %.2f s", res.daemonCPU)
+				note += fmt.Sprintf("; ftpalg CPU %.2f s (%.1f ms per session)", res.daemonCPU, 1000*res.daemonCPU/float64(max(1, res.ok+res.errs)))
 			}
 			if res.tcp != "" {
 				note += "; TCP: " + res.tcp
 			}
-			r.set(m, "sessions", x, res.rate(), note)
+			var err error
 			if res.ok == 0 {
-				r.fail(m, "sessions", x, fmt.Errorf("no session completed: %s", res.topErrors(3)))
+				err = fmt.Errorf("no session completed: %s", res.topErrors(3))
 			}
+			r.sample(m, "sessions", x, res.rate(), note, err)
 			logf("%s sessions %s: %.0f/s (%s)", m, x, res.rate(), note)
 		}
 	}
-	if m == modeFtpalg && o.only["idle"] {
+	if m == modeFtpalg && o.only["idle"] && last {
 		res, err := idle(b, g, o)
 		if err != nil {
 			r.fail(m, "idle", xferNone, err)

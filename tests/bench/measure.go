@@ -24,79 +24,71 @@ func modeFlags(passive bool) []string {
 	return []string{"-P", "-"} // EPRT, then PORT
 }
 
-// bulk downloads pub/bulk.bin o.reps times with curl and returns the best
-// rate: bytes / (time_total - time_pretransfer), so that the login is not
+// bulk downloads pub/bulk.bin once with curl and returns the rate:
+// bytes / (time_total - time_pretransfer), so that the login is not
 // counted, the data connection's setup is.
-func bulk(b *bed.Bed, passive bool, o opts) (float64, []float64, error) {
-	var runs []float64
-	best := 0.0
-	for range o.reps {
-		args := append(modeFlags(passive), "-o", "/dev/null", "-w", "%{size_download} %{time_pretransfer} %{time_total}\n", bed.URL(bed.Server4, "pub/bulk.bin"))
-		out, err := b.Curl(b.Client, args...)
-		if err != nil {
-			return best, runs, err
-		}
-		f := strings.Fields(lastLine(out))
-		if len(f) != 3 {
-			return best, runs, fmt.Errorf("curl -w: %q", out)
-		}
-		size, _ := strconv.Atoi(f[0])
-		pre, _ := strconv.ParseFloat(f[1], 64)
-		total, _ := strconv.ParseFloat(f[2], 64)
-		if size != o.bulkBytes {
-			return best, runs, fmt.Errorf("downloaded %d bytes, want %d", size, o.bulkBytes)
-		}
-		rate := float64(size) / 1e6 / (total - pre)
-		runs = append(runs, rate)
-		best = max(best, rate)
+func bulk(b *bed.Bed, passive bool, o opts) (float64, error) {
+	args := append(modeFlags(passive), "-o", "/dev/null", "-w", "%{size_download} %{time_pretransfer} %{time_total}\n", bed.URL(bed.Server4, "pub/bulk.bin"))
+	out, err := b.Curl(b.Client, args...)
+	if err != nil {
+		return 0, err
 	}
-	return best, runs, nil
+	f := strings.Fields(lastLine(out))
+	if len(f) != 3 {
+		return 0, fmt.Errorf("curl -w: %q", out)
+	}
+	size, _ := strconv.Atoi(f[0])
+	pre, _ := strconv.ParseFloat(f[1], 64)
+	total, _ := strconv.ParseFloat(f[2], 64)
+	if size != o.bulkBytes {
+		return 0, fmt.Errorf("downloaded %d bytes, want %d", size, o.bulkBytes)
+	}
+	return float64(size) / 1e6 / (total - pre), nil
 }
 
-// files fetches o.files 1 KiB files in ONE control session of the Go
-// client (login once, then PASV or PORT and RETR for each file) and returns
-// the best rate, timed from the first data command to the last 226. Then one
-// curl invocation with every URL (curl reuses its control connection: the
-// distinct local ports of its control connection are counted, and ftpalg's
-// log) is reported alongside.
-func files(b *bed.Bed, g *gateway, passive bool, o opts) (float64, []float64, string, error) {
-	var runs []float64
-	best := 0.0
-	var notes []string
-	for range o.reps {
-		before := g.sessionsStarted()
-		f, err := dialLogin(b, bed.Server4)
-		if err != nil {
-			return best, runs, "", err
+// files fetches o.files 1 KiB files in ONE control session of the Go client
+// (login once, then PASV or PORT and RETR for each file), timed from the
+// first data command to the last 226. It returns the rate and the mean time
+// per file of each step.
+func files(b *bed.Bed, g *gateway, passive bool, o opts) (float64, string, error) {
+	before := g.sessionsStarted()
+	f, err := dialLogin(b, bed.Server4)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.c.Close()
+	f.steps = map[string]time.Duration{}
+	start := time.Now()
+	for i := range o.files {
+		if err := f.retr(b, passive, fmt.Sprintf("pub/small/f%03d.bin", i), 1024); err != nil {
+			return 0, "", fmt.Errorf("file %d: %w", i, err)
 		}
-		start := time.Now()
-		for i := range o.files {
-			if err := f.retr(b, passive, fmt.Sprintf("pub/small/f%03d.bin", i), 1024); err != nil {
-				f.c.Close()
-				return best, runs, "", fmt.Errorf("file %d: %w", i, err)
+	}
+	el := time.Since(start)
+	f.expect("QUIT", "QUIT", 221)
+	note := "per file: " + stepText(f.steps, o.files)
+	if before >= 0 {
+		time.Sleep(100 * time.Millisecond) // the log line is written after accept
+		if n := g.sessionsStarted() - before; n != 1 {
+			return 0, "", fmt.Errorf("ftpalg logged %d sessions for one control connection", n)
+		}
+	}
+	return float64(o.files) / el.Seconds(), note, nil
+}
+
+// stepText is the mean time per file of each step, in µs.
+func stepText(steps map[string]time.Duration, n int) string {
+	var s []string
+	for _, k := range []string{"PASV", "connect", "PORT", "RETR", "data", "transfer complete"} {
+		if d, ok := steps[k]; ok {
+			name := k
+			if k == "transfer complete" {
+				name = "226"
 			}
-		}
-		el := time.Since(start)
-		f.expect("QUIT", "QUIT", 221)
-		f.c.Close()
-		rate := float64(o.files) / el.Seconds()
-		runs = append(runs, rate)
-		best = max(best, rate)
-		if before >= 0 {
-			time.Sleep(100 * time.Millisecond) // the log line is written after accept
-			notes = append(notes, fmt.Sprintf("%d", g.sessionsStarted()-before))
+			s = append(s, fmt.Sprintf("%s %d µs", name, d.Microseconds()/int64(n)))
 		}
 	}
-	note := "Go client, one session per run"
-	if len(notes) > 0 {
-		note += " (ftpalg log: " + strings.Join(notes, "/") + " session per run)"
-	}
-	if c, err := curlFiles(b, g, passive, o); err != nil {
-		note += "; curl: ERROR " + err.Error()
-	} else {
-		note += "; curl: " + c
-	}
-	return best, runs, note, nil
+	return strings.Join(s, ", ")
 }
 
 // curlFiles fetches the files with one curl invocation and describes it.
