@@ -46,6 +46,12 @@ func (s *Session) fixable(a netip.Addr) bool {
 	if !s.pol.FixupPassive || !(a.IsPrivate() || a.IsLoopback() || a.IsUnspecified()) {
 		return false
 	}
+	if a.IsLoopback() || a.IsUnspecified() {
+		// A server naming loopback names its own: the fix-up leads to
+		// the server's address, never to the gateway's loopback (which
+		// IsLocal also reports, the gateway having a lo too).
+		return true
+	}
 	return s.pol.IsLocal == nil || !s.pol.IsLocal(a) || s.pol.Mode == ModeSidecar
 }
 

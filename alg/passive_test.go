@@ -18,6 +18,7 @@ func TestPassiveReplies(t *testing.T) {
 		{"227 no parens", ModeForward, "PASV", "227 Entering Passive Mode 203,0,113,5,195,80\r\n", Forward, "", "227 Entering Passive Mode 203,0,113,5,195,80\r\n", "192.168.1.10>203.0.113.5:50000"},
 		{"227 no parens trailing dot", ModeForward, "PASV", "227 =203,0,113,5,195,80.\r\n", Forward, "", "227 =203,0,113,5,195,80.\r\n", "192.168.1.10>203.0.113.5:50000"},
 		{"227 private fixed up", ModeForward, "PASV", "227 Entering Passive Mode (10,1,2,3,195,80)\r\n", Rewrite, "", fixed, "192.168.1.10>203.0.113.5:50000"},
+		{"227 loopback fixed up", ModeForward, "PASV", "227 Entering Passive Mode (127,0,0,1,195,80)\r\n", Rewrite, "", fixed, "192.168.1.10>203.0.113.5:50000"},
 		{"227 unspecified fixed up", ModeForward, "pasv", "227 Entering Passive Mode (0,0,0,0,195,80)\r\n", Rewrite, "", fixed, "192.168.1.10>203.0.113.5:50000"},
 		{"227 third party public", ModeForward, "PASV", "227 Entering Passive Mode (8,8,8,8,195,80)\r\n", Rewrite, RefusedAddress, string(msgBadPassive), ""},
 		{"227 gateway address", ModeForward, "PASV", "227 Entering Passive Mode (10,0,0,1,195,80)\r\n", Rewrite, RefusedAddress, string(msgBadPassive), ""},

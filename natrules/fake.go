@@ -10,10 +10,11 @@ import (
 
 // FakeCall is one call recorded by Fake.
 type FakeCall struct {
-	Op    string // "Setup", "Teardown", "Open", "Revoke", "CloseSession"
-	Hole  Hole   // Open, Revoke
-	Holes []Hole // CloseSession
-	Err   error  // what the call returned
+	Op     string // "Setup", "Teardown", "Open", "Revoke", "CloseSession"
+	Hole   Hole   // Open, Revoke
+	Holes  []Hole // CloseSession: the outstanding holes
+	Opened []Hole // CloseSession: every hole of the session
+	Err    error  // what the call returned
 }
 
 // ErrFakeOpen is what Fake.Open returns when told to fail with a nil error
@@ -121,13 +122,13 @@ func (f *Fake) revokeLocked(h Hole) {
 	}
 }
 
-func (f *Fake) CloseSession(ctx context.Context, holes []Hole) error {
+func (f *Fake) CloseSession(ctx context.Context, open, opened []Hole) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, h := range holes {
+	for _, h := range open {
 		f.revokeLocked(h)
 	}
-	f.record(FakeCall{Op: "CloseSession", Holes: slices.Clone(holes)})
+	f.record(FakeCall{Op: "CloseSession", Holes: slices.Clone(open), Opened: slices.Clone(opened)})
 	return nil
 }
 

@@ -12,7 +12,7 @@ type holeManager interface {
 	Teardown(context.Context) error
 	Open(context.Context, Hole) error
 	Revoke(context.Context, Hole) error
-	CloseSession(context.Context, []Hole) error
+	CloseSession(context.Context, []Hole, []Hole) error
 	Run(context.Context) error
 	Ready() bool
 	Stats() Stats
@@ -42,7 +42,7 @@ func TestFake(t *testing.T) {
 	if err := f.Open(ctx, Hole{From: ad("192.0.2.1")}); err == nil {
 		t.Error("invalid hole accepted")
 	}
-	if err := f.CloseSession(ctx, []Hole{h, h2}); err != nil {
+	if err := f.CloseSession(ctx, []Hole{h, h2}, []Hole{h, h2}); err != nil {
 		t.Fatal(err)
 	}
 	if f.IsOpen(h) || len(f.Live()) != 0 {

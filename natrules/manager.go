@@ -53,6 +53,7 @@ type holeState struct {
 	elems   []nftElem  // nftables map elements (nftables backend)
 	expires time.Time
 	used    bool // the kernel consumed the filter entry before the TTL
+	refs    int  // openers that have not revoked it yet (see open)
 }
 
 // Manager owns the gateway's iptables structure and its pinholes.
@@ -780,13 +781,26 @@ func (m *Manager) open(ctx context.Context, h Hole) error {
 			m.mu.Unlock()
 			return fmt.Errorf("conflicts with live hole %s", st.h)
 		}
-		// refresh
+		// The same hole again: another session (or a retry) expects the
+		// same connection, e.g. a client whose second session got the
+		// server's recycled passive port. The kernel entry is re-armed and
+		// shared; each opener holds a reference, and only the last Revoke
+		// closes it (an earlier one would cut the other session's hole).
+		consumed := m.consumedLocked(st)
 		err := m.addEntriesLocked(st.entries, false)
 		if err == nil {
 			err = m.nftElems(f, st.elems, true, true)
 		}
 		if err == nil {
+			// The previous opening is settled now; the new one is
+			// settled when the last reference goes.
+			if consumed {
+				m.used.Add(1)
+			} else {
+				m.revoked.Add(1)
+			}
 			st.expires, st.used = time.Now().Add(m.cfg.TTL), false
+			st.refs++
 		}
 		m.mu.Unlock()
 		return err
@@ -814,7 +828,7 @@ func (m *Manager) open(ctx context.Context, h Hole) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st := &holeState{h: h, rules: rules, entries: entries, elems: elems}
+	st := &holeState{h: h, rules: rules, entries: entries, elems: elems, refs: 1}
 	if err := m.addEntriesLocked(entries, true); err != nil {
 		if len(rules) > 0 {
 			m.dead[k] = rules
@@ -903,6 +917,10 @@ func (m *Manager) Revoke(ctx context.Context, h Hole) error {
 	if !ok {
 		return nil
 	}
+	if st.refs > 1 {
+		st.refs-- // another opener still expects it
+		return nil
+	}
 	var errs []error
 	if m.consumedLocked(st) {
 		m.used.Add(1)
@@ -934,20 +952,35 @@ func (m *Manager) forgetLocked(k holeKey, st *holeState) {
 	}
 }
 
-// CloseSession revokes the holes and deletes the tracked connections whose
-// original tuple is From -> To (tcp) for any of them. Each lookup is a
-// dump filtered in the kernel, so its cost does not grow with the rest of
-// the conntrack table.
-func (m *Manager) CloseSession(ctx context.Context, holes []Hole) error {
+// CloseSession ends one session's use of the firewall. It revokes the
+// session's outstanding holes (open), and deletes the tracked connections
+// that came through any hole the session opened (opened, its history, may
+// include open), so that nothing of the session outlives it. A hole that is
+// live for another session (same client, server and port) keeps its
+// tracked connections: deleting them would cut that session's transfer.
+// Each lookup is a dump filtered in the kernel, so its cost does not grow
+// with the rest of the conntrack table.
+func (m *Manager) CloseSession(ctx context.Context, open, opened []Hole) error {
 	var errs []error
-	for _, h := range holes {
+	for _, h := range open {
 		if err := m.Revoke(ctx, h); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	seen := map[holeKey]bool{}
+	for _, h := range opened {
 		h, err := normalize(h)
 		if err != nil {
 			continue
 		}
+		k := keyOf(h)
+		m.mu.Lock()
+		_, live := m.holes[k]
+		m.mu.Unlock()
+		if seen[k] || live {
+			continue
+		}
+		seen[k] = true
 		err = m.ns.do(func() error {
 			flows, err := ctFlows(h.From, h.To.Addr(), h.To.Port())
 			if err != nil {

@@ -525,21 +525,45 @@ func testOneShot(t *testing.T, v6 bool, nb natBackend) {
 	}
 	mustNotConnect(t, tp, tp.sAddr, port, "second SYN to a used hole")
 
-	// Revoke closes an unused hole.
+	// The opener settles its used hole. Two openers of the same hole share
+	// it: the first one's Revoke leaves it open, the last one's closes it.
+	if err := m.Revoke(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := m.Open(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Revoke(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	c3 := mustConnect(t, tp, tp.sAddr, port, peers, tp.cAddr)
+	c3.Close()
+	if err := m.Revoke(ctx, h); err != nil {
+		t.Fatal(err)
+	}
 	if err := m.Open(ctx, h); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Revoke(ctx, h); err != nil {
 		t.Fatal(err)
 	}
+	// Revoke closes an unused hole.
 	mustNotConnect(t, tp, tp.sAddr, port, "revoked hole")
+	if s := m.Stats(); s.Opened != s.Used+s.Revoked+s.Expired+uint64(s.Live) {
+		t.Errorf("hole accounting: %+v", s)
+	}
 
 	// DNAT: connect to the gateway's client-side address lands on the server.
 	dn := Hole{From: ad(tp.cAddr), To: ap2(tp.gwC, 50000), DNAT: ap2(tp.sAddr, port)}
-	for range 2 { // the second Open refreshes the hole (TTL restarts)
+	for range 2 { // the second Open shares the hole (TTL restarts)
 		if err := m.Open(ctx, dn); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := m.Revoke(ctx, dn); err != nil { // one opener leaves
+		t.Fatal(err)
 	}
 	mustConnect(t, tp, tp.gwC, 50000, peers, tp.cAddr)
 	mustNotConnect(t, tp, tp.gwC, 50000, "second SYN to a used DNAT hole")
@@ -552,7 +576,7 @@ func testOneShot(t *testing.T, v6 bool, nb natBackend) {
 	c2 := mustConnect(t, tp, tp.gwC, 50001, peers, tp.gwS)
 
 	// CloseSession deletes the tracked data connection.
-	if err := m.CloseSession(ctx, []Hole{h, dn, ds}); err != nil {
+	if err := m.CloseSession(ctx, []Hole{h, dn, ds}, []Hole{h, dn, ds}); err != nil {
 		t.Fatal(err)
 	}
 	if n := m.Stats().Conntrack; n < 1 {
@@ -761,12 +785,13 @@ func TestRootShapes(t *testing.T) {
 			t.Errorf("elements left after use:\n%s", out)
 		}
 	}
-	if err := m.CloseSession(ctx, func() (hs []Hole) {
+	all := func() (hs []Hole) {
 		for _, c := range cases {
 			hs = append(hs, c.hole)
 		}
 		return
-	}()); err != nil {
+	}()
+	if err := m.CloseSession(ctx, all, all); err != nil {
 		t.Fatal(err)
 	}
 	if s := m.Stats(); s.Live != 0 || s.Conntrack < 5 {

@@ -22,7 +22,9 @@ import (
 type Pinholes interface {
 	Open(ctx context.Context, h natrules.Hole) error
 	Revoke(ctx context.Context, h natrules.Hole) error
-	CloseSession(ctx context.Context, holes []natrules.Hole) error
+	// CloseSession revokes the outstanding holes (open) and removes what
+	// is still tracked of every hole the session opened.
+	CloseSession(ctx context.Context, open, opened []natrules.Hole) error
 }
 
 // Config is the proxy's part of the daemon configuration.

@@ -303,7 +303,11 @@ func (ss *session) transfer(t *alg.Transfer) {
 	})
 }
 
+// remember adds h to the session's history of holes (once).
 func (ss *session) remember(h natrules.Hole) {
+	if slices.Contains(ss.opened, h) {
+		return
+	}
 	if len(ss.opened) >= maxRemembered {
 		copy(ss.opened, ss.opened[1:])
 		ss.opened = ss.opened[:len(ss.opened)-1]
@@ -344,12 +348,13 @@ func (ss *session) cleanup(start time.Time) {
 	ss.client.Close()
 	ss.server.Close()
 	ss.mu.Lock()
+	var open []natrules.Hole
 	for _, h := range ss.eng.Close() {
-		if nh := toNat(h); !slices.Contains(ss.opened, nh) {
-			ss.remember(nh) // normally already there, from its Open
-		}
+		nh := toNat(h)
+		open = append(open, nh)
+		ss.remember(nh) // normally already there, from its Open
 	}
-	holes := ss.opened
+	opened := ss.opened
 	ss.opened = nil
 	audited := ss.audited
 	ss.mu.Unlock()
@@ -359,14 +364,15 @@ func (ss *session) cleanup(start time.Time) {
 		ss.srv.audit.sync(actx)
 		cancel()
 	}
-	if len(holes) > 0 {
+	if len(opened) > 0 {
 		// Not the session's context: cleanup must run during shutdown too.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := ss.srv.holes.CloseSession(ctx, holes); err != nil {
-			ss.log.Error("session cleanup failed", "holes", len(holes), "err", err)
+		if err := ss.srv.holes.CloseSession(ctx, open, opened); err != nil {
+			ss.log.Error("session cleanup failed", "holes", len(opened), "err", err)
 		}
 		cancel()
 	}
+	holes := opened
 	reason := "closed"
 	if r := ss.reason.Load(); r != nil && *r != "" {
 		reason = *r

@@ -14,15 +14,20 @@ import (
 // ftpConn is a minimal hand-driven FTP control connection, for the cases
 // where a real client would not misbehave the way an attacker does.
 type ftpConn struct {
-	c net.Conn
-	r *bufio.Reader
+	c       net.Conn
+	r       *bufio.Reader
+	timeout time.Duration // per reply; 10 s when zero
 }
 
 func newFTPConn(c net.Conn) *ftpConn { return &ftpConn{c: c, r: bufio.NewReader(c)} }
 
 // reply reads one complete (possibly multi-line) reply.
 func (f *ftpConn) reply() (int, string, error) {
-	f.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	d := f.timeout
+	if d == 0 {
+		d = 10 * time.Second
+	}
+	f.c.SetReadDeadline(time.Now().Add(d))
 	var all strings.Builder
 	first := ""
 	for {
@@ -50,7 +55,7 @@ func (f *ftpConn) reply() (int, string, error) {
 }
 
 func (f *ftpConn) cmd(line string) (int, string, error) {
-	f.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	f.c.SetWriteDeadline(time.Now().Add(max(5*time.Second, f.timeout)))
 	if _, err := f.c.Write([]byte(line + "\r\n")); err != nil {
 		return 0, "", err
 	}
