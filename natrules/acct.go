@@ -1,7 +1,6 @@
 package natrules
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -29,20 +28,15 @@ func EnableAccounting() (changed bool, err error) {
 
 // FlowBytes returns, for each hole, the bytes (both directions, IP layer,
 // headers included) of the tracked connections that came through it: those
-// whose original tuple is From -> To. Each lookup is filtered in the
-// kernel; the data stays there, only counters are read.
+// whose original tuple is From -> To. Lookups are filtered in the kernel and
+// batched (see holeFlows); the data stays there, only counters are read.
 func FlowBytes(holes []Hole) ([]uint64, error) {
 	out := make([]uint64, len(holes))
-	var errs []error
-	for i, h := range holes {
-		flows, err := ctFlows(h.From.Unmap(), h.To.Addr().Unmap(), h.To.Port())
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, f := range flows {
+	flows, err := holeFlows(holes)
+	for i, fs := range flows {
+		for _, f := range fs {
 			out[i] += f.bytes
 		}
 	}
-	return out, errors.Join(errs...)
+	return out, err
 }

@@ -30,29 +30,35 @@ type ctFlow struct {
 	bytes        uint64 // both directions, when accounting is on
 }
 
-// ctFlows lists the TCP connections whose original tuple is src -> dst:dport.
+// ctFlows lists the TCP connections whose original tuple is src -> dst:dport
+// (dport 0: any port; src invalid: every TCP connection of dst's family).
 // The kernel filters the dump (CTA_FILTER), so the cost does not depend on
 // how many other connections the gateway tracks: a full dump parsed in user
 // space cost milliseconds per session on a busy table.
 func ctFlows(src, dst netip.Addr, dport uint16) ([]ctFlow, error) {
 	fam := uint8(unix.AF_INET)
-	if src.Is6() {
+	if dst.Is6() {
 		fam = unix.AF_INET6
 	}
 	req := nl.NewNetlinkRequest((unix.NFNL_SUBSYS_CTNETLINK<<8)|nl.IPCTNL_MSG_CT_GET, unix.NLM_F_DUMP)
 	req.AddData(&nl.Nfgenmsg{NfgenFamily: fam, Version: nl.NFNETLINK_V0})
-	req.AddData(ctTuple(src, dst, 0, dport))
-	filter := nl.NewRtAttr(unix.NLA_F_NESTED|ctaFilter, nil)
-	flags := uint32(ctaFilterFIPSrc | ctaFilterFIPDst | ctaFilterFProtoNum | ctaFilterFProtoDport)
-	if src.Is6() {
-		// The kernel's IPv6 address filter matches nothing here (6.18,
-		// TestRootCtFilter): filter on the port in the kernel and on the
-		// addresses below.
-		flags = ctaFilterFProtoNum | ctaFilterFProtoDport
+	if src.IsValid() {
+		flags := uint32(ctaFilterFIPSrc | ctaFilterFIPDst | ctaFilterFProtoNum)
+		if src.Is6() {
+			// The kernel's IPv6 address filter matches nothing here (6.18,
+			// TestRootCtFilter): filter on the port in the kernel and on
+			// the addresses below.
+			flags = ctaFilterFProtoNum
+		}
+		if dport != 0 {
+			flags |= ctaFilterFProtoDport
+		}
+		req.AddData(ctTuple(src, dst, 0, dport))
+		filter := nl.NewRtAttr(unix.NLA_F_NESTED|ctaFilter, nil)
+		filter.AddRtAttr(ctaFilterOrigFlags, nl.Uint32Attr(flags))
+		filter.AddRtAttr(ctaFilterReplyFlags, nl.Uint32Attr(0))
+		req.AddData(filter)
 	}
-	filter.AddRtAttr(ctaFilterOrigFlags, nl.Uint32Attr(flags))
-	filter.AddRtAttr(ctaFilterReplyFlags, nl.Uint32Attr(0))
-	req.AddData(filter)
 	msgs, err := req.Execute(unix.NETLINK_NETFILTER, 0)
 	if err != nil {
 		return nil, fmt.Errorf("conntrack dump %s -> %s:%d: %w", src, dst, dport, err)
@@ -60,12 +66,80 @@ func ctFlows(src, dst netip.Addr, dport uint16) ([]ctFlow, error) {
 	var out []ctFlow
 	for _, m := range msgs {
 		f, ok := parseCtFlow(m)
-		// Older kernels ignore CTA_FILTER and dump everything: filter here too.
-		if ok && f.src == src && f.dst == dst && f.dport == dport {
-			out = append(out, f)
+		if !ok {
+			continue
 		}
+		// Older kernels ignore CTA_FILTER and dump everything: filter here too.
+		if src.IsValid() && (f.src != src || f.dst != dst || dport != 0 && f.dport != dport) {
+			continue
+		}
+		out = append(out, f)
 	}
 	return out, nil
+}
+
+// flowKey groups holes that one dump can serve: same source and
+// destination address.
+type flowKey struct{ src, dst netip.Addr }
+
+// holeFlows finds the tracked connections of each hole (From -> To), with
+// as few dumps as it can: one per address pair for IPv4, one per hole for
+// IPv6 (see ctFlows), or one unfiltered dump per family when there are many
+// pairs. The result is indexed like holes.
+func holeFlows(holes []Hole) ([][]ctFlow, error) {
+	out := make([][]ctFlow, len(holes))
+	groups := map[flowKey][]int{}
+	for i, h := range holes {
+		k := flowKey{h.From.Unmap(), h.To.Addr().Unmap()}
+		groups[k] = append(groups[k], i)
+	}
+	match := func(flows []ctFlow, idx []int) {
+		for _, f := range flows {
+			for _, i := range idx {
+				h := holes[i]
+				if f.src == h.From.Unmap() && f.dst == h.To.Addr().Unmap() && f.dport == h.To.Port() {
+					out[i] = append(out[i], f)
+				}
+			}
+		}
+	}
+	var errs []error
+	if len(groups) > 32 {
+		for _, fam := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
+			flows, err := ctFlows(netip.Addr{}, fam, 0)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			all := make([]int, len(holes))
+			for i := range all {
+				all[i] = i
+			}
+			match(flows, all)
+		}
+		return out, errors.Join(errs...)
+	}
+	for k, idx := range groups {
+		if k.src.Is4() {
+			flows, err := ctFlows(k.src, k.dst, 0)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			match(flows, idx)
+			continue
+		}
+		for _, i := range idx {
+			h := holes[i]
+			flows, err := ctFlows(h.From.Unmap(), h.To.Addr().Unmap(), h.To.Port())
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			match(flows, []int{i})
+		}
+	}
+	return out, errors.Join(errs...)
 }
 
 // ctDelete removes one tracked connection by its original tuple.

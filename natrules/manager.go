@@ -91,7 +91,10 @@ type Manager struct {
 	elemRef map[string]*elemRef
 	live    map[Family]int
 
-	ready, setUp                           atomic.Bool
+	ready, setUp atomic.Bool
+	flowOnce     sync.Once
+	flowQ        chan flowBatch
+
 	opened, revoked, failed, expired       atomic.Uint64
 	used                                   atomic.Uint64
 	reinstalls, gcRuns, gcRules, conntrack atomic.Uint64
@@ -190,6 +193,7 @@ func (m *Manager) enabled(f Family) bool { return slices.Contains(m.fams, f) }
 // gives the same ruleset (and forgets the holes of the first run).
 func (m *Manager) Setup(ctx context.Context) error {
 	start := time.Now()
+	m.startFlowWorker()
 	m.iptMu.Lock()
 	defer m.iptMu.Unlock()
 	m.ready.Store(false)
@@ -967,6 +971,7 @@ func (m *Manager) CloseSession(ctx context.Context, open, opened []Hole) error {
 			errs = append(errs, err)
 		}
 	}
+	var gone []Hole
 	seen := map[holeKey]bool{}
 	for _, h := range opened {
 		h, err := normalize(h)
@@ -977,25 +982,14 @@ func (m *Manager) CloseSession(ctx context.Context, open, opened []Hole) error {
 		m.mu.Lock()
 		_, live := m.holes[k]
 		m.mu.Unlock()
-		if seen[k] || live {
-			continue
+		if !seen[k] && !live {
+			seen[k] = true
+			gone = append(gone, h)
 		}
-		seen[k] = true
-		err = m.ns.do(func() error {
-			flows, err := ctFlows(h.From, h.To.Addr(), h.To.Port())
-			if err != nil {
-				return err
-			}
-			for _, f := range flows {
-				if err := ctDelete(f); err != nil {
-					return err
-				}
-				m.conntrack.Add(1)
-			}
-			return nil
-		})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("delete tracked connections of %s: %w", h, err))
+	}
+	if len(gone) > 0 {
+		if err := m.deleteFlows(ctx, gone); err != nil {
+			errs = append(errs, fmt.Errorf("delete tracked connections: %w", err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -1005,6 +999,75 @@ func (m *Manager) CloseSession(ctx context.Context, open, opened []Hole) error {
 }
 
 // ---------------------------------------------------------------- background
+
+// flowBatch is one session's request to delete tracked connections.
+type flowBatch struct {
+	holes []Hole
+	done  chan error
+}
+
+// deleteFlows deletes the tracked connections of holes. Sessions that end
+// together (a burst of QUITs, a shutdown) share the conntrack lookups: one
+// worker merges the requests that arrive while it works, so thousands of
+// endings cost a few table walks, not thousands.
+func (m *Manager) deleteFlows(ctx context.Context, holes []Hole) error {
+	m.startFlowWorker()
+	b := flowBatch{holes: holes, done: make(chan error, 1)}
+	select {
+	case m.flowQ <- b:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-b.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// startFlowWorker starts the worker once (at Setup, so that a daemon at
+// rest has a constant set of goroutines).
+func (m *Manager) startFlowWorker() {
+	m.flowOnce.Do(func() {
+		m.flowQ = make(chan flowBatch, 1024)
+		go m.flowWorker()
+	})
+}
+
+func (m *Manager) flowWorker() {
+	for first := range m.flowQ {
+		batch := []flowBatch{first}
+		for more := true; more && len(batch) < 4096; {
+			select {
+			case b := <-m.flowQ:
+				batch = append(batch, b)
+			default:
+				more = false
+			}
+		}
+		var holes []Hole
+		for _, b := range batch {
+			holes = append(holes, b.holes...)
+		}
+		err := m.ns.do(func() error {
+			flows, err := holeFlows(holes)
+			for _, fs := range flows {
+				for _, f := range fs {
+					if derr := ctDelete(f); derr != nil {
+						err = errors.Join(err, derr)
+						continue
+					}
+					m.conntrack.Add(1)
+				}
+			}
+			return err
+		})
+		for _, b := range batch {
+			b.done <- err
+		}
+	}
+}
 
 func (m *Manager) kickGC() {
 	select {

@@ -97,21 +97,24 @@ func (a *auditor) run(ctx context.Context) {
 				pending = pending[:0]
 			}
 		case done := <-a.flush:
-			// Records sent before the flush request are already buffered.
+			// Serve every session waiting at this moment with one round:
+			// their records were queued before they asked.
+			waiting := []chan struct{}{done}
+			for more := true; more; {
+				select {
+				case d := <-a.flush:
+					waiting = append(waiting, d)
+				default:
+					more = false
+				}
+			}
 			drainInput()
 			if len(pending) > 0 {
 				a.resolve(pending)
 				pending = pending[:0]
 			}
-			close(done)
-			// Serve every other session waiting on the same round.
-			for more := true; more; {
-				select {
-				case d := <-a.flush:
-					close(d)
-				default:
-					more = false
-				}
+			for _, d := range waiting {
+				close(d)
 			}
 		}
 	}

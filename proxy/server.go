@@ -103,6 +103,7 @@ func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go s.audit.run(ctx)
+	s.local.start(ctx)
 	return s, nil
 }
 
@@ -179,7 +180,6 @@ func Listen(ctx context.Context, addr netip.AddrPort, ipv6 bool) ([]net.Listener
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	s.local.start(ctx)
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()

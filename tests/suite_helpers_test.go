@@ -39,9 +39,18 @@ const activeSessions = `ftpalg_sessions_active{mode="forward"}`
 // metricsOf scrapes /metrics in ns once and returns every sample.
 func metricsOf(t *testing.T, b *bed.Bed, ns string) map[string]float64 {
 	t.Helper()
-	out, err := b.Exec(ns, 5*time.Second, "curl", "-sf", fmt.Sprintf("http://127.0.0.1:%d/metrics", bed.AdminPort))
+	m, err := tryMetrics(b, ns)
 	if err != nil {
 		t.Fatalf("scrape: %v", err)
+	}
+	return m
+}
+
+// tryMetrics scrapes /metrics; under heavy load a scrape may time out.
+func tryMetrics(b *bed.Bed, ns string) (map[string]float64, error) {
+	out, err := b.Exec(ns, 10*time.Second, "curl", "-sf", fmt.Sprintf("http://127.0.0.1:%d/metrics", bed.AdminPort))
+	if err != nil {
+		return nil, err
 	}
 	m := map[string]float64{}
 	for _, l := range strings.Split(out, "\n") {
@@ -57,14 +66,21 @@ func metricsOf(t *testing.T, b *bed.Bed, ns string) map[string]float64 {
 			m[l[:i]] = v
 		}
 	}
-	return m
+	return m, nil
 }
 
 // waitMetric polls until sample == want, or fails after d.
 func waitMetric(t *testing.T, b *bed.Bed, sample string, want float64, d time.Duration) {
 	t.Helper()
 	var last float64
-	if err := b.WaitFor(d, func() bool { last = metricsOf(t, b, b.Gateway)[sample]; return last == want }, sample); err != nil {
+	if err := b.WaitFor(d, func() bool {
+		m, err := tryMetrics(b, b.Gateway) // a scrape may time out on a saturated machine
+		if err != nil {
+			return false
+		}
+		last = m[sample]
+		return last == want
+	}, sample); err != nil {
 		t.Fatalf("%s = %v, want %v: %v", sample, last, want, err)
 	}
 }
@@ -86,7 +102,10 @@ func waitResting(t *testing.T, b *bed.Bed, before baseline, d time.Duration) bas
 	var now baseline
 	var active float64
 	err := b.WaitFor(d, func() bool {
-		m := metricsOf(t, b, b.Gateway)
+		m, err := tryMetrics(b, b.Gateway)
+		if err != nil {
+			return false
+		}
 		now = baseline{m["go_goroutines"], m["process_open_fds"], m["process_resident_memory_bytes"]}
 		active = m[activeSessions]
 		return active == 0 && now.goroutines == before.goroutines && now.fds == before.fds

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -166,7 +167,12 @@ func (d *daemon) serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	admin, err := startAdmin(cfg.AdminListen, rules, reg, log)
+	// Ready means: the rules are verified in place and the listeners accept.
+	// It goes false again when shutdown begins, so a load balancer stops
+	// sending new clients while sessions drain.
+	var serving atomic.Bool
+	ready := func() bool { return serving.Load() && rules.Ready() }
+	admin, err := startAdmin(cfg.AdminListen, ready, reg, log)
 	if err != nil {
 		closeAll(lns)
 		return err
@@ -201,6 +207,7 @@ func (d *daemon) serve(ctx context.Context) error {
 			srv.Serve(ctx, ln)
 		}()
 	}
+	serving.Store(true)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -213,6 +220,7 @@ wait:
 			d.reload()
 		}
 	}
+	serving.Store(false)
 	log.Info("stopping: no new sessions", "active", srv.Active(), "grace", cfg.ShutdownGrace)
 	wg.Wait()
 	graceCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
@@ -227,17 +235,15 @@ wait:
 	return nil
 }
 
-type readiness interface{ Ready() bool }
-
-func startAdmin(addr string, rules readiness, reg *prometheus.Registry, log *slog.Logger) (io.Closer, error) {
+func startAdmin(addr string, ready func() bool, reg *prometheus.Registry, log *slog.Logger) (io.Closer, error) {
 	if addr == "" {
 		return io.NopCloser(strings.NewReader("")), nil
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !rules.Ready() {
-			http.Error(w, "firewall rules not in place", http.StatusServiceUnavailable)
+		if !ready() {
+			http.Error(w, "not ready: firewall rules not verified in place, or not accepting", http.StatusServiceUnavailable)
 			return
 		}
 		io.WriteString(w, "ok\n")
