@@ -167,9 +167,17 @@ func filterRules(cfg Config, fam Family) []Rule {
 	)
 	holeMatch := []string{"-p", "tcp", "--syn", "-m", "conntrack", "--ctstate", "NEW",
 		"-m", "set", "--match-set", fwd, "src,dst,dst", "-j", chHole}
+	// A retransmitted SYN belongs to a connection whose first SYN used the
+	// hole (and consumed it): the conntrack entry is confirmed, which only
+	// happens to a connection whose first packet was accepted. Without this
+	// a SYN lost beyond the gateway (e.g. during IPv6 neighbour discovery)
+	// would kill the data connection.
+	retrans := []string{"-p", "tcp", "--syn", "-m", "conntrack", "--ctstate", "NEW", "--ctstatus", "CONFIRMED", "-j", "ACCEPT"}
 	rs = append(rs,
 		rule(tFilter, chForward, holeMatch...),
+		rule(tFilter, chForward, retrans...),
 		rule(tFilter, chInput, holeMatch...),
+		rule(tFilter, chInput, retrans...),
 	)
 	if cfg.Capture {
 		rs = append(rs, rule(tFilter, chInput, "-p", "tcp", "--dport", port(cfg.ListenPort),

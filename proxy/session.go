@@ -164,6 +164,7 @@ func (ss *session) touch() { ss.lastActive.Store(time.Now().UnixNano()) }
 func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPConn) {
 	buf := make([]byte, readBufSize)
 	var toPeer, toSender []byte
+	var revokes []alg.Hole
 	idle := ss.idle
 	for {
 		src.SetReadDeadline(time.Now().Add(idle))
@@ -171,8 +172,19 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 		if n > 0 {
 			ss.touch()
 			toPeer, toSender = toPeer[:0], toSender[:0]
-			ferr := ss.feed(ctx, from, buf[:n], &toPeer, &toSender)
-			if len(toPeer) > 0 && ss.write(dst, toPeer) != nil {
+			revokes = revokes[:0]
+			ferr := ss.feed(ctx, from, buf[:n], &toPeer, &toSender, &revokes)
+			var werr error
+			if len(toPeer) > 0 {
+				werr = ss.write(dst, toPeer)
+			}
+			// Superseded holes are closed after the line that superseded
+			// them is on its way: closing them is housekeeping (the kernel
+			// TTL bounds them anyway) and must not delay the relay. A
+			// reopening of the same hole meanwhile is safe: holes are
+			// reference-counted.
+			ss.revoke(ctx, revokes)
+			if werr != nil {
 				ss.end("write to "+peerName(otherSide(from))+" failed", "")
 				return
 			}
@@ -220,9 +232,10 @@ func (ss *session) stillAlive(idle time.Duration) bool {
 }
 
 // feed runs the engine under the session lock and carries out its actions.
-// Holes are opened under the lock so that a revoke can never overtake the
-// open of the same hole; socket writes happen after, outside it.
-func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer, toSender *[]byte) error {
+// Holes are opened under the lock, before the line that announces them is
+// sent; socket writes and the revocation of superseded holes happen after,
+// outside it.
+func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer, toSender *[]byte, revokes *[]alg.Hole) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	toClient := toSender
@@ -231,12 +244,7 @@ func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer,
 	}
 	wasOpaque := ss.eng.Opaque()
 	err := ss.eng.Feed(from, data, func(a alg.Action) error {
-		for _, h := range a.Revoke {
-			if err := ss.srv.holes.Revoke(ctx, toNat(h)); err != nil {
-				// The kernel TTL still bounds it; say so and go on.
-				ss.log.Warn("revoke pinhole failed", "hole", holeString(h), "err", err)
-			}
-		}
+		*revokes = append(*revokes, a.Revoke...)
 		if a.Refusal != alg.RefusedNone {
 			ss.srv.metrics.Refused.WithLabelValues(string(a.Refusal)).Inc()
 			ss.log.Info("input refused", "from", from.String(), "reason", string(a.Refusal), "verdict", a.Verdict.String())
@@ -281,6 +289,16 @@ func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer,
 		ss.reason.CompareAndSwap(nil, &r)
 	}
 	return err
+}
+
+// revoke closes superseded holes.
+func (ss *session) revoke(ctx context.Context, holes []alg.Hole) {
+	for _, h := range holes {
+		if err := ss.srv.holes.Revoke(ctx, toNat(h)); err != nil {
+			// The kernel TTL still bounds it; say so and go on.
+			ss.log.Warn("revoke pinhole failed", "hole", holeString(h), "err", err)
+		}
+	}
 }
 
 // transfer tracks a transfer's start and queues its audit record at the end.
