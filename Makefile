@@ -1,6 +1,6 @@
 # ftpalg: `make demo` shows it working, `make test` proves it.
 SHELL   := /bin/bash
-export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH):/usr/sbin:/sbin
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Debian packages the tests and the demo drive for real.
