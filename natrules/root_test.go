@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,8 +52,24 @@ func sh(tb testing.TB, args ...string) string {
 }
 
 // newNS creates a uniquely named netns, removed on cleanup even on failure.
+// sweepStale removes namespaces left by test processes that were killed
+// before their cleanup ran (their pid is in the name and is gone).
+var sweepStale sync.Once
+
 func newNS(tb testing.TB, tag string) *testNS {
 	tb.Helper()
+	sweepStale.Do(func() {
+		entries, _ := os.ReadDir("/run/netns")
+		for _, e := range entries {
+			var pid int
+			if _, err := fmt.Sscanf(e.Name(), "ftpalg-nr-%d-", &pid); err != nil || pid == os.Getpid() {
+				continue
+			}
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+				exec.Command("ip", "netns", "del", e.Name()).Run()
+			}
+		}
+	})
 	name := fmt.Sprintf("ftpalg-nr-%d-%s-%04x", os.Getpid(), tag, rand.IntN(1<<16))
 	sh(tb, "ip", "netns", "add", name)
 	h, err := netns.GetFromName(name)

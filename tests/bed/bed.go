@@ -356,6 +356,12 @@ func (b *Bed) Close() {
 			p.Wait(3 * time.Second)
 		}
 	}
+	if b.Dir != "" {
+		// vsftpd's session processes leave the process group and, with
+		// its default isolate_network=YES, the namespace too: find them
+		// by the bed's unique configuration path.
+		run("pkill", "-9", "-f", b.Dir)
+	}
 	for _, ns := range b.namespaces() {
 		if ns == "" {
 			continue
