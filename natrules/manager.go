@@ -443,6 +443,9 @@ func (m *Manager) ensureSets(f Family, initial bool) error {
 		m.mu.Lock()
 		now := time.Now()
 		for _, st := range m.holes {
+			if st.used {
+				continue // consumed: re-adding would re-arm it
+			}
 			for _, e := range st.entries {
 				if e.Set != name || !now.Before(st.expires) {
 					continue

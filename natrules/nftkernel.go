@@ -379,6 +379,12 @@ func (m *Manager) nftRepair(f Family) error {
 		if FamilyOf(st.h.From) != f || !now.Before(st.expires) {
 			continue
 		}
+		// A hole the datapath consumed must not be re-armed: its filter
+		// entry (ipsets survive an nft flush) tells.
+		if len(st.elems) > 0 && m.consumedLocked(st) {
+			st.used = true
+			continue
+		}
 		for _, e := range st.elems {
 			book = append(book, timedElem{e, st.expires.Sub(now)})
 		}

@@ -208,12 +208,15 @@ func TestFaultFirewallReload(t *testing.T) {
 				wait func() error
 				out  string
 			}{{"passive", waitP, outP}, {"active", waitA, outA}} {
-				err := r.wait()
-				h, _ := bed.HashFile(r.out)
 				if !reload.dataSurvives {
-					t.Logf("note: %s download in flight across the NAT table flush: %v (kernel dropped its NATed flow)", r.name, err)
+					// The kernel itself drops the NATed flow at the flush;
+					// such a download may hang until curl's --max-time, so
+					// it is not awaited (cleanup kills it).
+					t.Logf("note: %s download in flight across the NAT table flush is not required to survive; not awaited", r.name)
 					continue
 				}
+				err := r.wait()
+				h, _ := bed.HashFile(r.out)
 				if err != nil {
 					t.Fatalf("running %s download across the reload: %v", r.name, err)
 				}
