@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"regexp"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/ftpalg/ftpalg/tests/bed"
 )
 
 // ftpConn is a minimal hand-driven FTP control connection, for the cases
@@ -28,30 +27,11 @@ func (f *ftpConn) reply() (int, string, error) {
 		d = 10 * time.Second
 	}
 	f.c.SetReadDeadline(time.Now().Add(d))
-	var all strings.Builder
-	first := ""
-	for {
-		line, err := f.r.ReadString('\n')
-		if err != nil {
-			return 0, all.String(), fmt.Errorf("read reply: %w (so far %q)", err, all.String())
-		}
-		all.WriteString(line)
-		if len(line) < 4 {
-			continue
-		}
-		if first == "" {
-			first = line[:3]
-			if line[3] == ' ' {
-				break
-			}
-			continue
-		}
-		if line[:3] == first && line[3] == ' ' {
-			break
-		}
+	code, text, err := bed.ReadReply(f.r)
+	if err != nil {
+		return 0, text, fmt.Errorf("read reply: %w (so far %q)", err, text)
 	}
-	code, _ := strconv.Atoi(first)
-	return code, all.String(), nil
+	return code, text, nil
 }
 
 func (f *ftpConn) cmd(line string) (int, string, error) {
@@ -76,24 +56,13 @@ func (f *ftpConn) login() error {
 	return nil
 }
 
-var pasvRe = regexp.MustCompile(`(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)`)
-
 // pasv sends PASV and returns the endpoint it announced.
 func (f *ftpConn) pasv() (netip.AddrPort, error) {
 	code, text, err := f.cmd("PASV")
 	if err != nil || code != 227 {
 		return netip.AddrPort{}, fmt.Errorf("PASV: %d %q %v", code, text, err)
 	}
-	m := pasvRe.FindStringSubmatch(text)
-	if m == nil {
-		return netip.AddrPort{}, fmt.Errorf("no tuple in %q", text)
-	}
-	var n [6]int
-	for i := range n {
-		n[i], _ = strconv.Atoi(m[i+1])
-	}
-	a := netip.AddrFrom4([4]byte{byte(n[0]), byte(n[1]), byte(n[2]), byte(n[3])})
-	return netip.AddrPortFrom(a, uint16(n[4]<<8|n[5])), nil
+	return bed.Parse227(text)
 }
 
 func (f *ftpConn) close() { f.c.Close() }

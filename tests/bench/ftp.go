@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -35,30 +33,7 @@ const ioTimeout = 10 * time.Second
 // reply reads one complete (possibly multi-line) reply.
 func (f *ftpc) reply() (int, string, error) {
 	f.c.SetReadDeadline(time.Now().Add(ioTimeout))
-	first := ""
-	var all strings.Builder
-	for {
-		line, err := f.r.ReadString('\n')
-		if err != nil {
-			return 0, all.String(), err
-		}
-		all.WriteString(line)
-		if len(line) < 4 {
-			continue
-		}
-		if first == "" {
-			first = line[:3]
-			if line[3] == ' ' {
-				break
-			}
-			continue
-		}
-		if line[:3] == first && line[3] == ' ' {
-			break
-		}
-	}
-	code, _ := strconv.Atoi(first)
-	return code, all.String(), nil
+	return bed.ReadReply(f.r)
 }
 
 func (f *ftpc) cmd(line string) (int, string, error) {
@@ -88,21 +63,6 @@ func (f *ftpc) expect(step, line string, want int) (string, error) {
 		return text, fmt.Errorf("%s: got %d %s", step, code, strings.TrimSpace(firstLine(text)))
 	}
 	return text, nil
-}
-
-var pasvRe = regexp.MustCompile(`(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)`)
-
-func parse227(text string) (netip.AddrPort, error) {
-	m := pasvRe.FindStringSubmatch(text)
-	if m == nil {
-		return netip.AddrPort{}, fmt.Errorf("no tuple in %q", text)
-	}
-	var n [6]int
-	for i := range n {
-		n[i], _ = strconv.Atoi(m[i+1])
-	}
-	a := netip.AddrFrom4([4]byte{byte(n[0]), byte(n[1]), byte(n[2]), byte(n[3])})
-	return netip.AddrPortFrom(a, uint16(n[4]<<8|n[5])), nil
 }
 
 // dialLogin opens a control connection to server:21 from the client
@@ -154,7 +114,7 @@ func (f *ftpc) retr(b *bed.Bed, passive bool, path string, want int) error {
 		if err != nil {
 			return err
 		}
-		ep, err := parse227(text)
+		ep, err := bed.Parse227(text)
 		if err != nil {
 			return fmt.Errorf("PASV: %v", err)
 		}
