@@ -7,7 +7,7 @@ import (
 )
 
 // AcctSysctl is the switch for conntrack byte accounting in the current
-// network namespace; FlowBytes reads zeros while it is off.
+// network namespace; Manager.FlowBytes reads zeros while it is off.
 const AcctSysctl = "/proc/sys/net/netfilter/nf_conntrack_acct"
 
 // EnableAccounting turns nf_conntrack_acct on. It reports whether it had to
@@ -24,19 +24,4 @@ func EnableAccounting() (changed bool, err error) {
 		return false, fmt.Errorf("enable conntrack accounting (%s): %w", AcctSysctl, err)
 	}
 	return true, nil
-}
-
-// FlowBytes returns, for each hole, the bytes (both directions, IP layer,
-// headers included) of the tracked connections that came through it: those
-// whose original tuple is From -> To. Lookups are filtered in the kernel and
-// batched (see holeFlows); the data stays there, only counters are read.
-func FlowBytes(holes []Hole) ([]uint64, error) {
-	out := make([]uint64, len(holes))
-	flows, err := holeFlows(holes)
-	for i, fs := range flows {
-		for _, f := range fs {
-			out[i] += f.bytes
-		}
-	}
-	return out, err
 }

@@ -47,4 +47,9 @@ type Config struct {
 	// upstream sockets; capture rules skip it so the proxy never captures
 	// itself.
 	ProxyMark uint32
+	// FlowLogGroup, if non-zero, is the NFLOG group the hole chain logs
+	// each data connection's first SYN to (headers only), so that the
+	// manager learns its exact tuple: byte counts and cleanup are then
+	// exact conntrack lookups instead of table walks (see flowlog.go).
+	FlowLogGroup uint16
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
+	"syscall"
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -82,12 +84,15 @@ func ctFlows(src, dst netip.Addr, dport uint16) ([]ctFlow, error) {
 // destination address.
 type flowKey struct{ src, dst netip.Addr }
 
-// holeFlows finds the tracked connections of each hole (From -> To), with
-// as few dumps as it can: one per address pair for IPv4, one per hole for
-// IPv6 (see ctFlows), or one unfiltered dump per family when there are many
-// pairs. The result is indexed like holes.
-func holeFlows(holes []Hole) ([][]ctFlow, error) {
-	out := make([][]ctFlow, len(holes))
+// holeFlows finds the tracked connections of each hole (From -> To) by
+// walking the conntrack table, with as few walks as it can: one per hole
+// (filtered on the port), or for IPv4 one per address pair when a pair has
+// many holes, or one unfiltered walk per family when there are many pairs.
+// (The kernel's IPv6 address filter does not work, see ctFlows.) It is the
+// fallback of the flow log, which knows each flow's tuple. The result is
+// indexed like holes; walks is the number of table walks.
+func holeFlows(holes []Hole) (out [][]ctFlow, walks int, err error) {
+	out = make([][]ctFlow, len(holes))
 	groups := map[flowKey][]int{}
 	for i, h := range holes {
 		k := flowKey{h.From.Unmap(), h.To.Addr().Unmap()}
@@ -106,6 +111,7 @@ func holeFlows(holes []Hole) ([][]ctFlow, error) {
 	var errs []error
 	if len(groups) > 32 {
 		for _, fam := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
+			walks++
 			flows, err := ctFlows(netip.Addr{}, fam, 0)
 			if err != nil {
 				errs = append(errs, err)
@@ -117,10 +123,13 @@ func holeFlows(holes []Hole) ([][]ctFlow, error) {
 			}
 			match(flows, all)
 		}
-		return out, errors.Join(errs...)
+		return out, walks, errors.Join(errs...)
 	}
 	for k, idx := range groups {
-		if k.src.Is4() {
+		if k.src.Is4() && len(idx) > 4 {
+			// One walk for the pair; it returns every connection between
+			// the two hosts, TIME_WAIT ones included.
+			walks++
 			flows, err := ctFlows(k.src, k.dst, 0)
 			if err != nil {
 				errs = append(errs, err)
@@ -131,6 +140,7 @@ func holeFlows(holes []Hole) ([][]ctFlow, error) {
 		}
 		for _, i := range idx {
 			h := holes[i]
+			walks++
 			flows, err := ctFlows(h.From.Unmap(), h.To.Addr().Unmap(), h.To.Port())
 			if err != nil {
 				errs = append(errs, err)
@@ -139,7 +149,7 @@ func holeFlows(holes []Hole) ([][]ctFlow, error) {
 			match(flows, []int{i})
 		}
 	}
-	return out, errors.Join(errs...)
+	return out, walks, errors.Join(errs...)
 }
 
 // ctDelete removes one tracked connection by its original tuple.
@@ -257,4 +267,115 @@ func parseCtBytes(b []byte) uint64 {
 		}
 	}
 	return 0
+}
+
+// ctConn is a persistent ctnetlink socket for exact lookups and deletes by
+// tuple: a hash lookup in the kernel, unlike a dump, which walks the table.
+// It reads replies itself: the kernel marks the reply to a single GET as
+// multi-part without ending it with NLMSG_DONE, which general netlink
+// clients wait for forever.
+type ctConn struct {
+	mu  sync.Mutex
+	fd  int
+	seq uint32
+	buf []byte
+}
+
+// dialCt opens the socket in the current network namespace (callers run
+// it inside the manager's).
+func dialCt() (*ctConn, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return nil, fmt.Errorf("ctnetlink socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("ctnetlink bind: %w", err)
+	}
+	// A reply that does not come within a second is not coming.
+	tv := unix.Timeval{Sec: 1}
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	return &ctConn{fd: fd, buf: make([]byte, 65536)}, nil
+}
+
+func (c *ctConn) close() {
+	if c != nil {
+		unix.Close(c.fd)
+	}
+}
+
+// do sends one request about f and returns the data of the CT_NEW reply
+// (nil for an ACK).
+func (c *ctConn) do(msgType uint16, flags uint16, f ctFlow) ([]byte, error) {
+	fam := uint8(unix.AF_INET)
+	if f.src.Is6() {
+		fam = unix.AF_INET6
+	}
+	body := nfgenHeader(fam, 0)
+	body = append(body, ctTuple(f.src, f.dst, f.sport, f.dport).Serialize()...)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	seq := c.seq
+	msg := make([]byte, unix.NLMSG_HDRLEN, unix.NLMSG_HDRLEN+len(body))
+	binary.NativeEndian.PutUint32(msg[0:], uint32(unix.NLMSG_HDRLEN+len(body)))
+	binary.NativeEndian.PutUint16(msg[4:], unix.NFNL_SUBSYS_CTNETLINK<<8|msgType)
+	binary.NativeEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST|flags)
+	binary.NativeEndian.PutUint32(msg[8:], seq)
+	msg = append(msg, body...)
+	if err := unix.Sendto(c.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, err
+	}
+	for {
+		n, _, err := unix.Recvfrom(c.fd, c.buf, 0)
+		if err != nil {
+			return nil, err
+		}
+		msgs, err := syscall.ParseNetlinkMessage(c.buf[:n])
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != seq {
+				continue // a late reply to an earlier request
+			}
+			if m.Header.Type == unix.NLMSG_ERROR {
+				if len(m.Data) < 4 {
+					return nil, errors.New("short netlink error")
+				}
+				if e := int32(binary.NativeEndian.Uint32(m.Data)); e != 0 {
+					return nil, unix.Errno(-e)
+				}
+				return nil, nil
+			}
+			return append([]byte(nil), m.Data...), nil
+		}
+	}
+}
+
+// get returns the tracked connection with f's original tuple; ok is false
+// when there is none.
+func (c *ctConn) get(f ctFlow) (got ctFlow, ok bool, err error) {
+	data, err := c.do(nl.IPCTNL_MSG_CT_GET, 0, f)
+	if errors.Is(err, unix.ENOENT) {
+		return got, false, nil
+	}
+	if err != nil {
+		return got, false, fmt.Errorf("conntrack get %s:%d -> %s:%d: %w", f.src, f.sport, f.dst, f.dport, err)
+	}
+	got, ok = parseCtFlow(data)
+	return got, ok, nil
+}
+
+// delete removes the tracked connection with f's original tuple; it
+// reports whether there was one.
+func (c *ctConn) delete(f ctFlow) (bool, error) {
+	_, err := c.do(nl.IPCTNL_MSG_CT_DELETE, unix.NLM_F_ACK, f)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("conntrack delete %s:%d -> %s:%d: %w", f.src, f.sport, f.dst, f.dport, err)
+	}
+	return true, nil
 }

@@ -70,10 +70,33 @@ func testCtFilter(t *testing.T, addr, network string) {
 		if other, _ := ctFlows(lo, lo, port+1); len(other) != 0 {
 			t.Fatalf("filter let through %+v", other)
 		}
+		// Exact lookups by the full tuple (no table walk), as the flow log
+		// does them.
+		ct, err := dialCt()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ct.close()
+		for _, f := range flows {
+			got, ok, err := ct.get(ctFlow{src: f.src, sport: f.sport, dst: f.dst, dport: f.dport})
+			if err != nil || !ok || got.bytes != f.bytes && got.bytes < 10000 {
+				t.Fatalf("exact get %+v: %+v %v %v", f, got, ok, err)
+			}
+		}
+		if _, ok, err := ct.get(ctFlow{src: lo, sport: 1, dst: lo, dport: port}); ok || err != nil {
+			t.Fatalf("exact get of an untracked tuple: ok %v, err %v", ok, err)
+		}
+		if ok, err := ct.delete(flows[2]); !ok || err != nil {
+			t.Fatalf("exact delete: ok %v, err %v", ok, err)
+		}
+		if ok, err := ct.delete(flows[2]); ok || err != nil {
+			t.Fatalf("exact delete of a gone entry: ok %v, err %v", ok, err)
+		}
+		flows = flows[:2]
 		if err := ctDelete(flows[0]); err != nil {
 			t.Fatal(err)
 		}
-		if left, _ := ctFlows(lo, lo, port); len(left) != 2 {
+		if left, _ := ctFlows(lo, lo, port); len(left) != 1 {
 			t.Fatalf("after deleting one: %d left", len(left))
 		}
 		if err := ctDelete(flows[0]); err != nil {

@@ -42,6 +42,10 @@ type Stats struct {
 	GCRuns     uint64 // batched deletions of dead per-hole rules
 	GCRules    uint64 // per-hole rules deleted by GC
 	Conntrack  uint64 // conntrack entries deleted by CloseSession
+	CtWalks    uint64 // conntrack table walks (the flow log's fallback)
+	FlowLog    bool   // the flow log runs and has lost nothing recently
+	FlowEvents uint64 // data connections seen by the flow log
+	FlowLost   uint64 // flow log messages lost (ENOBUFS) or unreadable
 	Live       int    // holes open now (per the manager's bookkeeping)
 	DeadRules  int    // per-hole rules waiting for GC (inert)
 }
@@ -54,6 +58,11 @@ type holeState struct {
 	expires time.Time
 	used    bool // the kernel consumed the filter entry before the TTL
 	refs    int  // openers that have not revoked it yet (see open)
+	// arms counts the times the entries were armed (opened, re-armed);
+	// consumed counts the first SYNs the flow log saw through them. Each
+	// arming is consumed at most once, so consumed >= arms proves the
+	// kernel holds nothing of the hole any more.
+	arms, consumed int
 }
 
 // Manager owns the gateway's iptables structure and its pinholes.
@@ -85,6 +94,10 @@ type Manager struct {
 	holes  map[holeKey]*holeState
 	dead   map[holeKey][]Rule // inert per-hole rules waiting for GC
 	fwdRef map[setEntry]int
+	// entryHoles indexes live holes by filter entry, for the flow log;
+	// recent remembers the last hole forgotten per entry, briefly.
+	entryHoles map[setEntry][]holeKey
+	recent     map[setEntry]recentHole
 	// elemRef counts the live holes using an nftables element (snat
 	// elements are keyed on the tuple after DNAT, which two holes may
 	// share, like filter entries).
@@ -95,9 +108,18 @@ type Manager struct {
 	flowOnce     sync.Once
 	flowQ        chan flowBatch
 
+	// The flow log (see flowlog.go), its flows, and the ctnetlink socket
+	// for exact lookups. flog is nil when off or unavailable.
+	flogMu    sync.Mutex
+	flog      *flowLog
+	flows     *flowTable
+	ct        *ctConn
+	lastPrune time.Time
+
 	opened, revoked, failed, expired       atomic.Uint64
 	used                                   atomic.Uint64
 	reinstalls, gcRuns, gcRules, conntrack atomic.Uint64
+	ctWalks                                atomic.Uint64
 
 	janMu     sync.Mutex
 	janCancel context.CancelFunc
@@ -129,6 +151,10 @@ func newManager(cfg Config, log *slog.Logger, ns netns.NsHandle) (*Manager, erro
 		elemRef: map[string]*elemRef{},
 		live:    map[Family]int{},
 		kick:    make(chan struct{}, 1),
+
+		entryHoles: map[setEntry][]holeKey{},
+		recent:     map[setEntry]recentHole{},
+		flows:      newFlowTable(4 * cfg.MaxHoles),
 	}
 	if cfg.IPv4 {
 		m.fams = append(m.fams, IPv4)
@@ -228,6 +254,7 @@ func (m *Manager) Setup(ctx context.Context) error {
 	if err := m.snapshot(ctx); err != nil {
 		return fmt.Errorf("natrules setup: %w", err)
 	}
+	m.startFlowLog()
 	m.ready.Store(true)
 	m.setUp.Store(true)
 	m.startJanitor()
@@ -288,6 +315,8 @@ func (m *Manager) resetLocked() {
 	m.holes = map[holeKey]*holeState{}
 	m.dead = map[holeKey][]Rule{}
 	m.fwdRef = map[setEntry]int{}
+	m.entryHoles = map[setEntry][]holeKey{}
+	m.recent = map[setEntry]recentHole{}
 	m.elemRef = map[string]*elemRef{}
 	m.live = map[Family]int{}
 }
@@ -714,6 +743,7 @@ func (m *Manager) Teardown(ctx context.Context) error {
 	m.mu.Lock()
 	m.resetLocked()
 	m.mu.Unlock()
+	m.stopFlowLog()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("natrules teardown: %w", err)
 	}
@@ -808,6 +838,7 @@ func (m *Manager) open(ctx context.Context, h Hole) error {
 			}
 			st.expires, st.used = time.Now().Add(m.cfg.TTL), false
 			st.refs++
+			st.arms++
 		}
 		m.mu.Unlock()
 		return err
@@ -835,7 +866,7 @@ func (m *Manager) open(ctx context.Context, h Hole) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st := &holeState{h: h, rules: rules, entries: entries, elems: elems, refs: 1}
+	st := &holeState{h: h, rules: rules, entries: entries, elems: elems, refs: 1, arms: 1}
 	if err := m.addEntriesLocked(entries, true); err != nil {
 		if len(rules) > 0 {
 			m.dead[k] = rules
@@ -854,6 +885,8 @@ func (m *Manager) open(ctx context.Context, h Hole) error {
 	st.expires = time.Now().Add(m.cfg.TTL)
 	m.holes[k] = st
 	m.live[f]++
+	fe := entries[0]
+	m.entryHoles[fe] = append(m.entryHoles[fe], k)
 	return nil
 }
 
@@ -929,14 +962,19 @@ func (m *Manager) Revoke(ctx context.Context, h Hole) error {
 		return nil
 	}
 	var errs []error
-	if m.consumedLocked(st) {
+	consumed := m.consumedLocked(st)
+	if consumed {
 		m.used.Add(1)
 	} else {
 		m.revoked.Add(1)
 	}
-	// nat gate first
-	if err := m.nftElems(FamilyOf(k.From), m.unrefElemsLocked(st.elems), false, false); err != nil {
-		errs = append(errs, fmt.Errorf("nftables delete: %w", err))
+	// nat gate first. The flow log's word that the kernel consumed the
+	// hole (its elements go with the first SYN) saves the nftables
+	// transaction; the filter entry, the gate, is deleted regardless.
+	if gone := m.unrefElemsLocked(st.elems); !(consumed && m.flowLogTrusted()) {
+		if err := m.nftElems(FamilyOf(k.From), gone, false, false); err != nil {
+			errs = append(errs, fmt.Errorf("nftables delete: %w", err))
+		}
 	}
 	for _, e := range slices.Backward(st.entries) {
 		if err := m.unrefLocked(e, true); err != nil {
@@ -952,6 +990,16 @@ func (m *Manager) Revoke(ctx context.Context, h Hole) error {
 
 func (m *Manager) forgetLocked(k holeKey, st *holeState) {
 	delete(m.holes, k)
+	if len(st.entries) > 0 {
+		fe := st.entries[0]
+		ks := slices.DeleteFunc(m.entryHoles[fe], func(x holeKey) bool { return x == k })
+		if len(ks) == 0 {
+			delete(m.entryHoles, fe)
+		} else {
+			m.entryHoles[fe] = ks
+		}
+		m.recent[fe] = recentHole{k: k, at: time.Now()}
+	}
 	m.live[FamilyOf(k.From)]--
 	if len(st.rules) > 0 {
 		m.dead[k] = st.rules
@@ -990,8 +1038,12 @@ func (m *Manager) CloseSession(ctx context.Context, open, opened []Hole) error {
 			gone = append(gone, h)
 		}
 	}
-	if len(gone) > 0 {
-		if err := m.deleteFlows(ctx, gone); err != nil {
+	walk, err := m.deleteKnownFlows(gone)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if len(walk) > 0 {
+		if err := m.deleteFlows(ctx, walk); err != nil {
 			errs = append(errs, fmt.Errorf("delete tracked connections: %w", err))
 		}
 	}
@@ -1054,7 +1106,8 @@ func (m *Manager) flowWorker() {
 			holes = append(holes, b.holes...)
 		}
 		err := m.ns.do(func() error {
-			flows, err := holeFlows(holes)
+			flows, walks, err := holeFlows(holes)
+			m.ctWalks.Add(uint64(walks))
 			for _, fs := range flows {
 				for _, f := range fs {
 					if derr := ctDelete(f); derr != nil {
@@ -1122,6 +1175,7 @@ func (m *Manager) janitor(ctx context.Context, done chan struct{}) {
 		}
 		m.markUsed()
 		m.expire()
+		m.pruneFlows()
 		if err := m.gc(ctx); err != nil && ctx.Err() == nil {
 			m.log.Error("per-hole rule GC failed", "err", err)
 		}
@@ -1154,6 +1208,9 @@ func (m *Manager) expire() {
 // consumedLocked reports whether the kernel has consumed the hole's filter
 // entry (the SET --del-set on its first SYN) while its TTL still ran.
 func (m *Manager) consumedLocked(st *holeState) bool {
+	if m.flowLogTrusted() {
+		return st.consumed >= st.arms
+	}
 	if st.used {
 		return true
 	}
@@ -1172,6 +1229,9 @@ func (m *Manager) consumedLocked(st *holeState) bool {
 // markUsed finds the live holes the kernel has consumed, with one dump per
 // filter set, so that holes used and then left to their TTL count as used.
 func (m *Manager) markUsed() {
+	if m.flowLogTrusted() {
+		return // the flow log marks them as they are used
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	sets := map[string]map[setEntry]bool{}
@@ -1372,12 +1432,18 @@ func (m *Manager) Stats() Stats {
 		dead += len(rs)
 	}
 	m.mu.Unlock()
-	return Stats{
+	st := Stats{
 		Opened: m.opened.Load(), Revoked: m.revoked.Load(), Failed: m.failed.Load(),
 		Expired: m.expired.Load(), Reinstalls: m.reinstalls.Load(), Used: m.used.Load(),
 		GCRuns: m.gcRuns.Load(), GCRules: m.gcRules.Load(), Conntrack: m.conntrack.Load(),
-		Live: live, DeadRules: dead,
+		CtWalks: m.ctWalks.Load(), Live: live, DeadRules: dead,
 	}
+	m.flogMu.Lock()
+	if l := m.flog; l != nil {
+		st.FlowLog, st.FlowEvents, st.FlowLost = l.trusted(), l.events.Load(), l.lost.Load()
+	}
+	m.flogMu.Unlock()
+	return st
 }
 
 // openBatch installs many holes with one iptables-restore per family (used

@@ -231,6 +231,15 @@ func newTopo(t *testing.T, v6 bool) *topo {
 		tp.gw.exec(t, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
 		tp.gw.exec(t, "ip6tables", "-P", "FORWARD", "DROP")
 		tp.gw.exec(t, "ip6tables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+		// Neighbour discovery needs the link-local addresses, which are
+		// tentative until their DAD ends: a first SYN sent before that
+		// is lost with its retransmission.
+		deadline := time.Now().Add(5 * time.Second)
+		for _, ns := range []*testNS{tp.client, tp.gw, tp.server} {
+			for strings.TrimSpace(sh(t, "ip", "-n", ns.name, "-6", "addr", "show", "tentative")) != "" && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
 	}
 	return tp
 }

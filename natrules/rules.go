@@ -161,6 +161,11 @@ func staticRules(cfg Config, fam Family, nb natBackend) []Rule {
 func filterRules(cfg Config, fam Family) []Rule {
 	fwd := fwdSet(fam)
 	var rs []Rule
+	if cfg.FlowLogGroup != 0 {
+		// Headers only: the flow log needs the ports (see flowlog.go).
+		rs = append(rs, rule(tFilter, chHole, "-j", "NFLOG", "--nflog-group", fmt.Sprint(cfg.FlowLogGroup),
+			"--nflog-size", fmt.Sprint(flowLogSnap), "--nflog-threshold", "1"))
+	}
 	rs = append(rs,
 		rule(tFilter, chHole, "-j", "SET", "--del-set", fwd, "src,dst,dst"),
 		rule(tFilter, chHole, "-j", "ACCEPT"),

@@ -29,7 +29,7 @@ var goldenCases = []goldenCase{
 		// client -> real server, active hole server -> gateway outer
 		// address rewritten to the client.
 		name: "forward-ipv4",
-		cfg:  Config{IPv4: true, Capture: true, CapturePort: 21, ListenPort: 2121, CaptureIfaces: []string{"eth1", "eth2"}, ProxyMark: 0x5, TTL: 30 * time.Second},
+		cfg:  Config{IPv4: true, Capture: true, CapturePort: 21, ListenPort: 2121, CaptureIfaces: []string{"eth1", "eth2"}, ProxyMark: 0x5, TTL: 30 * time.Second, FlowLogGroup: 2121},
 		fam:  IPv4,
 		holes: []Hole{
 			{From: ad("192.0.2.10"), To: ap("203.0.113.5:40000")},
@@ -38,7 +38,7 @@ var goldenCases = []goldenCase{
 	},
 	{
 		name: "forward-ipv6",
-		cfg:  Config{IPv6: true, Capture: true, ListenPort: 2121, TTL: 30 * time.Second},
+		cfg:  Config{IPv6: true, Capture: true, ListenPort: 2121, TTL: 30 * time.Second, FlowLogGroup: 2121},
 		fam:  IPv6,
 		holes: []Hole{
 			{From: ad("2001:db8:1::10"), To: ap("[2001:db8:3::5]:40000")},

@@ -114,9 +114,26 @@ func (d *daemon) serve(ctx context.Context) error {
 	reg.MustRegister(buildInfo)
 	metrics := proxy.NewMetrics(reg)
 
+	rules, err := natrules.New(natrules.Config{
+		IPv4:          true,
+		IPv6:          cfg.IPv6,
+		Capture:       cfg.Capture && mode == alg.ModeForward,
+		CapturePort:   21,
+		CaptureIfaces: cfg.CaptureIfaces,
+		ListenPort:    listen.Port(),
+		OpenListener:  mode != alg.ModeForward,
+		TTL:           cfg.PinholeTTL,
+		MaxHoles:      2 * (int(hi) - int(lo) + 1 + cfg.MaxSessions),
+		FlowLogGroup:  uint16(cfg.NflogGroup),
+	}, log)
+	if err != nil {
+		return fmt.Errorf("firewall configuration: %w", err)
+	}
+	reg.MustRegister(newRulesCollector(rules))
+
 	// Transfer byte counts come from conntrack, so the data path stays in
 	// the kernel; that needs accounting on in this network namespace.
-	var counter proxy.FlowCounter = natrules.FlowBytes
+	var counter proxy.FlowCounter = rules.FlowBytes
 	if changed, err := natrules.EnableAccounting(); err != nil {
 		log.Warn("conntrack accounting unavailable: the transfer audit log will carry no byte counts", "err", err)
 		counter = nil
@@ -141,21 +158,6 @@ func (d *daemon) serve(ctx context.Context) error {
 		pcfg.PublicAddr = netip.MustParseAddr(cfg.PublicAddr).Unmap()
 	}
 
-	rules, err := natrules.New(natrules.Config{
-		IPv4:          true,
-		IPv6:          cfg.IPv6,
-		Capture:       cfg.Capture && mode == alg.ModeForward,
-		CapturePort:   21,
-		CaptureIfaces: cfg.CaptureIfaces,
-		ListenPort:    listen.Port(),
-		OpenListener:  mode != alg.ModeForward,
-		TTL:           cfg.PinholeTTL,
-		MaxHoles:      2 * (int(hi) - int(lo) + 1 + cfg.MaxSessions),
-	}, log)
-	if err != nil {
-		return fmt.Errorf("firewall configuration: %w", err)
-	}
-	reg.MustRegister(newRulesCollector(rules))
 	srv, err := proxy.New(pcfg, rules, log.With("component", "proxy"))
 	if err != nil {
 		return err

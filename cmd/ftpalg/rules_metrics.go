@@ -15,6 +15,7 @@ type rulesCollector struct {
 	}
 	open, opened, used, expired, failed, revoked, reinst *prometheus.Desc
 	ready                                                *prometheus.Desc
+	flowUp, flowEvents, flowLost, ctWalks                *prometheus.Desc
 }
 
 func newRulesCollector(r interface {
@@ -32,11 +33,17 @@ func newRulesCollector(r interface {
 		revoked: d("ftpalg_holes_revoked_total", "Pinholes closed by ftpalg before they were used (superseded, session end)."),
 		reinst:  d("ftpalg_static_rule_reinstalls_total", "Re-installs of the static structure after an external flush or reload."),
 		ready:   d("ftpalg_rules_ready", "1 while the static structure is verified in place (the canary)."),
+
+		flowUp:     d("ftpalg_flowlog_up", "1 while the flow log (NFLOG) runs and has lost nothing in the last hour; 0: byte counts and cleanup walk the conntrack table."),
+		flowEvents: d("ftpalg_flowlog_connections_total", "Data connections the flow log saw through a pinhole."),
+		flowLost:   d("ftpalg_flowlog_lost_total", "Flow log messages lost (socket overrun) or unreadable."),
+		ctWalks:    d("ftpalg_conntrack_walks_total", "Walks of the whole conntrack table (the flow log's fallback)."),
 	}
 }
 
 func (c *rulesCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.open, c.opened, c.used, c.expired, c.failed, c.revoked, c.reinst, c.ready} {
+	for _, d := range []*prometheus.Desc{c.open, c.opened, c.used, c.expired, c.failed, c.revoked, c.reinst, c.ready,
+		c.flowUp, c.flowEvents, c.flowLost, c.ctWalks} {
 		ch <- d
 	}
 }
@@ -50,9 +57,16 @@ func (c *rulesCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(s.Failed))
 	ch <- prometheus.MustNewConstMetric(c.revoked, prometheus.CounterValue, float64(s.Revoked))
 	ch <- prometheus.MustNewConstMetric(c.reinst, prometheus.CounterValue, float64(s.Reinstalls))
-	ready := 0.0
-	if c.rules.Ready() {
-		ready = 1
+	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, b2f(c.rules.Ready()))
+	ch <- prometheus.MustNewConstMetric(c.flowUp, prometheus.GaugeValue, b2f(s.FlowLog))
+	ch <- prometheus.MustNewConstMetric(c.flowEvents, prometheus.CounterValue, float64(s.FlowEvents))
+	ch <- prometheus.MustNewConstMetric(c.flowLost, prometheus.CounterValue, float64(s.FlowLost))
+	ch <- prometheus.MustNewConstMetric(c.ctWalks, prometheus.CounterValue, float64(s.CtWalks))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
 	}
-	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, ready)
+	return 0
 }

@@ -33,6 +33,7 @@ type Config struct {
 	PublicAddr     string        `env:"PUBLIC_ADDR" help:"address written into rewritten endpoints; empty = found from the routing table / the connection"`
 	DataPorts      string        `env:"DATA_PORTS" envDefault:"50000-50999" help:"pool of gateway ports for translated data endpoints, lo-hi"`
 	PinholeTTL     time.Duration `env:"PINHOLE_TTL" envDefault:"30s" help:"lifetime of an unused pinhole, enforced by the kernel"`
+	NflogGroup     int           `env:"NFLOG_GROUP" envDefault:"2121" help:"NFLOG group the pinhole chain logs each data connection's first SYN to (headers only), so byte counts and cleanup are exact conntrack lookups; 0 = off (table walks)"`
 	MaxSessions    int           `env:"MAX_SESSIONS" envDefault:"10000" help:"concurrent control sessions; more are answered 421"`
 	IdleTimeout    time.Duration `env:"IDLE_TIMEOUT" envDefault:"15m" help:"idle control channel timeout (never while a transfer runs)"`
 	ConnectTimeout time.Duration `env:"CONNECT_TIMEOUT" envDefault:"10s" help:"upstream dial timeout; the client gets 421 after it"`
@@ -223,6 +224,9 @@ func (c *Config) validate(vars map[string]string, already []Problem) []Problem {
 	}
 	if c.PinholeTTL < time.Second || c.PinholeTTL > time.Hour {
 		bad("PINHOLE_TTL", "expected a duration between 1s and 1h")
+	}
+	if c.NflogGroup < 0 || c.NflogGroup > 65535 {
+		bad("NFLOG_GROUP", "expected an NFLOG group number between 1 and 65535, or 0 for off")
 	}
 	if c.MaxSessions < 1 || c.MaxSessions > 1_000_000 {
 		bad("MAX_SESSIONS", "expected an integer between 1 and 1000000")

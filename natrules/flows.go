@@ -1,0 +1,280 @@
+package natrules
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// recentKeep is how long a forgotten hole still claims the flow log's
+// messages: a hole revoked just after its SYN passed must still get its
+// flow (the message may be read after the revoke).
+const recentKeep = 10 * time.Second
+
+type recentHole struct {
+	k  holeKey
+	at time.Time
+}
+
+// startFlowLog binds the NFLOG group of the hole chain and the ctnetlink
+// socket for exact lookups. Failure is not fatal: every lookup then walks
+// the conntrack table, as with the log off.
+func (m *Manager) startFlowLog() {
+	m.flogMu.Lock()
+	defer m.flogMu.Unlock()
+	if m.cfg.FlowLogGroup == 0 || m.flog != nil {
+		return
+	}
+	nsFD := -1
+	if m.ns.ns.IsOpen() {
+		nsFD = int(m.ns.ns)
+	}
+	var ct *ctConn
+	err := m.ns.do(func() (err error) {
+		ct, err = dialCt()
+		return err
+	})
+	if err != nil {
+		m.log.Warn("flow log off: transfer byte counts and session cleanup will walk the conntrack table", "err", err)
+		return
+	}
+	l, err := openFlowLog(m.cfg.FlowLogGroup, nsFD)
+	if err != nil {
+		ct.close()
+		m.log.Warn("flow log off: transfer byte counts and session cleanup will walk the conntrack table", "err", err)
+		return
+	}
+	m.flog, m.ct = l, ct
+	go l.run(m.flowSeen, func(err error) {
+		m.log.Warn("flow log: messages lost; exact flow lookups fall back to conntrack table walks for an hour", "group", l.group, "err", err)
+	})
+	m.log.Info("flow log on: data connections are learnt from their first SYN", "nflog_group", m.cfg.FlowLogGroup)
+}
+
+func (m *Manager) stopFlowLog() {
+	m.flogMu.Lock()
+	l, ct := m.flog, m.ct
+	m.flog, m.ct = nil, nil
+	m.flogMu.Unlock()
+	l.close()
+	ct.close()
+	m.flows.reset()
+}
+
+// flowLogTrusted says whether the flow log can be taken as complete.
+func (m *Manager) flowLogTrusted() bool {
+	m.flogMu.Lock()
+	defer m.flogMu.Unlock()
+	return m.flog.trusted()
+}
+
+func (m *Manager) ctConn() *ctConn {
+	m.flogMu.Lock()
+	defer m.flogMu.Unlock()
+	return m.ct
+}
+
+// flowSeen is the flow log's report of a first SYN that passed the hole
+// chain (addresses as the filter sees them: after DNAT, before SNAT). It
+// consumed the filter entry; the holes behind that entry are marked and
+// the flow is recorded under each (its original tuple: the source port
+// from the packet, the destination from the hole).
+func (m *Manager) flowSeen(src netip.Addr, sport uint16, dst netip.Addr, dport uint16) {
+	src, dst = src.Unmap(), dst.Unmap()
+	e := setEntry{Set: fwdSet(FamilyOf(src)), Src: src, Port: dport, Dst: dst}
+	now := time.Now()
+	m.mu.Lock()
+	keys := m.entryHoles[e]
+	for _, k := range keys {
+		if st := m.holes[k]; st != nil {
+			st.consumed++
+			if st.consumed >= st.arms {
+				st.used = true
+			}
+		}
+	}
+	if len(keys) == 0 {
+		if r, ok := m.recent[e]; ok && now.Sub(r.at) < recentKeep {
+			keys = []holeKey{r.k}
+		} else {
+			keys = []holeKey{{From: src, To: netip.AddrPortFrom(dst, dport)}}
+		}
+	} else {
+		keys = append([]holeKey(nil), keys...)
+	}
+	m.mu.Unlock()
+	for _, k := range keys {
+		if !m.flows.add(k, sport, now) {
+			m.flogLost()
+		}
+	}
+}
+
+// flogLost marks the log incomplete (a flow could not be recorded).
+func (m *Manager) flogLost() {
+	m.flogMu.Lock()
+	defer m.flogMu.Unlock()
+	if l := m.flog; l != nil {
+		l.lost.Add(1)
+		l.lastErr.Store(time.Now().UnixNano())
+	}
+}
+
+// fwdEntry is a hole's filter entry: From -> the destination after DNAT.
+func fwdEntry(h Hole) setEntry {
+	dst := h.To
+	if h.DNAT.IsValid() {
+		dst = h.DNAT
+	}
+	return setEntry{fwdSet(FamilyOf(h.From)), h.From, dst.Port(), dst.Addr()}
+}
+
+func flowOf(k holeKey, r flowRec) ctFlow {
+	return ctFlow{src: k.From, sport: r.sport, dst: k.To.Addr(), dport: k.To.Port()}
+}
+
+// FlowBytes returns, for each hole, the bytes (both directions, IP layer,
+// headers included) of the latest data connection that came through it,
+// from conntrack accounting: the data stays in the kernel. With the flow
+// log the connection's tuple is known and the lookup is exact; without it
+// (or after lost messages) it walks the conntrack table and sums every
+// tracked connection From -> To.
+func (m *Manager) FlowBytes(holes []Hole) ([]uint64, error) {
+	out := make([]uint64, len(holes))
+	trusted := m.flowLogTrusted()
+	ct := m.ctConn()
+	var walk []Hole
+	var walkIdx []int
+	var errs []error
+	for i, h := range holes {
+		h, err := normalize(h)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		k := keyOf(h)
+		var recs []flowRec
+		if ct != nil {
+			recs = m.flows.get(k)
+		}
+		if len(recs) == 0 {
+			if !trusted {
+				walk, walkIdx = append(walk, h), append(walkIdx, i)
+			}
+			continue // trusted: nothing came through
+		}
+		// The latest connection through the hole is the transfer's; the
+		// earlier ones belong to earlier transfers.
+		f, ok, err := ct.get(flowOf(k, recs[len(recs)-1]))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ok {
+			out[i] = f.bytes
+		}
+	}
+	if len(walk) > 0 {
+		var flows [][]ctFlow
+		err := m.ns.do(func() error {
+			var walks int
+			var err error
+			flows, walks, err = holeFlows(walk)
+			m.ctWalks.Add(uint64(walks))
+			return err
+		})
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for j, fs := range flows {
+			for _, f := range fs {
+				out[walkIdx[j]] += f.bytes
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// deleteKnownFlows deletes the tracked connections of holes whose flows
+// the flow log knows, by exact tuple. It returns the holes left for a
+// table walk: none while the log is trusted (a hole without flows had no
+// connection).
+func (m *Manager) deleteKnownFlows(holes []Hole) (walk []Hole, err error) {
+	trusted := m.flowLogTrusted()
+	ct := m.ctConn()
+	var errs []error
+	for _, h := range holes {
+		k := keyOf(h)
+		var recs []flowRec
+		if ct != nil {
+			recs = m.flows.get(k)
+		}
+		if len(recs) == 0 {
+			if !trusted {
+				walk = append(walk, h)
+			}
+			continue
+		}
+		var done []flowRec
+		for _, r := range recs {
+			ok, err := ct.delete(flowOf(k, r))
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if ok {
+				m.conntrack.Add(1)
+			}
+			done = append(done, r)
+		}
+		m.flows.forget(k, done)
+		if !trusted {
+			// Connections the log may have missed.
+			walk = append(walk, h)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return walk, fmt.Errorf("delete tracked connections: %w", err)
+	}
+	return walk, nil
+}
+
+// pruneFlows forgets flows whose conntrack entry is gone, once they are
+// older than flowKeep (a long transfer keeps its flow while it runs).
+func (m *Manager) pruneFlows() {
+	now := time.Now()
+	if now.Sub(m.lastPrune) < flowKeep/10 {
+		return
+	}
+	m.lastPrune = now
+	m.mu.Lock()
+	for e, r := range m.recent {
+		if now.Sub(r.at) > recentKeep {
+			delete(m.recent, e)
+		}
+	}
+	m.mu.Unlock()
+	ct := m.ctConn()
+	if ct == nil {
+		return
+	}
+	for k, recs := range m.flows.old(now.Add(-flowKeep)) {
+		var gone []flowRec
+		for _, r := range recs {
+			if _, ok, err := ct.get(flowOf(k, r)); err == nil && !ok {
+				gone = append(gone, r)
+			}
+		}
+		m.flows.forget(k, gone)
+	}
+}
+
+// flowsOf is for tests: the flows recorded for h.
+func (m *Manager) flowsOf(h Hole) []flowRec {
+	h, err := normalize(h)
+	if err != nil {
+		return nil
+	}
+	return m.flows.get(keyOf(h))
+}

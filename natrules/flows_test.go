@@ -1,0 +1,280 @@
+package natrules
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// nflogMsg builds an NFULNL_MSG_PACKET body: nfgenmsg + NFULA_PAYLOAD.
+func nflogMsg(t *testing.T, family uint8, pkt []byte) []byte {
+	t.Helper()
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: nfulaPayload, Data: pkt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(nfgenHeader(family, 2121), attrs...)
+}
+
+func ipv4SYN(ihl int, proto byte, src, dst string, sport, dport uint16) []byte {
+	p := make([]byte, ihl*4+20)
+	p[0] = 0x40 | byte(ihl)
+	p[9] = proto
+	copy(p[12:], netip.MustParseAddr(src).AsSlice())
+	copy(p[16:], netip.MustParseAddr(dst).AsSlice())
+	binary.BigEndian.PutUint16(p[ihl*4:], sport)
+	binary.BigEndian.PutUint16(p[ihl*4+2:], dport)
+	return p
+}
+
+func ipv6SYN(next byte, src, dst string, sport, dport uint16) []byte {
+	p := make([]byte, 60)
+	p[0] = 0x60
+	p[6] = next
+	copy(p[8:], netip.MustParseAddr(src).AsSlice())
+	copy(p[24:], netip.MustParseAddr(dst).AsSlice())
+	binary.BigEndian.PutUint16(p[40:], sport)
+	binary.BigEndian.PutUint16(p[42:], dport)
+	return p
+}
+
+func TestParseFlowLogPacket(t *testing.T) {
+	cases := []struct {
+		name   string
+		family uint8
+		pkt    []byte
+		ok     bool
+		src    string
+		sport  uint16
+		dst    string
+		dport  uint16
+	}{
+		{"ipv4", unix.NFPROTO_IPV4, ipv4SYN(5, unix.IPPROTO_TCP, "192.0.2.10", "198.51.100.20", 40001, 50000), true, "192.0.2.10", 40001, "198.51.100.20", 50000},
+		{"ipv4 with options", unix.NFPROTO_IPV4, ipv4SYN(7, unix.IPPROTO_TCP, "192.0.2.10", "198.51.100.20", 1, 2), true, "192.0.2.10", 1, "198.51.100.20", 2},
+		{"ipv4 udp", unix.NFPROTO_IPV4, ipv4SYN(5, unix.IPPROTO_UDP, "192.0.2.10", "198.51.100.20", 1, 2), false, "", 0, "", 0},
+		{"ipv4 truncated", unix.NFPROTO_IPV4, ipv4SYN(5, unix.IPPROTO_TCP, "192.0.2.10", "198.51.100.20", 1, 2)[:22], false, "", 0, "", 0},
+		{"ipv4 bad ihl", unix.NFPROTO_IPV4, ipv4SYN(5, unix.IPPROTO_TCP, "192.0.2.10", "198.51.100.20", 1, 2)[:20], false, "", 0, "", 0},
+		{"ipv6", unix.NFPROTO_IPV6, ipv6SYN(unix.IPPROTO_TCP, "2001:db8:1::10", "2001:db8:2::20", 40001, 50000), true, "2001:db8:1::10", 40001, "2001:db8:2::20", 50000},
+		{"ipv6 extension header", unix.NFPROTO_IPV6, ipv6SYN(0, "2001:db8:1::10", "2001:db8:2::20", 1, 2), false, "", 0, "", 0},
+		{"ipv6 packet under ipv4 family", unix.NFPROTO_IPV4, ipv6SYN(unix.IPPROTO_TCP, "2001:db8:1::10", "2001:db8:2::20", 1, 2), false, "", 0, "", 0},
+		{"empty", unix.NFPROTO_IPV4, nil, false, "", 0, "", 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			src, sport, dst, dport, ok := parseFlowLogPacket(nflogMsg(t, c.family, c.pkt))
+			if ok != c.ok {
+				t.Fatalf("ok = %v, want %v", ok, c.ok)
+			}
+			if !ok {
+				return
+			}
+			if src.String() != c.src || dst.String() != c.dst || sport != c.sport || dport != c.dport {
+				t.Errorf("got %s:%d -> %s:%d", src, sport, dst, dport)
+			}
+		})
+	}
+}
+
+func TestFlowTableBounds(t *testing.T) {
+	ft := newFlowTable(10)
+	k := holeKey{From: ad("192.0.2.10"), To: ap("198.51.100.20:50000")}
+	now := time.Now()
+	for i := range flowsPerEntry + 3 {
+		if !ft.add(k, uint16(1000+i), now) {
+			t.Fatalf("add %d refused", i)
+		}
+	}
+	got := ft.get(k)
+	if len(got) != flowsPerEntry || got[len(got)-1].sport != uint16(1000+flowsPerEntry+2) {
+		t.Fatalf("per-hole bound: %+v", got)
+	}
+	for i := range 2 {
+		if !ft.add(holeKey{From: ad("192.0.2.11"), To: ap("198.51.100.20:50000")}, uint16(i), now) {
+			t.Fatal("second hole refused")
+		}
+	}
+	if ft.add(holeKey{From: ad("192.0.2.12"), To: ap("198.51.100.20:50000")}, 1, now) {
+		t.Fatal("table past its bound accepted a flow")
+	}
+	ft.forget(k, got[:2])
+	if n := len(ft.get(k)); n != flowsPerEntry-2 || ft.len() != flowsPerEntry {
+		t.Fatalf("after forget: %d flows of the hole, %d in all", n, ft.len())
+	}
+}
+
+// The flow log learns each data connection from its first SYN: the hole
+// is known used at once (no kernel round trip to revoke it), the transfer's
+// bytes are one exact conntrack lookup, and the session's cleanup deletes
+// exactly its connections, all without a single conntrack table walk.
+func TestRootFlowLog(t *testing.T) {
+	t.Run("IPv4", func(t *testing.T) { testFlowLog(t, false) })
+	t.Run("IPv6", func(t *testing.T) { testFlowLog(t, true) })
+}
+
+func waitFlows(t *testing.T, m *Manager, h Hole, n int) []flowRec {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		fs := m.flowsOf(h)
+		if len(fs) >= n {
+			return fs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("flow log recorded %d flows for %s, want %d (stats %+v)", len(fs), h, n, m.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func testFlowLog(t *testing.T, v6 bool) {
+	needRoot(t)
+	tp := newTopo(t, v6)
+	m := newTestManager(t, tp.gw, Config{IPv4: !v6, IPv6: v6, TTL: 30 * time.Second, FlowLogGroup: 2121})
+	ctx := t.Context()
+	tp.gw.do(t, func() {
+		if _, err := EnableAccounting(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !m.Stats().FlowLog {
+		t.Fatalf("flow log not running: %+v", m.Stats())
+	}
+	port, peers := listen(t, tp.server, tp.sAddr)
+
+	// A plain hole: the connection's tuple is learnt from its SYN.
+	h := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port)}
+	if err := m.Open(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	c := mustConnect(t, tp, tp.sAddr, port, peers, tp.cAddr)
+	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	fs := waitFlows(t, m, h, 1)
+	if len(fs) != 1 || fs[0].sport != local.Port() {
+		t.Fatalf("flows %+v, want one from port %d", fs, local.Port())
+	}
+	payload := make([]byte, 20000)
+	if _, err := c.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		var err error
+		if got, err = m.FlowBytes([]Hole{h}); err != nil {
+			t.Fatal(err)
+		}
+		if got[0] >= uint64(len(payload)) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got[0] < uint64(len(payload)) || got[0] > uint64(len(payload))+20000 {
+		t.Errorf("FlowBytes = %d, want about %d (payload plus headers)", got[0], len(payload))
+	}
+	// An unused hole has no bytes, and needs no walk to say so.
+	unused := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port+1)}
+	if err := m.Open(ctx, unused); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := m.FlowBytes([]Hole{unused}); err != nil || b[0] != 0 {
+		t.Errorf("unused hole: %v bytes, err %v", b, err)
+	}
+	if err := m.Revoke(ctx, unused); err != nil {
+		t.Fatal(err)
+	}
+	// The used hole settles as used; a second SYN finds nothing.
+	if err := m.Revoke(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	mustNotConnect(t, tp, tp.sAddr, port, "second SYN to a used hole")
+	if s := m.Stats(); s.Used != 1 || s.Revoked != 1 {
+		t.Errorf("used %d revoked %d, want 1 and 1", s.Used, s.Revoked)
+	}
+
+	// A DNAT hole: the flow is recorded under the address the client
+	// dialled (the original tuple), not the translated one.
+	dn := Hole{From: ad(tp.cAddr), To: ap2(tp.gwC, 50000), DNAT: ap2(tp.sAddr, port)}
+	if err := m.Open(ctx, dn); err != nil {
+		t.Fatal(err)
+	}
+	c2 := mustConnect(t, tp, tp.gwC, 50000, peers, tp.cAddr)
+	waitFlows(t, m, dn, 1)
+	if _, err := c2.Write(payload[:1000]); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := m.FlowBytes([]Hole{dn}); err != nil || b[0] == 0 {
+		t.Errorf("DNAT hole: %v bytes, err %v", b, err)
+	}
+
+	// Session cleanup deletes both connections by their exact tuples.
+	if err := m.CloseSession(ctx, []Hole{dn}, []Hole{h, dn}); err != nil {
+		t.Fatal(err)
+	}
+	s := m.Stats()
+	if s.Conntrack != 2 {
+		t.Errorf("CloseSession deleted %d conntrack entries, want 2", s.Conntrack)
+	}
+	if s.CtWalks != 0 || s.FlowEvents != 2 || s.FlowLost != 0 {
+		t.Errorf("stats %+v: want 0 walks, 2 flow events, 0 lost", s)
+	}
+	if len(m.flowsOf(h)) != 0 || len(m.flowsOf(dn)) != 0 {
+		t.Errorf("flows kept after cleanup: %+v %+v", m.flowsOf(h), m.flowsOf(dn))
+	}
+	// The deleted connection is dead: its next segment is not ESTABLISHED
+	// any more and is dropped, so the write is never acknowledged.
+	c2.SetDeadline(time.Now().Add(time.Second))
+	c2.Write([]byte("after close"))
+	buf := make([]byte, 1)
+	if _, err := c2.Read(buf); err == nil {
+		t.Error("connection still alive after CloseSession")
+	}
+	if err := m.Teardown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With the NFLOG group taken by another program, the manager runs without
+// the flow log and walks the conntrack table instead.
+func TestRootFlowLogGroupBusy(t *testing.T) {
+	needRoot(t)
+	tp := newTopo(t, false)
+	var other *flowLog
+	tp.gw.do(t, func() {
+		var err error
+		if other, err = openFlowLog(2121, -1); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer other.close()
+	go other.run(func(netip.Addr, uint16, netip.Addr, uint16) {}, func(error) {})
+	m := newTestManager(t, tp.gw, Config{IPv4: true, TTL: 30 * time.Second, FlowLogGroup: 2121})
+	ctx := t.Context()
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m.Stats().FlowLog {
+		t.Fatal("flow log claims to run on a group another socket holds")
+	}
+	port, peers := listen(t, tp.server, tp.sAddr)
+	h := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port)}
+	if err := m.Open(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	mustConnect(t, tp, tp.sAddr, port, peers, tp.cAddr)
+	if err := m.CloseSession(ctx, []Hole{h}, []Hole{h}); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Stats(); s.Conntrack != 1 || s.CtWalks == 0 {
+		t.Errorf("stats %+v: want the connection deleted by a table walk", s)
+	}
+	if err := m.Teardown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
