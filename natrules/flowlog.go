@@ -44,8 +44,9 @@ const (
 	// flowLogRcvBuf absorbs bursts of data connections while the reader is
 	// descheduled; one message is about 200 bytes.
 	flowLogRcvBuf = 4 << 20
-	// lossGrace: after a lost message the log is not trusted to be
-	// complete for this long (flows fall back to table walks).
+	// lossGrace: after a lost message the log is not reported complete
+	// (Stats.FlowLog) for this long; lookups for holes armed before the
+	// loss walk the conntrack table.
 	lossGrace = time.Hour
 	// flowKeep bounds how long a flow is remembered once its conntrack
 	// entry is gone (a long transfer's entry keeps it alive).
@@ -195,9 +196,8 @@ func (l *flowLog) run(seen func(src netip.Addr, sport uint16, dst netip.Addr, dp
 	}
 }
 
-// trusted says whether the log can be taken as complete: it runs and has
-// lost nothing recently.
-func (l *flowLog) trusted() bool {
+// running says whether the log is read.
+func (l *flowLog) running() bool {
 	if l == nil || l.closed.Load() {
 		return false
 	}
@@ -206,8 +206,39 @@ func (l *flowLog) trusted() bool {
 		return false
 	default:
 	}
-	last := l.lastErr.Load()
-	return last == 0 || time.Since(time.Unix(0, last)) > lossGrace
+	return true
+}
+
+// trusted says whether the log can be taken as complete: it runs and has
+// lost nothing recently.
+func (l *flowLog) trusted() bool {
+	if !l.running() {
+		return false
+	}
+	last := l.lastLoss()
+	return last.IsZero() || time.Since(last) > lossGrace
+}
+
+// completeSince says whether the log has seen every flow of a hole armed
+// at armed: it ran, and lost nothing, from then on. A hole the table no
+// longer knows (known false: forgotten without flows) is complete only if
+// the log never lost anything.
+func (l *flowLog) completeSince(armed time.Time, known bool) bool {
+	if !l.running() {
+		return false
+	}
+	if !known {
+		return l.lastLoss().IsZero()
+	}
+	return !armed.IsZero() && armed.After(l.lastLoss())
+}
+
+// lastLoss is when the log last lost a message (zero: never); l is not nil.
+func (l *flowLog) lastLoss() time.Time {
+	if n := l.lastErr.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 func (l *flowLog) close() {
@@ -264,16 +295,48 @@ func parseFlowLogPacket(b []byte) (src netip.Addr, sport uint16, dst netip.Addr,
 	return src, binary.BigEndian.Uint16(l4[0:2]), dst, binary.BigEndian.Uint16(l4[2:4]), true
 }
 
-// flowTable remembers the flows seen through each hole.
+// flowTable remembers, per hole, when it was last armed and the flows seen
+// through it.
 type flowTable struct {
 	mu    sync.Mutex
-	flows map[holeKey][]flowRec
-	n     int
+	holes map[holeKey]*flowEntry
+	n     int // entries plus flows, bounded by max
 	max   int
 }
 
+type flowEntry struct {
+	armed time.Time // zero: flows seen, arming not recorded
+	recs  []flowRec
+}
+
 func newFlowTable(max int) *flowTable {
-	return &flowTable{flows: map[holeKey][]flowRec{}, max: max}
+	return &flowTable{holes: map[holeKey]*flowEntry{}, max: max}
+}
+
+// entryLocked returns k's entry, creating it if there is room.
+func (t *flowTable) entryLocked(k holeKey) *flowEntry {
+	if e := t.holes[k]; e != nil {
+		return e
+	}
+	if t.n >= t.max {
+		return nil
+	}
+	e := &flowEntry{}
+	t.holes[k] = e
+	t.n++
+	return e
+}
+
+// arm records that k was armed at now; false when the table is full.
+func (t *flowTable) arm(k holeKey, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.entryLocked(k)
+	if e == nil {
+		return false
+	}
+	e.armed = now
+	return true
 }
 
 // add records a flow; it reports false when the table is full (the flow
@@ -281,34 +344,69 @@ func newFlowTable(max int) *flowTable {
 func (t *flowTable) add(k holeKey, sport uint16, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	fs := t.flows[k]
-	if len(fs) >= flowsPerEntry {
-		copy(fs, fs[1:])
-		fs = fs[:len(fs)-1]
+	e := t.entryLocked(k)
+	if e == nil {
+		return false
+	}
+	if len(e.recs) >= flowsPerEntry {
+		copy(e.recs, e.recs[1:])
+		e.recs = e.recs[:len(e.recs)-1]
 		t.n--
 	}
 	if t.n >= t.max {
 		return false
 	}
-	t.flows[k] = append(fs, flowRec{sport: sport, at: now})
+	e.recs = append(e.recs, flowRec{sport: sport, at: now})
 	t.n++
 	return true
 }
 
-// get returns a copy of the flows of k, oldest first.
-func (t *flowTable) get(k holeKey) []flowRec {
+// get returns a copy of the flows of k, oldest first, when k was last
+// armed (zero if unknown), and whether k has an entry at all.
+func (t *flowTable) get(k holeKey) (recs []flowRec, armed time.Time, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return append([]flowRec(nil), t.flows[k]...)
+	e := t.holes[k]
+	if e == nil {
+		return nil, time.Time{}, false
+	}
+	return append([]flowRec(nil), e.recs...), e.armed, true
 }
 
-// old returns the flows seen before cutoff.
-func (t *flowTable) old(cutoff time.Time) map[holeKey][]flowRec {
+// dropIdle forgets k if no flow came through it: the manager forgot the
+// hole, so none can come any more.
+func (t *flowTable) dropIdle(k holeKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.holes[k]; e != nil && len(e.recs) == 0 {
+		t.n--
+		delete(t.holes, k)
+	}
+}
+
+// drop forgets k.
+func (t *flowTable) drop(k holeKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.holes[k]; e != nil {
+		t.n -= 1 + len(e.recs)
+		delete(t.holes, k)
+	}
+}
+
+// old returns the flows seen before cutoff, and drops the entries without
+// flows armed before armCutoff.
+func (t *flowTable) old(cutoff, armCutoff time.Time) map[holeKey][]flowRec {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := map[holeKey][]flowRec{}
-	for k, fs := range t.flows {
-		for _, f := range fs {
+	for k, e := range t.holes {
+		if len(e.recs) == 0 && e.armed.Before(armCutoff) {
+			t.n--
+			delete(t.holes, k)
+			continue
+		}
+		for _, f := range e.recs {
 			if f.at.Before(cutoff) {
 				out[k] = append(out[k], f)
 			}
@@ -317,23 +415,23 @@ func (t *flowTable) old(cutoff time.Time) map[holeKey][]flowRec {
 	return out
 }
 
-// forget removes the given flows of k.
+// forget removes the given flows of k (the entry stays while it is armed
+// recently enough to matter).
 func (t *flowTable) forget(k holeKey, gone []flowRec) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	fs := t.flows[k]
-	kept := fs[:0]
-	for _, f := range fs {
+	e := t.holes[k]
+	if e == nil {
+		return
+	}
+	kept := e.recs[:0]
+	for _, f := range e.recs {
 		if !slices.Contains(gone, f) {
 			kept = append(kept, f)
 		}
 	}
-	t.n -= len(fs) - len(kept)
-	if len(kept) == 0 {
-		delete(t.flows, k)
-	} else {
-		t.flows[k] = kept
-	}
+	t.n -= len(e.recs) - len(kept)
+	e.recs = kept
 }
 
 func (t *flowTable) len() int {
@@ -345,6 +443,6 @@ func (t *flowTable) len() int {
 func (t *flowTable) reset() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.flows = map[holeKey][]flowRec{}
+	t.holes = map[holeKey]*flowEntry{}
 	t.n = 0
 }

@@ -69,12 +69,6 @@ func (m *Manager) flowLogTrusted() bool {
 	return m.flog.trusted()
 }
 
-func (m *Manager) ctConn() *ctConn {
-	m.flogMu.Lock()
-	defer m.flogMu.Unlock()
-	return m.ct
-}
-
 // flowSeen is the flow log's report of a first SYN that passed the hole
 // chain (addresses as the filter sees them: after DNAT, before SNAT). It
 // consumed the filter entry; the holes behind that entry are marked and
@@ -84,15 +78,11 @@ func (m *Manager) flowSeen(src netip.Addr, sport uint16, dst netip.Addr, dport u
 	src, dst = src.Unmap(), dst.Unmap()
 	e := setEntry{Set: fwdSet(FamilyOf(src)), Src: src, Port: dport, Dst: dst}
 	now := time.Now()
-	m.mu.Lock()
-	keys := m.entryHoles[e]
-	for _, k := range keys {
-		if st := m.holes[k]; st != nil {
-			st.consumed++
-			if st.consumed >= st.arms {
-				st.used = true
-			}
-		}
+	var keys []holeKey
+	m.idxMu.Lock()
+	for _, st := range m.entryHoles[e] {
+		st.consumed.Add(1)
+		keys = append(keys, keyOf(st.h))
 	}
 	if len(keys) == 0 {
 		if r, ok := m.recent[e]; ok && now.Sub(r.at) < recentKeep {
@@ -100,10 +90,8 @@ func (m *Manager) flowSeen(src netip.Addr, sport uint16, dst netip.Addr, dport u
 		} else {
 			keys = []holeKey{{From: src, To: netip.AddrPortFrom(dst, dport)}}
 		}
-	} else {
-		keys = append([]holeKey(nil), keys...)
 	}
-	m.mu.Unlock()
+	m.idxMu.Unlock()
 	for _, k := range keys {
 		if !m.flows.add(k, sport, now) {
 			m.flogLost()
@@ -134,16 +122,42 @@ func flowOf(k holeKey, r flowRec) ctFlow {
 	return ctFlow{src: k.From, sport: r.sport, dst: k.To.Addr(), dport: k.To.Port()}
 }
 
+// armed notes, for the flow log, that k's entries were (re-)armed now.
+func (m *Manager) armed(k holeKey) {
+	if l, _ := m.flowLogNow(); l == nil {
+		return
+	}
+	if !m.flows.arm(k, time.Now()) {
+		m.flogLost() // the table is full: this hole's flows may go unrecorded
+	}
+}
+
+// flowLogNow returns the flow log (nil when off) and the ctnetlink socket.
+func (m *Manager) flowLogNow() (*flowLog, *ctConn) {
+	m.flogMu.Lock()
+	defer m.flogMu.Unlock()
+	return m.flog, m.ct
+}
+
+// knownFlows returns the flows the log saw through the hole k, and whether
+// that is all of them (the log ran and lost nothing since k was armed).
+func (m *Manager) knownFlows(k holeKey) (recs []flowRec, complete bool, ct *ctConn) {
+	l, ct := m.flowLogNow()
+	if l == nil || ct == nil {
+		return nil, false, nil
+	}
+	recs, armed, known := m.flows.get(k)
+	return recs, l.completeSince(armed, known), ct
+}
+
 // FlowBytes returns, for each hole, the bytes (both directions, IP layer,
 // headers included) of the latest data connection that came through it,
 // from conntrack accounting: the data stays in the kernel. With the flow
 // log the connection's tuple is known and the lookup is exact; without it
-// (or after lost messages) it walks the conntrack table and sums every
-// tracked connection From -> To.
+// (log off, or messages lost since the hole was armed) it walks the
+// conntrack table and sums every tracked connection From -> To.
 func (m *Manager) FlowBytes(holes []Hole) ([]uint64, error) {
 	out := make([]uint64, len(holes))
-	trusted := m.flowLogTrusted()
-	ct := m.ctConn()
 	var walk []Hole
 	var walkIdx []int
 	var errs []error
@@ -154,15 +168,12 @@ func (m *Manager) FlowBytes(holes []Hole) ([]uint64, error) {
 			continue
 		}
 		k := keyOf(h)
-		var recs []flowRec
-		if ct != nil {
-			recs = m.flows.get(k)
-		}
+		recs, complete, ct := m.knownFlows(k)
 		if len(recs) == 0 {
-			if !trusted {
+			if !complete {
 				walk, walkIdx = append(walk, h), append(walkIdx, i)
 			}
-			continue // trusted: nothing came through
+			continue // complete: nothing came through
 		}
 		// The latest connection through the hole is the transfer's; the
 		// earlier ones belong to earlier transfers.
@@ -196,27 +207,17 @@ func (m *Manager) FlowBytes(holes []Hole) ([]uint64, error) {
 	return out, errors.Join(errs...)
 }
 
-// deleteKnownFlows deletes the tracked connections of holes whose flows
-// the flow log knows, by exact tuple. It returns the holes left for a
-// table walk: none while the log is trusted (a hole without flows had no
-// connection).
+// deleteKnownFlows deletes the tracked connections of holes (none live)
+// that the flow log saw, by exact tuple, and forgets the holes. It returns
+// the holes whose flows it may not know all of, for a table walk.
 func (m *Manager) deleteKnownFlows(holes []Hole) (walk []Hole, err error) {
-	trusted := m.flowLogTrusted()
-	ct := m.ctConn()
 	var errs []error
 	for _, h := range holes {
 		k := keyOf(h)
-		var recs []flowRec
-		if ct != nil {
-			recs = m.flows.get(k)
+		recs, complete, ct := m.knownFlows(k)
+		if !complete {
+			walk = append(walk, h)
 		}
-		if len(recs) == 0 {
-			if !trusted {
-				walk = append(walk, h)
-			}
-			continue
-		}
-		var done []flowRec
 		for _, r := range recs {
 			ok, err := ct.delete(flowOf(k, r))
 			if err != nil {
@@ -226,13 +227,8 @@ func (m *Manager) deleteKnownFlows(holes []Hole) (walk []Hole, err error) {
 			if ok {
 				m.conntrack.Add(1)
 			}
-			done = append(done, r)
 		}
-		m.flows.forget(k, done)
-		if !trusted {
-			// Connections the log may have missed.
-			walk = append(walk, h)
-		}
+		m.flows.drop(k)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return walk, fmt.Errorf("delete tracked connections: %w", err)
@@ -241,25 +237,27 @@ func (m *Manager) deleteKnownFlows(holes []Hole) (walk []Hole, err error) {
 }
 
 // pruneFlows forgets flows whose conntrack entry is gone, once they are
-// older than flowKeep (a long transfer keeps its flow while it runs).
+// older than flowKeep (a long transfer keeps its flow while it runs), and
+// holes armed long before any TTL could still admit a connection.
 func (m *Manager) pruneFlows() {
 	now := time.Now()
 	if now.Sub(m.lastPrune) < flowKeep/10 {
 		return
 	}
 	m.lastPrune = now
-	m.mu.Lock()
+	m.idxMu.Lock()
 	for e, r := range m.recent {
 		if now.Sub(r.at) > recentKeep {
 			delete(m.recent, e)
 		}
 	}
-	m.mu.Unlock()
-	ct := m.ctConn()
+	m.idxMu.Unlock()
+	_, ct := m.flowLogNow()
+	old := m.flows.old(now.Add(-flowKeep), now.Add(-m.cfg.TTL-time.Hour))
 	if ct == nil {
 		return
 	}
-	for k, recs := range m.flows.old(now.Add(-flowKeep)) {
+	for k, recs := range old {
 		var gone []flowRec
 		for _, r := range recs {
 			if _, ok, err := ct.get(flowOf(k, r)); err == nil && !ok {
@@ -276,5 +274,6 @@ func (m *Manager) flowsOf(h Hole) []flowRec {
 	if err != nil {
 		return nil
 	}
-	return m.flows.get(keyOf(h))
+	recs, _, _ := m.flows.get(keyOf(h))
+	return recs
 }

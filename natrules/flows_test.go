@@ -80,29 +80,59 @@ func TestParseFlowLogPacket(t *testing.T) {
 }
 
 func TestFlowTableBounds(t *testing.T) {
-	ft := newFlowTable(10)
+	ft := newFlowTable(12)
 	k := holeKey{From: ad("192.0.2.10"), To: ap("198.51.100.20:50000")}
 	now := time.Now()
+	if !ft.arm(k, now) {
+		t.Fatal("arm refused")
+	}
 	for i := range flowsPerEntry + 3 {
 		if !ft.add(k, uint16(1000+i), now) {
 			t.Fatalf("add %d refused", i)
 		}
 	}
-	got := ft.get(k)
-	if len(got) != flowsPerEntry || got[len(got)-1].sport != uint16(1000+flowsPerEntry+2) {
-		t.Fatalf("per-hole bound: %+v", got)
+	got, armed, _ := ft.get(k)
+	if len(got) != flowsPerEntry || got[len(got)-1].sport != uint16(1000+flowsPerEntry+2) || !armed.Equal(now) {
+		t.Fatalf("per-hole bound: %+v, armed %v", got, armed)
 	}
+	// 1 entry + 8 flows; one more hole with two flows fills the table.
+	k2 := holeKey{From: ad("192.0.2.11"), To: ap("198.51.100.20:50000")}
 	for i := range 2 {
-		if !ft.add(holeKey{From: ad("192.0.2.11"), To: ap("198.51.100.20:50000")}, uint16(i), now) {
+		if !ft.add(k2, uint16(i), now) {
 			t.Fatal("second hole refused")
 		}
 	}
-	if ft.add(holeKey{From: ad("192.0.2.12"), To: ap("198.51.100.20:50000")}, 1, now) {
-		t.Fatal("table past its bound accepted a flow")
+	if ft.add(holeKey{From: ad("192.0.2.12"), To: ap("198.51.100.20:50000")}, 1, now) || ft.arm(holeKey{From: ad("192.0.2.13"), To: ap("198.51.100.20:50000")}, now) {
+		t.Fatal("table past its bound accepted a hole")
 	}
 	ft.forget(k, got[:2])
-	if n := len(ft.get(k)); n != flowsPerEntry-2 || ft.len() != flowsPerEntry {
-		t.Fatalf("after forget: %d flows of the hole, %d in all", n, ft.len())
+	if got, _, _ := ft.get(k); len(got) != flowsPerEntry-2 || ft.len() != 10 {
+		t.Fatalf("after forget: %d flows of the hole, %d in all", len(got), ft.len())
+	}
+	// Pruning: flows older than the cutoff are offered for checking;
+	// entries without flows armed before the arm cutoff go.
+	k3 := holeKey{From: ad("192.0.2.14"), To: ap("198.51.100.20:50000")}
+	ft.drop(k2)
+	ft.arm(k3, now.Add(-3*time.Hour))
+	old := ft.old(now.Add(time.Second), now.Add(-2*time.Hour))
+	if len(old[k]) != flowsPerEntry-2 || len(old[k3]) != 0 {
+		t.Fatalf("old: %+v", old)
+	}
+	if _, _, ok := ft.get(k3); ok {
+		t.Fatal("stale armed entry kept")
+	}
+	ft.arm(k3, now)
+	ft.dropIdle(k3)
+	ft.dropIdle(k)
+	if _, _, ok := ft.get(k3); ok {
+		t.Fatal("idle entry kept")
+	}
+	if _, _, ok := ft.get(k); !ok {
+		t.Fatal("entry with flows dropped as idle")
+	}
+	ft.drop(k)
+	if ft.len() != 0 {
+		t.Fatalf("%d left after dropping everything", ft.len())
 	}
 }
 
@@ -276,5 +306,51 @@ func TestRootFlowLogGroupBusy(t *testing.T) {
 	}
 	if err := m.Teardown(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// After a lost message, holes armed before the loss are looked up by table
+// walks (their flow may be the lost one); holes armed after it stay exact.
+func TestRootFlowLogLoss(t *testing.T) {
+	needRoot(t)
+	tp := newTopo(t, false)
+	m := newTestManager(t, tp.gw, Config{IPv4: true, TTL: 30 * time.Second, FlowLogGroup: 2121})
+	ctx := t.Context()
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	port, peers := listen(t, tp.server, tp.sAddr)
+	port2, peers2 := listen(t, tp.server, tp.sAddr)
+	before := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port)}
+	if err := m.Open(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	mustConnect(t, tp, tp.sAddr, port, peers, tp.cAddr)
+	waitFlows(t, m, before, 1)
+	m.flogLost() // as if the socket had overrun now
+	time.Sleep(time.Millisecond)
+	after := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port2)}
+	if err := m.Open(ctx, after); err != nil {
+		t.Fatal(err)
+	}
+	mustConnect(t, tp, tp.sAddr, port2, peers2, tp.cAddr)
+	waitFlows(t, m, after, 1)
+	if m.Stats().FlowLog {
+		t.Error("Stats.FlowLog true right after a loss")
+	}
+	if err := m.CloseSession(ctx, []Hole{after}, []Hole{after}); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Stats(); s.CtWalks != 0 || s.Conntrack != 1 {
+		t.Errorf("hole armed after the loss: %+v, want 1 exact delete, no walk", s)
+	}
+	if err := m.CloseSession(ctx, []Hole{before}, []Hole{before}); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Stats(); s.CtWalks == 0 || s.Conntrack != 2 {
+		t.Errorf("hole armed before the loss: %+v, want its connection deleted, by a walk", s)
+	}
+	if s := m.Stats(); s.Used != 2 || s.Revoked != 0 {
+		t.Errorf("used %d revoked %d, want 2 and 0", s.Used, s.Revoked)
 	}
 }

@@ -58,12 +58,21 @@ type holeState struct {
 	expires time.Time
 	used    bool // the kernel consumed the filter entry before the TTL
 	refs    int  // openers that have not revoked it yet (see open)
-	// arms counts the times the entries were armed (opened, re-armed);
-	// consumed counts the first SYNs the flow log saw through them. Each
-	// arming is consumed at most once, so consumed >= arms proves the
-	// kernel holds nothing of the hole any more.
-	arms, consumed int
+	// arms counts the times the entries were armed (opened, re-armed;
+	// under mu); consumed counts the first SYNs the flow log saw through
+	// them (atomic: the log's reader does not take mu). Each arming is
+	// consumed at most once, so consumed >= arms proves the kernel holds
+	// nothing of the hole any more.
+	arms     int32
+	consumed atomic.Int32
 }
+
+// logged says whether the flow log saw every arming of the hole consumed.
+func (st *holeState) logged() bool { return st.consumed.Load() >= st.arms }
+
+// knownUsed says whether the hole is known consumed without asking the
+// kernel.
+func (st *holeState) knownUsed() bool { return st.used || st.logged() }
 
 // Manager owns the gateway's iptables structure and its pinholes.
 type Manager struct {
@@ -94,9 +103,14 @@ type Manager struct {
 	holes  map[holeKey]*holeState
 	dead   map[holeKey][]Rule // inert per-hole rules waiting for GC
 	fwdRef map[setEntry]int
-	// entryHoles indexes live holes by filter entry, for the flow log;
-	// recent remembers the last hole forgotten per entry, briefly.
-	entryHoles map[setEntry][]holeKey
+	// idxMu guards entryHoles, the live holes by filter entry, and recent,
+	// the last hole forgotten per entry (briefly): the flow log's reader
+	// finds holes there without taking mu, which sessions hold across
+	// netlink calls (one lock acquisition per data connection on a busy
+	// mu made the reader fall seconds behind in the load test). Order:
+	// mu, then idxMu.
+	idxMu      sync.Mutex
+	entryHoles map[setEntry][]*holeState
 	recent     map[setEntry]recentHole
 	// elemRef counts the live holes using an nftables element (snat
 	// elements are keyed on the tuple after DNAT, which two holes may
@@ -152,7 +166,7 @@ func newManager(cfg Config, log *slog.Logger, ns netns.NsHandle) (*Manager, erro
 		live:    map[Family]int{},
 		kick:    make(chan struct{}, 1),
 
-		entryHoles: map[setEntry][]holeKey{},
+		entryHoles: map[setEntry][]*holeState{},
 		recent:     map[setEntry]recentHole{},
 		flows:      newFlowTable(4 * cfg.MaxHoles),
 	}
@@ -315,8 +329,10 @@ func (m *Manager) resetLocked() {
 	m.holes = map[holeKey]*holeState{}
 	m.dead = map[holeKey][]Rule{}
 	m.fwdRef = map[setEntry]int{}
-	m.entryHoles = map[setEntry][]holeKey{}
+	m.idxMu.Lock()
+	m.entryHoles = map[setEntry][]*holeState{}
 	m.recent = map[setEntry]recentHole{}
+	m.idxMu.Unlock()
 	m.elemRef = map[string]*elemRef{}
 	m.live = map[Family]int{}
 }
@@ -472,7 +488,7 @@ func (m *Manager) ensureSets(f Family, initial bool) error {
 		m.mu.Lock()
 		now := time.Now()
 		for _, st := range m.holes {
-			if st.used {
+			if st.knownUsed() {
 				continue // consumed: re-adding would re-arm it
 			}
 			for _, e := range st.entries {
@@ -824,6 +840,7 @@ func (m *Manager) open(ctx context.Context, h Hole) error {
 		// shared; each opener holds a reference, and only the last Revoke
 		// closes it (an earlier one would cut the other session's hole).
 		consumed := m.consumedLocked(st)
+		m.armed(k) // before the kernel can see a SYN
 		err := m.addEntriesLocked(st.entries, false)
 		if err == nil {
 			err = m.nftElems(f, st.elems, true, true)
@@ -867,6 +884,7 @@ func (m *Manager) open(ctx context.Context, h Hole) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := &holeState{h: h, rules: rules, entries: entries, elems: elems, refs: 1, arms: 1}
+	m.armed(k) // before the kernel can see a SYN
 	if err := m.addEntriesLocked(entries, true); err != nil {
 		if len(rules) > 0 {
 			m.dead[k] = rules
@@ -886,7 +904,9 @@ func (m *Manager) open(ctx context.Context, h Hole) error {
 	m.holes[k] = st
 	m.live[f]++
 	fe := entries[0]
-	m.entryHoles[fe] = append(m.entryHoles[fe], k)
+	m.idxMu.Lock()
+	m.entryHoles[fe] = append(m.entryHoles[fe], st)
+	m.idxMu.Unlock()
 	return nil
 }
 
@@ -971,7 +991,7 @@ func (m *Manager) Revoke(ctx context.Context, h Hole) error {
 	// nat gate first. The flow log's word that the kernel consumed the
 	// hole (its elements go with the first SYN) saves the nftables
 	// transaction; the filter entry, the gate, is deleted regardless.
-	if gone := m.unrefElemsLocked(st.elems); !(consumed && m.flowLogTrusted()) {
+	if gone := m.unrefElemsLocked(st.elems); !st.logged() {
 		if err := m.nftElems(FamilyOf(k.From), gone, false, false); err != nil {
 			errs = append(errs, fmt.Errorf("nftables delete: %w", err))
 		}
@@ -992,14 +1012,17 @@ func (m *Manager) forgetLocked(k holeKey, st *holeState) {
 	delete(m.holes, k)
 	if len(st.entries) > 0 {
 		fe := st.entries[0]
-		ks := slices.DeleteFunc(m.entryHoles[fe], func(x holeKey) bool { return x == k })
+		m.idxMu.Lock()
+		ks := slices.DeleteFunc(m.entryHoles[fe], func(x *holeState) bool { return x == st })
 		if len(ks) == 0 {
 			delete(m.entryHoles, fe)
 		} else {
 			m.entryHoles[fe] = ks
 		}
 		m.recent[fe] = recentHole{k: k, at: time.Now()}
+		m.idxMu.Unlock()
 	}
+	m.flows.dropIdle(k)
 	m.live[FamilyOf(k.From)]--
 	if len(st.rules) > 0 {
 		m.dead[k] = st.rules
@@ -1197,7 +1220,7 @@ func (m *Manager) expire() {
 		}
 		m.unrefElemsLocked(st.elems)
 		m.forgetLocked(k, st)
-		if st.used {
+		if st.knownUsed() {
 			m.used.Add(1)
 		} else {
 			m.expired.Add(1)
@@ -1208,12 +1231,10 @@ func (m *Manager) expire() {
 // consumedLocked reports whether the kernel has consumed the hole's filter
 // entry (the SET --del-set on its first SYN) while its TTL still ran.
 func (m *Manager) consumedLocked(st *holeState) bool {
-	if m.flowLogTrusted() {
-		return st.consumed >= st.arms
-	}
-	if st.used {
+	if st.knownUsed() {
 		return true
 	}
+	// Not (yet) in the flow log, or the log is off: ask the kernel.
 	if len(st.entries) == 0 || !time.Now().Before(st.expires.Add(-time.Second)) {
 		return false // too close to the TTL to tell use from expiry
 	}
@@ -1237,7 +1258,7 @@ func (m *Manager) markUsed() {
 	sets := map[string]map[setEntry]bool{}
 	now := time.Now()
 	for _, st := range m.holes {
-		if st.used || len(st.entries) == 0 || !now.Before(st.expires.Add(-time.Second)) {
+		if st.knownUsed() || len(st.entries) == 0 || !now.Before(st.expires.Add(-time.Second)) {
 			continue
 		}
 		e := st.entries[0]

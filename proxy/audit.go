@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/ftpalg/ftpalg/natrules"
@@ -25,30 +26,57 @@ type auditRecord struct {
 	start, end     time.Time
 }
 
-// auditor writes one log line per data transfer. Byte counts need a dump of
-// the conntrack table, so records are batched: one dump serves every
-// transfer that ended in the last interval. A session that ends asks for a
-// flush first, because its cleanup deletes the flows that hold the counters.
+// auditor writes one log line per data transfer. Records wait in a list
+// and are resolved (byte counts from conntrack) in rounds, by one goroutine
+// on a timer: adding a record wakes nobody, which matters when a transfer
+// ends every millisecond. A session that ends asks for a round first,
+// because its cleanup deletes the flows that hold the counters.
 type auditor struct {
-	in      chan auditRecord
+	mu      sync.Mutex
+	pending []auditRecord
+	full    chan struct{} // nudges a round when pending reaches auditBatch
 	flush   chan chan struct{}
 	counter FlowCounter
 	log     *slog.Logger
 	metrics *Metrics
 }
 
+const (
+	auditBatch    = 512
+	auditMaxQueue = 4096
+	auditInterval = 250 * time.Millisecond
+)
+
 func newAuditor(counter FlowCounter, log *slog.Logger, m *Metrics) *auditor {
-	return &auditor{in: make(chan auditRecord, 4096), flush: make(chan chan struct{}), counter: counter, log: log, metrics: m}
+	return &auditor{full: make(chan struct{}, 1), flush: make(chan chan struct{}), counter: counter, log: log, metrics: m}
 }
 
 // add queues a record; it never blocks a session (a full queue logs the
 // transfer at once, without bytes).
 func (a *auditor) add(r auditRecord) {
-	select {
-	case a.in <- r:
-	default:
-		a.write(r, 0, false)
+	a.mu.Lock()
+	n := len(a.pending)
+	if n < auditMaxQueue {
+		a.pending = append(a.pending, r)
 	}
+	a.mu.Unlock()
+	switch {
+	case n >= auditMaxQueue:
+		a.write(r, 0, false)
+	case n+1 == auditBatch:
+		select {
+		case a.full <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (a *auditor) take() []auditRecord {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	recs := a.pending
+	a.pending = nil
+	return recs
 }
 
 // sync waits until every record queued so far is written, or ctx ends.
@@ -66,36 +94,22 @@ func (a *auditor) sync(ctx context.Context) {
 }
 
 func (a *auditor) run(ctx context.Context) {
-	t := time.NewTicker(250 * time.Millisecond)
+	t := time.NewTicker(auditInterval)
 	defer t.Stop()
-	var pending []auditRecord
-	drainInput := func() {
-		for {
-			select {
-			case r := <-a.in:
-				pending = append(pending, r)
-			default:
-				return
-			}
+	round := func() {
+		if recs := a.take(); len(recs) > 0 {
+			a.resolve(recs)
 		}
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			drainInput()
-			a.resolve(pending)
+			round()
 			return
-		case r := <-a.in:
-			pending = append(pending, r)
-			if len(pending) >= 512 {
-				a.resolve(pending)
-				pending = pending[:0]
-			}
+		case <-a.full:
+			round()
 		case <-t.C:
-			if len(pending) > 0 {
-				a.resolve(pending)
-				pending = pending[:0]
-			}
+			round()
 		case done := <-a.flush:
 			// Serve every session waiting at this moment with one round:
 			// their records were queued before they asked.
@@ -108,11 +122,7 @@ func (a *auditor) run(ctx context.Context) {
 					more = false
 				}
 			}
-			drainInput()
-			if len(pending) > 0 {
-				a.resolve(pending)
-				pending = pending[:0]
-			}
+			round()
 			for _, d := range waiting {
 				close(d)
 			}

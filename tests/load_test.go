@@ -293,6 +293,12 @@ func TestLoad(t *testing.T) {
 			res.Transfers, opened, used, expired, revoked)
 	}
 	t.Logf("ok: opened %v = used %v + expired %v + revoked %v, one per transfer, none left open", opened, used, expired, revoked)
+	// The flow log saw every data connection, so byte counts and cleanups
+	// were exact lookups: not one walk of the conntrack table.
+	if seen, lost, walks := d("ftpalg_flowlog_connections_total"), d("ftpalg_flowlog_lost_total"), d("ftpalg_conntrack_walks_total"); seen != opened || lost != 0 || walks != 0 || m["ftpalg_flowlog_up"] != 1 {
+		t.Fatalf("flow log: saw %v connections of %v holes, lost %v, conntrack walks %v, up %v; want all, 0, 0, 1", seen, opened, lost, walks, m["ftpalg_flowlog_up"])
+	}
+	t.Logf("ok: the flow log saw all %v data connections; no conntrack table walk", opened)
 	now := waitResting(t, b, before, 30*time.Second)
 	t.Logf("ok: after the run goroutines %v and open fds %v equal their values before (RSS %.1f MiB)", now.goroutines, now.fds, now.rss/(1<<20))
 	assertClean(t, b, static)
