@@ -103,6 +103,8 @@ type Manager struct {
 	holes  map[holeKey]*holeState
 	dead   map[holeKey][]Rule // inert per-hole rules waiting for GC
 	fwdRef map[setEntry]int
+	// lateDel: filter entries of logged holes, deleted by the janitor.
+	lateDel []setEntry
 	// idxMu guards entryHoles, the live holes by filter entry, and recent,
 	// the last hole forgotten per entry (briefly): the flow log's reader
 	// finds holes there without taking mu, which sessions hold across
@@ -329,6 +331,7 @@ func (m *Manager) resetLocked() {
 	m.holes = map[holeKey]*holeState{}
 	m.dead = map[holeKey][]Rule{}
 	m.fwdRef = map[setEntry]int{}
+	m.lateDel = nil
 	m.idxMu.Lock()
 	m.entryHoles = map[setEntry][]*holeState{}
 	m.recent = map[setEntry]recentHole{}
@@ -996,7 +999,15 @@ func (m *Manager) Revoke(ctx context.Context, h Hole) error {
 			errs = append(errs, fmt.Errorf("nftables delete: %w", err))
 		}
 	}
+	// A logged hole's filter entries went with its SYN: deleting them is a
+	// safety net, done by the janitor, off the relay's path.
+	logged := st.logged()
 	for _, e := range slices.Backward(st.entries) {
+		if logged && m.fwdRef[e] == 1 {
+			m.unrefLocked(e, false)
+			m.lateDel = append(m.lateDel, e)
+			continue
+		}
 		if err := m.unrefLocked(e, true); err != nil {
 			errs = append(errs, err)
 		}
@@ -1006,6 +1017,22 @@ func (m *Manager) Revoke(ctx context.Context, h Hole) error {
 		return fmt.Errorf("revoke pinhole %s: %w", h, err)
 	}
 	return nil
+}
+
+// deleteLate deletes the filter entries of logged holes that Revoke left
+// to the janitor, unless a live hole holds the entry again.
+func (m *Manager) deleteLate() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.lateDel {
+		if m.fwdRef[e] > 0 {
+			continue // re-armed for a live hole: it is that hole's now
+		}
+		if err := m.delEntry(e); err != nil {
+			m.log.Warn("delete consumed filter entry", "entry", e, "err", err)
+		}
+	}
+	m.lateDel = m.lateDel[:0]
 }
 
 func (m *Manager) forgetLocked(k holeKey, st *holeState) {
@@ -1198,6 +1225,7 @@ func (m *Manager) janitor(ctx context.Context, done chan struct{}) {
 		}
 		m.markUsed()
 		m.expire()
+		m.deleteLate()
 		m.pruneFlows()
 		if err := m.gc(ctx); err != nil && ctx.Err() == nil {
 			m.log.Error("per-hole rule GC failed", "err", err)

@@ -76,7 +76,7 @@ func TestAuditorRounds(t *testing.T) {
 			for i := range c.records {
 				a.add(auditRecord{
 					session: uint64(i), command: "RETR", file: "f", code: 226, hasHole: true,
-					hole: natrules.Hole{From: netip.MustParseAddr("192.0.2.10"), To: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.20"), uint16(1000+i%1000))},
+					hole:  natrules.Hole{From: netip.MustParseAddr("192.0.2.10"), To: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.20"), uint16(1000+i%1000))},
 					start: time.Now(), end: time.Now(),
 				})
 			}

@@ -50,5 +50,13 @@ MAX_LINE to new sessions; a bad configuration keeps the running one.
 
 Admin HTTP (FTPALG_ADMIN_LISTEN): /livez, /readyz (200 only while the rules
 are verified in place), /metrics (Prometheus).
+
+Go runtime: ftpalg schedules its goroutines on one CPU unless GOMAXPROCS is
+set (the data path is in the kernel; one CPU relays thousands of control
+exchanges per second, and idle CPUs woken for each line cost more than they
+give). Builds from the Makefile or the Dockerfile also keep the runtime's
+monitor thread from a deep sleep that every system call would end
+(GODEBUG default schedtrace=2147483647: as a side effect, one "SCHED" line on
+stderr per 24.8 days of host uptime; GODEBUG=schedtrace=0 undoes it).
 `)
 }
