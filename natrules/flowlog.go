@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -41,8 +42,8 @@ const (
 	// flowLogSnap is how much of each logged packet the kernel copies: an
 	// IPv6 header and the TCP ports fit in 44 bytes.
 	flowLogSnap = 64
-	// flowLogRcvBuf absorbs bursts of data connections while the reader is
-	// descheduled; one message is about 200 bytes.
+	// flowLogRcvBuf holds the messages between two drains (each takes a
+	// few KiB of socket memory).
 	flowLogRcvBuf = 4 << 20
 	// lossGrace: after a lost message the log is not reported complete
 	// (Stats.FlowLog) for this long; lookups for holes armed before the
@@ -63,32 +64,56 @@ type flowRec struct {
 	at    time.Time
 }
 
-// flowLog reads the NFLOG group.
+// flowLog reads the NFLOG group. It is drained on demand, before a lookup
+// needs it (Revoke, FlowBytes, CloseSession), and on a short timer so the
+// socket never fills: a SYN wakes no thread of the daemon, which on a
+// 2-CPU gateway is a wake-up less per data connection.
 type flowLog struct {
-	c       *netlink.Conn
-	group   uint16
-	done    chan struct{}
-	events  atomic.Uint64
-	lost    atomic.Uint64
-	lastErr atomic.Int64 // unix nanos of the last loss; 0: none
-	closed  atomic.Bool
+	fd    int // non-blocking; not in the Go netpoller
+	group uint16
+	seen  func(src netip.Addr, sport uint16, dst netip.Addr, dport uint16)
+	onErr func(error)
+
+	mu  sync.Mutex // serialises drains; guards buf
+	buf []byte
+
+	stop, done chan struct{}
+	events     atomic.Uint64
+	lost       atomic.Uint64
+	lastErr    atomic.Int64 // unix nanos of the last loss; 0: none
+	closed     atomic.Bool
+	failed     atomic.Bool // the socket returned an unexpected error
 }
 
-// openFlowLog binds the group in the namespace nsFD (-1: the current one).
-func openFlowLog(group uint16, nsFD int) (*flowLog, error) {
-	cfg := &netlink.Config{}
-	if nsFD >= 0 {
-		cfg.NetNS = nsFD
-	}
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+// flowLogDrainEvery bounds how long a message waits when nothing asks.
+const flowLogDrainEvery = 50 * time.Millisecond
+
+// openFlowLog binds the group in the current network namespace (callers
+// run it inside the manager's).
+func openFlowLog(group uint16) (*flowLog, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 	if err != nil {
 		return nil, fmt.Errorf("nflog socket: %w", err)
 	}
-	if err := setRcvBuf(c, flowLogRcvBuf); err != nil {
-		c.Close()
-		return nil, err
+	l := &flowLog{fd: fd, group: group, buf: make([]byte, 65536), stop: make(chan struct{}), done: make(chan struct{})}
+	fail := func(what string, err error) (*flowLog, error) {
+		unix.Close(fd)
+		if errors.Is(err, unix.EBUSY) {
+			return nil, fmt.Errorf("nflog group %d %s: %w (another program, e.g. ulogd, listens on it)", group, what, err)
+		}
+		return nil, fmt.Errorf("nflog group %d %s: %w", group, what, err)
 	}
-	l := &flowLog{c: c, group: group, done: make(chan struct{})}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fail("bind socket", err)
+	}
+	// FORCE ignores rmem_max (we are root); plain RCVBUF otherwise.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, flowLogRcvBuf); err != nil {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, flowLogRcvBuf); err != nil {
+			return fail("receive buffer", err)
+		}
+	}
+	tv := unix.Timeval{Sec: 1} // for the configuration's acknowledgements
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 	mode := binary.BigEndian.AppendUint32(nil, flowLogSnap)
 	mode = append(mode, nfulnlCopyPacket, 0)
 	steps := []struct {
@@ -98,88 +123,119 @@ func openFlowLog(group uint16, nsFD int) (*flowLog, error) {
 		{"bind", []netlink.Attribute{{Type: nfulaCfgCmd, Data: []byte{nfulnlCfgCmdBind}}}},
 		{"copy mode", []netlink.Attribute{
 			{Type: nfulaCfgMode, Data: mode},
-			// One message per packet, at once: the flow must be known
-			// before the transfer ends.
+			// One message per packet, sent at once (no batching timer).
 			{Type: nfulaCfgQThresh, Data: binary.BigEndian.AppendUint32(nil, 1)},
 			{Type: nfulaCfgTimeout, Data: binary.BigEndian.AppendUint32(nil, 0)},
-			{Type: nfulaCfgNlBufSiz, Data: binary.BigEndian.AppendUint32(nil, 8192)},
 		}},
 	}
-	for _, s := range steps {
-		if err := l.config(s.attrs); err != nil {
-			c.Close()
-			if errors.Is(err, unix.EBUSY) {
-				return nil, fmt.Errorf("nflog group %d %s: %w (another program, e.g. ulogd, listens on it)", group, s.what, err)
-			}
-			return nil, fmt.Errorf("nflog group %d %s: %w", group, s.what, err)
+	for seq, st := range steps {
+		if err := l.config(uint32(seq+1), st.attrs); err != nil {
+			return fail(st.what, err)
 		}
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return fail("non-blocking", err)
 	}
 	return l, nil
 }
 
-func setRcvBuf(c *netlink.Conn, n int) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("nflog socket: %w", err)
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		// FORCE ignores rmem_max (we are root); plain RCVBUF otherwise.
-		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n); serr != nil {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
-		}
-	}); err != nil {
-		return fmt.Errorf("nflog socket: %w", err)
-	}
-	if serr != nil {
-		return fmt.Errorf("nflog socket receive buffer: %w", serr)
-	}
-	return nil
-}
-
-func (l *flowLog) config(attrs []netlink.Attribute) error {
+// config sends one NFULNL_MSG_CONFIG and waits for its acknowledgement.
+func (l *flowLog) config(seq uint32, attrs []netlink.Attribute) error {
 	data, err := netlink.MarshalAttributes(attrs)
 	if err != nil {
 		return err
 	}
-	msg := netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(nfnlSubsysULOG<<8 | nfulnlMsgConfig),
-			Flags: netlink.Request | netlink.Acknowledge,
-		},
-		Data: append(nfgenHeader(unix.AF_UNSPEC, l.group), data...),
+	body := append(nfgenHeader(unix.AF_UNSPEC, l.group), data...)
+	msg := make([]byte, unix.NLMSG_HDRLEN, unix.NLMSG_HDRLEN+len(body))
+	binary.NativeEndian.PutUint32(msg[0:], uint32(unix.NLMSG_HDRLEN+len(body)))
+	binary.NativeEndian.PutUint16(msg[4:], nfnlSubsysULOG<<8|nfulnlMsgConfig)
+	binary.NativeEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	binary.NativeEndian.PutUint32(msg[8:], seq)
+	msg = append(msg, body...)
+	if err := unix.Sendto(l.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return err
 	}
-	_, err = l.c.Execute(msg)
-	return err
-}
-
-// nfgenHeader is struct nfgenmsg; res_id is big-endian.
-func nfgenHeader(family uint8, resID uint16) []byte {
-	return []byte{family, unix.NFNETLINK_V0, byte(resID >> 8), byte(resID)}
-}
-
-// run delivers each logged SYN as (src, sport, dst, dport) until close.
-func (l *flowLog) run(seen func(src netip.Addr, sport uint16, dst netip.Addr, dport uint16), onErr func(error)) {
-	defer close(l.done)
 	for {
-		msgs, err := l.c.Receive()
+		n, _, err := unix.Recvfrom(l.fd, l.buf, 0)
 		if err != nil {
-			if l.closed.Load() {
-				return
-			}
-			if errors.Is(err, unix.ENOBUFS) {
-				// The kernel dropped messages: some flows are unknown.
-				l.lost.Add(1)
-				l.lastErr.Store(time.Now().UnixNano())
-				onErr(err)
-				continue
-			}
-			l.lastErr.Store(time.Now().UnixNano())
-			onErr(err)
-			return
+			return err
+		}
+		msgs, err := syscall.ParseNetlinkMessage(l.buf[:n])
+		if err != nil {
+			return err
 		}
 		for _, m := range msgs {
-			if m.Header.Type != netlink.HeaderType(nfnlSubsysULOG<<8|nfulnlMsgPacket) || len(m.Data) < 4 {
+			if m.Header.Type != unix.NLMSG_ERROR || m.Header.Seq != seq {
+				continue
+			}
+			if len(m.Data) < 4 {
+				return errors.New("short netlink error")
+			}
+			if e := int32(binary.NativeEndian.Uint32(m.Data)); e != 0 {
+				return unix.Errno(-e)
+			}
+			return nil
+		}
+	}
+}
+
+// start delivers each logged SYN as (src, sport, dst, dport) to seen, on
+// every drain, until close.
+func (l *flowLog) start(seen func(src netip.Addr, sport uint16, dst netip.Addr, dport uint16), onErr func(error)) {
+	l.seen, l.onErr = seen, onErr
+	go func() {
+		defer close(l.done)
+		t := time.NewTicker(flowLogDrainEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-l.stop:
+				return
+			case <-t.C:
+				l.drain()
+			}
+		}
+	}()
+}
+
+// drain reads every message waiting in the socket.
+func (l *flowLog) drain() {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed.Load() || l.failed.Load() {
+		return
+	}
+	for {
+		n, _, err := unix.Recvfrom(l.fd, l.buf, unix.MSG_DONTWAIT)
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+			if err == unix.EAGAIN {
+				return
+			}
+			continue
+		case err == unix.ENOBUFS:
+			// The kernel dropped messages: some flows are unknown.
+			l.lost.Add(1)
+			l.lastErr.Store(time.Now().UnixNano())
+			l.onErr(err)
+			continue
+		case err != nil:
+			l.failed.Store(true)
+			l.lastErr.Store(time.Now().UnixNano())
+			l.onErr(err)
+			return
+		}
+		msgs, err := syscall.ParseNetlinkMessage(l.buf[:n])
+		if err != nil {
+			l.lost.Add(1)
+			l.lastErr.Store(time.Now().UnixNano())
+			continue
+		}
+		for _, m := range msgs {
+			if m.Header.Type != nfnlSubsysULOG<<8|nfulnlMsgPacket || len(m.Data) < 4 {
 				continue
 			}
 			src, sport, dst, dport, ok := parseFlowLogPacket(m.Data)
@@ -191,22 +247,19 @@ func (l *flowLog) run(seen func(src netip.Addr, sport uint16, dst netip.Addr, dp
 				continue
 			}
 			l.events.Add(1)
-			seen(src, sport, dst, dport)
+			l.seen(src, sport, dst, dport)
 		}
 	}
 }
 
 // running says whether the log is read.
 func (l *flowLog) running() bool {
-	if l == nil || l.closed.Load() {
-		return false
-	}
-	select {
-	case <-l.done:
-		return false
-	default:
-	}
-	return true
+	return l != nil && !l.closed.Load() && !l.failed.Load()
+}
+
+// nfgenHeader is struct nfgenmsg; res_id is big-endian.
+func nfgenHeader(family uint8, resID uint16) []byte {
+	return []byte{family, unix.NFNETLINK_V0, byte(resID >> 8), byte(resID)}
 }
 
 // trusted says whether the log can be taken as complete: it runs and has
@@ -245,11 +298,15 @@ func (l *flowLog) close() {
 	if l == nil || !l.closed.CompareAndSwap(false, true) {
 		return
 	}
+	if l.seen != nil {
+		close(l.stop)
+		<-l.done
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	// Closing the socket unbinds the group (the kernel drops instances of
-	// a released port); an explicit unbind would wait for the reader's
-	// lock.
-	l.c.Close()
-	<-l.done
+	// a released port).
+	unix.Close(l.fd)
 }
 
 // parseFlowLogPacket reads the addresses and ports of a logged TCP packet

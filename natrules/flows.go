@@ -26,28 +26,24 @@ func (m *Manager) startFlowLog() {
 	if m.cfg.FlowLogGroup == 0 || m.flog != nil {
 		return
 	}
-	nsFD := -1
-	if m.ns.ns.IsOpen() {
-		nsFD = int(m.ns.ns)
-	}
 	var ct *ctConn
+	var l *flowLog
 	err := m.ns.do(func() (err error) {
-		ct, err = dialCt()
+		if ct, err = dialCt(); err != nil {
+			return err
+		}
+		if l, err = openFlowLog(m.cfg.FlowLogGroup); err != nil {
+			ct.close()
+		}
 		return err
 	})
 	if err != nil {
 		m.log.Warn("flow log off: transfer byte counts and session cleanup will walk the conntrack table", "err", err)
 		return
 	}
-	l, err := openFlowLog(m.cfg.FlowLogGroup, nsFD)
-	if err != nil {
-		ct.close()
-		m.log.Warn("flow log off: transfer byte counts and session cleanup will walk the conntrack table", "err", err)
-		return
-	}
 	m.flog, m.ct = l, ct
-	go l.run(m.flowSeen, func(err error) {
-		m.log.Warn("flow log: messages lost; exact flow lookups fall back to conntrack table walks for an hour", "group", l.group, "err", err)
+	l.start(m.flowSeen, func(err error) {
+		m.log.Warn("flow log: messages lost; lookups for holes armed before now walk the conntrack table", "group", l.group, "err", err)
 	})
 	m.log.Info("flow log on: data connections are learnt from their first SYN", "nflog_group", m.cfg.FlowLogGroup)
 }
@@ -139,8 +135,16 @@ func (m *Manager) flowLogNow() (*flowLog, *ctConn) {
 	return m.flog, m.ct
 }
 
+// drainFlowLog reads the flow log's waiting messages, so that lookups see
+// every SYN that has crossed the gateway. Not under mu.
+func (m *Manager) drainFlowLog() {
+	l, _ := m.flowLogNow()
+	l.drain()
+}
+
 // knownFlows returns the flows the log saw through the hole k, and whether
 // that is all of them (the log ran and lost nothing since k was armed).
+// Callers drain the log first.
 func (m *Manager) knownFlows(k holeKey) (recs []flowRec, complete bool, ct *ctConn) {
 	l, ct := m.flowLogNow()
 	if l == nil || ct == nil {
@@ -157,6 +161,7 @@ func (m *Manager) knownFlows(k holeKey) (recs []flowRec, complete bool, ct *ctCo
 // (log off, or messages lost since the hole was armed) it walks the
 // conntrack table and sums every tracked connection From -> To.
 func (m *Manager) FlowBytes(holes []Hole) ([]uint64, error) {
+	m.drainFlowLog()
 	out := make([]uint64, len(holes))
 	var walk []Hole
 	var walkIdx []int
@@ -211,6 +216,7 @@ func (m *Manager) FlowBytes(holes []Hole) ([]uint64, error) {
 // that the flow log saw, by exact tuple, and forgets the holes. It returns
 // the holes whose flows it may not know all of, for a table walk.
 func (m *Manager) deleteKnownFlows(holes []Hole) (walk []Hole, err error) {
+	m.drainFlowLog()
 	var errs []error
 	for _, h := range holes {
 		k := keyOf(h)
@@ -274,6 +280,7 @@ func (m *Manager) flowsOf(h Hole) []flowRec {
 	if err != nil {
 		return nil
 	}
+	m.drainFlowLog()
 	recs, _, _ := m.flows.get(keyOf(h))
 	return recs
 }

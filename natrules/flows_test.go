@@ -278,12 +278,12 @@ func TestRootFlowLogGroupBusy(t *testing.T) {
 	var other *flowLog
 	tp.gw.do(t, func() {
 		var err error
-		if other, err = openFlowLog(2121, -1); err != nil {
+		if other, err = openFlowLog(2121); err != nil {
 			t.Fatal(err)
 		}
 	})
 	defer other.close()
-	go other.run(func(netip.Addr, uint16, netip.Addr, uint16) {}, func(error) {})
+	other.start(func(netip.Addr, uint16, netip.Addr, uint16) {}, func(error) {})
 	m := newTestManager(t, tp.gw, Config{IPv4: true, TTL: 30 * time.Second, FlowLogGroup: 2121})
 	ctx := t.Context()
 	if err := m.Setup(ctx); err != nil {

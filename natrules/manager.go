@@ -973,6 +973,7 @@ func (m *Manager) Revoke(ctx context.Context, h Hole) error {
 	if err != nil {
 		return fmt.Errorf("revoke pinhole %s: %w", h, err)
 	}
+	m.drainFlowLog() // is the hole used? the log may know
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	k := keyOf(h)
@@ -1223,6 +1224,7 @@ func (m *Manager) janitor(ctx context.Context, done chan struct{}) {
 			case <-time.After(gcInterval):
 			}
 		}
+		m.drainFlowLog()
 		m.markUsed()
 		m.expire()
 		m.deleteLate()
