@@ -191,6 +191,46 @@ func shortErr(err error) string {
 	return err.Error()
 }
 
+// serveRelay is the relay floor's relay, run as a child process of the
+// bench (-serve-relay "listen upstream") in the gateway namespace: the
+// least a user-space control-channel proxy can do, one goroutine per
+// direction copying bytes, half-close passed on.
+func serveRelay(spec string) error {
+	listen, upstream, ok := strings.Cut(spec, " ")
+	if !ok {
+		return fmt.Errorf("-serve-relay %q: want \"listen upstream\"", spec)
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	fmt.Println("relay listening on", listen, "for", upstream)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		go func() {
+			defer c.Close()
+			s, err := net.DialTimeout("tcp", upstream, 10*time.Second)
+			if err != nil {
+				return
+			}
+			defer s.Close()
+			done := make(chan struct{})
+			go func() {
+				io.Copy(s, c)
+				s.(*net.TCPConn).CloseWrite()
+				close(done)
+			}()
+			io.Copy(c, s)
+			c.(*net.TCPConn).CloseWrite()
+			<-done
+		}()
+	}
+}
+
 // serveIdle is the idle test's upstream, run as a child process of the
 // bench (-serve-idle) inside the WAN outsider namespace, so that its sockets
 // count against its own RLIMIT_NOFILE, not the load generator's. It greets

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,20 +19,30 @@ type mode int
 const (
 	modePlain mode = iota
 	modeKernel
+	modeRelay
 	modeFtpalg
 )
 
-var allModes = []mode{modePlain, modeKernel, modeFtpalg}
+var allModes = []mode{modePlain, modeKernel, modeRelay, modeFtpalg}
 
-func (m mode) String() string { return [...]string{"plain", "kernel", "ftpalg"}[m] }
+func (m mode) String() string { return [...]string{"plain", "kernel", "relay", "ftpalg"}[m] }
 
 func (m mode) title() string {
 	return [...]string{
 		"plain routing: FORWARD ACCEPT, no NAT, no helper",
 		"kernel FTP helper: raw PREROUTING CT --helper ftp, default-deny FORWARD (ESTABLISHED,RELATED), MASQUERADE",
+		"relay floor: plain routing, the control channel REDIRECTed through a trivial Go TCP relay on the gateway (copies bytes: no parsing, no holes)",
 		"ftpalg: default-deny FORWARD, MASQUERADE, ftpalg forward mode",
 	}[m]
 }
+
+// relayPort is where the relay floor's relay listens on the gateway.
+const relayPort = "2121"
+
+// relayEnv runs the relay with the Go runtime settings ftpalg runs with
+// (one P; the GODEBUG default its Makefile build carries), so that the
+// floor measures relaying, not a runtime difference.
+var relayEnv = []string{"GOMAXPROCS=1", "GODEBUG=schedtrace=2147483647"}
 
 func parseMode(s string) (mode, bool) {
 	for _, m := range allModes {
@@ -67,6 +78,7 @@ type gateway struct {
 	saved  string
 	cur    mode
 	ftpalg *bed.Proc
+	relay  *bed.Proc
 	pid    int // the ftpalg process itself, not `ip netns exec`
 	maxSes int
 }
@@ -97,11 +109,14 @@ func (g *gateway) set(m mode) error {
 	g.cur = m
 	g.flushConntrack()
 	switch m {
-	case modePlain:
+	case modePlain, modeRelay:
 		for _, r := range []string{"-P FORWARD ACCEPT", "-F FORWARD", "-t nat -F POSTROUTING"} {
 			if err := g.ipt(r); err != nil {
 				return err
 			}
+		}
+		if m == modeRelay {
+			return g.startRelay()
 		}
 	case modeKernel:
 		if err := g.ipt(helperRule); err != nil {
@@ -139,6 +154,11 @@ func (g *gateway) set(m mode) error {
 // reset undoes set and restores the bed's own ruleset.
 func (g *gateway) reset() {
 	switch g.cur {
+	case modeRelay:
+		if g.relay != nil {
+			g.relay.Signal(syscall.SIGKILL, 5*time.Second)
+			g.relay = nil
+		}
 	case modeFtpalg:
 		if g.ftpalg != nil {
 			if err := g.ftpalg.Signal(syscall.SIGTERM, 45*time.Second); err != nil {
@@ -154,6 +174,33 @@ func (g *gateway) reset() {
 		logf("restore gateway rules: %v", err)
 	}
 	g.flushConntrack()
+}
+
+// startRelay REDIRECTs the LAN's TCP/21 to a trivial relay (this bench
+// binary, -serve-relay) that dials the FTP server and copies bytes both
+// ways. The data connections are routed as in plain routing; the server
+// sees the control connection from the gateway and the data connections
+// from the client, hence the bed's promiscuous vsftpd.
+func (g *gateway) startRelay() error {
+	for _, r := range []string{
+		"-t nat -A PREROUTING -i lan0 -p tcp --dport 21 -j REDIRECT --to-ports " + relayPort,
+		"-A INPUT -p tcp --dport " + relayPort + " -j ACCEPT",
+	} {
+		if err := g.ipt(r); err != nil {
+			return err
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	upstream := netip.AddrPortFrom(bed.Server4, 21).String()
+	p, err := g.b.Start(g.b.Gateway, "relay", relayEnv, exe, "-serve-relay", ":"+relayPort+" "+upstream)
+	if err != nil {
+		return err
+	}
+	g.relay = p
+	return g.b.WaitFor(5*time.Second, func() bool { return strings.Contains(p.Out.String(), "listening") }, "relay")
 }
 
 // sessionsStarted counts the sessions ftpalg has logged so far.

@@ -101,8 +101,8 @@ func (r *results) cellText(m mode, metric string, x xfer) string {
 func (r *results) markdown() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "## ftpalg benchmark (`make bench`)\n\n")
-	fmt.Fprintf(&sb, "| metric | mode | plain routing | kernel helper | ftpalg | ftpalg/kernel | target | result |\n")
-	fmt.Fprintf(&sb, "|---|---|--:|--:|--:|--:|---|---|\n")
+	fmt.Fprintf(&sb, "| metric | mode | plain routing | kernel helper | relay floor | ftpalg | ftpalg/kernel | relay floor/kernel | target | result |\n")
+	fmt.Fprintf(&sb, "|---|---|--:|--:|--:|--:|--:|--:|---|---|\n")
 	for _, rw := range rows {
 		if !r.o.only[rw.metric] {
 			continue
@@ -120,9 +120,13 @@ func (r *results) markdown() string {
 		} else if f != nil && !f.set {
 			verdict = "MISS (error)"
 		}
-		fmt.Fprintf(&sb, "| %s (%s) | %s | %s | %s | %s | %s | ≥ %.2f× kernel | %s |\n", rw.label, rw.unit, rw.x,
-			r.cellText(modePlain, rw.metric, rw.x), r.cellText(modeKernel, rw.metric, rw.x), r.cellText(modeFtpalg, rw.metric, rw.x),
-			ratio, rw.target, verdict)
+		floor := "—"
+		if rl := r.cells[key{modeRelay, rw.metric, rw.x}]; rl != nil && rl.set && k != nil && k.set && k.v > 0 {
+			floor = fmt.Sprintf("%.2f", rl.v/k.v)
+		}
+		fmt.Fprintf(&sb, "| %s (%s) | %s | %s | %s | %s | %s | %s | %s | ≥ %.2f× kernel | %s |\n", rw.label, rw.unit, rw.x,
+			r.cellText(modePlain, rw.metric, rw.x), r.cellText(modeKernel, rw.metric, rw.x), r.cellText(modeRelay, rw.metric, rw.x),
+			r.cellText(modeFtpalg, rw.metric, rw.x), ratio, floor, rw.target, verdict)
 	}
 	if r.o.only["idle"] {
 		val, verdict := "—", "n/a"
@@ -140,7 +144,7 @@ func (r *results) markdown() string {
 				verdict = "MISS (RLIMIT_NOFILE hard limit of this machine, see below)"
 			}
 		}
-		fmt.Fprintf(&sb, "| concurrent idle sessions, daemon RSS | — | — | — | %s | — | 10000 within %d MB | %s |\n", val, rssLimitMB, verdict)
+		fmt.Fprintf(&sb, "| concurrent idle sessions, daemon RSS | — | — | — | — | %s | — | — | 10000 within %d MB | %s |\n", val, rssLimitMB, verdict)
 	}
 
 	fmt.Fprintf(&sb, "\nSizes: bulk file %d MB (10^6 B), %d files of 1 KiB, best of %d; load generator %d concurrent sessions for %s per run; idle target %d sessions.\n",
@@ -186,6 +190,7 @@ func (r *results) markdown() string {
 		"One curl invocation with all URLs (`--ftp-method nocwd`, one control connection, counted by its local port) is shown for reference, not scored: curl 7.88 sometimes waits exactly 1 s between a 229 reply and its data connect (no loss or retransmission in the bed; seen with plain routing too). "+
 		"Sessions/s = sessions whose 1 KiB file arrived complete (then 226 and 221) / run time, %d concurrent Go clients using PASV or PORT for %s; vsftpd's listen backlog (32) overflows at this concurrency in every mode, see the TCP counters. "+
 		"Idle = Go client holds sessions greeted 220 end to end through ftpalg by a Go server (a child process) on the WAN outsider host 198.51.100.66:21, because vsftpd forks per session; RSS = VmRSS of the ftpalg process. "+
+		"Relay floor = plain routing with the control channel REDIRECTed through a trivial Go TCP relay (this bench binary, -serve-relay: a goroutine per direction copying bytes, no parsing, no holes, the same GOMAXPROCS=1 and GODEBUG as ftpalg); it measures what relaying the control channel in user space costs on this machine, passive files only; vsftpd runs with pasv_promiscuous=YES in every mode, because the relay's server sees the control connection from the gateway and the data from the client (port_promiscuous=YES breaks vsftpd's active mode in this bed). "+
 		"ftpalg runs with its defaults except FTPALG_LOG_LEVEL=info and FTPALG_MAX_SESSIONS; the kernel helper mode also accepts NEW tcp/21 from lan0 to wan0 in FORWARD (the control connection); "+
 		"the client namespace has ip_local_port_range 1024-65535 and tcp_tw_reuse=1 (all modes).\n", r.o.reps, r.o.conc, r.o.duration)
 	fmt.Fprintf(&sb, "\n### Machine\n\n")
