@@ -354,3 +354,38 @@ func TestRootFlowLogLoss(t *testing.T) {
 		t.Errorf("used %d revoked %d, want 2 and 0", s.Used, s.Revoked)
 	}
 }
+
+// Revoke leaves a logged hole's filter entry to the janitor, which deletes
+// it if the kernel still has it (here: put back by hand, as a late re-arm
+// would) and no live hole holds it.
+func TestRootLateDelete(t *testing.T) {
+	needRoot(t)
+	tp := newTopo(t, false)
+	m := newTestManager(t, tp.gw, Config{IPv4: true, TTL: 30 * time.Second, FlowLogGroup: 2121})
+	ctx := t.Context()
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	port, peers := listen(t, tp.server, tp.sAddr)
+	h := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port)}
+	if err := m.Open(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	mustConnect(t, tp, tp.sAddr, port, peers, tp.cAddr)
+	waitFlows(t, m, h, 1)
+	e := fwdEntry(h)
+	if err := m.addEntry(e, 30); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Revoke(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for m.setMembers(e.Set)[e] {
+		if time.Now().After(deadline) {
+			t.Fatal("the re-armed entry of a revoked hole is still in the set")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mustNotConnect(t, tp, tp.sAddr, port, "revoked hole")
+}

@@ -1021,19 +1021,52 @@ func (m *Manager) Revoke(ctx context.Context, h Hole) error {
 }
 
 // deleteLate deletes the filter entries of logged holes that Revoke left
-// to the janitor, unless a live hole holds the entry again.
+// to the janitor, if the kernel still has them (normally not: the SYN took
+// them) and no live hole holds them again. One listing per set serves the
+// whole batch.
 func (m *Manager) deleteLate() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if len(m.lateDel) == 0 {
+		return
+	}
+	present := map[string]map[setEntry]bool{}
 	for _, e := range m.lateDel {
 		if m.fwdRef[e] > 0 {
 			continue // re-armed for a live hole: it is that hole's now
+		}
+		in, ok := present[e.Set]
+		if !ok {
+			in = m.setMembers(e.Set)
+			present[e.Set] = in
+		}
+		if in != nil && !in[e] {
+			continue
 		}
 		if err := m.delEntry(e); err != nil {
 			m.log.Warn("delete consumed filter entry", "entry", e, "err", err)
 		}
 	}
 	m.lateDel = m.lateDel[:0]
+}
+
+// setMembers lists a filter set's entries; nil if it cannot (then every
+// entry is deleted blindly).
+func (m *Manager) setMembers(set string) map[setEntry]bool {
+	res, err := m.nl.IpsetList(set)
+	if err != nil {
+		return nil
+	}
+	in := map[setEntry]bool{}
+	for _, x := range res.Entries {
+		if x.Port == nil {
+			continue
+		}
+		src, _ := netip.AddrFromSlice(x.IP)
+		dst, _ := netip.AddrFromSlice(x.IP2)
+		in[setEntry{Set: set, Src: src.Unmap(), Port: *x.Port, Dst: dst.Unmap()}] = true
+	}
+	return in
 }
 
 func (m *Manager) forgetLocked(k holeKey, st *holeState) {
