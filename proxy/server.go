@@ -64,7 +64,6 @@ type Server struct {
 
 	metrics *Metrics
 	audit   *auditor
-	revokes *revoker
 	rt      atomic.Pointer[Runtime]
 	stop    context.CancelFunc
 
@@ -104,8 +103,6 @@ func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go s.audit.run(ctx)
-	s.revokes = newRevoker(holes)
-	go s.revokes.loop(ctx)
 	s.local.start(ctx)
 	return s, nil
 }

@@ -178,10 +178,12 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 			if len(toPeer) > 0 {
 				werr = ss.write(dst, toPeer)
 			}
-			// Superseded holes are closed in a batch shortly after the line
-			// that superseded them (see revoker). A reopening of the same
-			// hole meanwhile is safe: holes are reference-counted.
-			ss.srv.revokes.add(ss.log, revokes)
+			// Superseded holes are closed after the line that superseded
+			// them is on its way: closing them is housekeeping (the kernel
+			// TTL bounds them anyway) and must not delay the relay. A
+			// reopening of the same hole meanwhile is safe: holes are
+			// reference-counted.
+			ss.revoke(ctx, revokes)
 			if werr != nil {
 				ss.end("write to "+peerName(otherSide(from))+" failed", "")
 				return
@@ -289,6 +291,16 @@ func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer,
 	return err
 }
 
+// revoke closes superseded holes.
+func (ss *session) revoke(ctx context.Context, holes []alg.Hole) {
+	for _, h := range holes {
+		if err := ss.srv.holes.Revoke(ctx, toNat(h)); err != nil {
+			// The kernel TTL still bounds it; say so and go on.
+			ss.log.Warn("revoke pinhole failed", "hole", holeString(h), "err", err)
+		}
+	}
+}
+
 // transfer tracks a transfer's start and queues its audit record at the end.
 func (ss *session) transfer(t *alg.Transfer) {
 	now := time.Now()
@@ -364,9 +376,6 @@ func (ss *session) cleanup(start time.Time) {
 	ss.opened = nil
 	audited := ss.audited
 	ss.mu.Unlock()
-	// The session's superseded holes, queued, are closed before its
-	// cleanup looks at what is still live.
-	ss.srv.revokes.flush()
 	if audited {
 		// The audit needs the flows' counters before cleanup deletes them.
 		actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
