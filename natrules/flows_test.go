@@ -312,13 +312,8 @@ func TestRootFlowLogGroupBusy(t *testing.T) {
 // After a lost message, holes armed before the loss are looked up by table
 // walks (their flow may be the lost one); holes armed after it stay exact.
 func TestRootFlowLogLoss(t *testing.T) {
-	needRoot(t)
-	tp := newTopo(t, false)
-	m := newTestManager(t, tp.gw, Config{IPv4: true, TTL: 30 * time.Second, FlowLogGroup: 2121})
+	tp, m := flowLogManager(t)
 	ctx := t.Context()
-	if err := m.Setup(ctx); err != nil {
-		t.Fatal(err)
-	}
 	port, peers := listen(t, tp.server, tp.sAddr)
 	port2, peers2 := listen(t, tp.server, tp.sAddr)
 	before := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port)}
@@ -359,13 +354,8 @@ func TestRootFlowLogLoss(t *testing.T) {
 // it if the kernel still has it (here: put back by hand, as a late re-arm
 // would) and no live hole holds it.
 func TestRootLateDelete(t *testing.T) {
-	needRoot(t)
-	tp := newTopo(t, false)
-	m := newTestManager(t, tp.gw, Config{IPv4: true, TTL: 30 * time.Second, FlowLogGroup: 2121})
+	tp, m := flowLogManager(t)
 	ctx := t.Context()
-	if err := m.Setup(ctx); err != nil {
-		t.Fatal(err)
-	}
 	port, peers := listen(t, tp.server, tp.sAddr)
 	h := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port)}
 	if err := m.Open(ctx, h); err != nil {
@@ -388,4 +378,17 @@ func TestRootLateDelete(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	mustNotConnect(t, tp, tp.sAddr, port, "revoked hole")
+}
+
+// flowLogManager is an IPv4 topology and a set-up manager with the flow
+// log on.
+func flowLogManager(t *testing.T) (*topo, *Manager) {
+	t.Helper()
+	needRoot(t)
+	tp := newTopo(t, false)
+	m := newTestManager(t, tp.gw, Config{IPv4: true, TTL: 30 * time.Second, FlowLogGroup: 2121})
+	if err := m.Setup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return tp, m
 }
