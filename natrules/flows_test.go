@@ -3,6 +3,7 @@ package natrules
 import (
 	"encoding/binary"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -391,4 +392,60 @@ func flowLogManager(t *testing.T) (*topo, *Manager) {
 		t.Fatal(err)
 	}
 	return tp, m
+}
+
+// A kernel that refuses the NFLOG rule gets the structure without it and
+// no flow log; holes work, and lookups walk the conntrack table.
+func TestRootNFLOGRefused(t *testing.T) {
+	needRoot(t)
+	tp := newTopo(t, false)
+	m := newTestManager(t, tp.gw, Config{IPv4: true, TTL: 30 * time.Second, FlowLogGroup: 2121})
+	m.failNFLOG = true
+	ctx := t.Context()
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m.Stats().FlowLog {
+		t.Fatal("flow log on although its rule was refused")
+	}
+	if rs := tp.gw.ruleset(t); strings.Contains(rs, "NFLOG") {
+		t.Fatalf("NFLOG rule installed:\n%s", rs)
+	}
+	port, peers := listen(t, tp.server, tp.sAddr)
+	h := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port)}
+	if err := m.Open(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	mustConnect(t, tp, tp.sAddr, port, peers, tp.cAddr)
+	if err := m.CloseSession(ctx, []Hole{h}, []Hole{h}); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Stats(); s.Conntrack != 1 || s.CtWalks == 0 {
+		t.Errorf("stats %+v: want the connection deleted by a table walk", s)
+	}
+	if err := m.Teardown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With the group taken, the NFLOG rule is not installed either: the other
+// holder must not be sent the gateway's data connections.
+func TestRootFlowLogGroupBusyNoRule(t *testing.T) {
+	needRoot(t)
+	tp := newTopo(t, false)
+	var other *flowLog
+	tp.gw.do(t, func() {
+		var err error
+		if other, err = openFlowLog(2121); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer other.close()
+	m := newTestManager(t, tp.gw, Config{IPv4: true, TTL: 30 * time.Second, FlowLogGroup: 2121})
+	if err := m.Setup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if rs := tp.gw.ruleset(t); strings.Contains(rs, "NFLOG") {
+		t.Fatalf("NFLOG rule installed for a group another socket holds:\n%s", rs)
+	}
 }

@@ -89,11 +89,14 @@ type Manager struct {
 	// nb is the NAT backend chosen by Setup: nftables maps, or per-hole
 	// iptables rules when the ftpalg tables cannot be created. noNFT
 	// forces the latter (tests).
-	nb      natBackend
-	noNFT   bool
-	nftMu   sync.Mutex // serialises nftables netlink requests; after mu
-	nc      *nftables.Conn
-	nftSets map[string]*nftables.Set // by map name (names carry the family)
+	nb    natBackend
+	noNFT bool
+	// failNFLOG makes ensureStatic refuse the NFLOG rule, as a kernel
+	// without the target does (tests).
+	failNFLOG bool
+	nftMu     sync.Mutex // serialises nftables netlink requests; after mu
+	nc        *nftables.Conn
+	nftSets   map[string]*nftables.Set // by map name (names carry the family)
 	// expected static lines (chain declarations ":NAME" and "-A ..." lines
 	// as iptables-save prints them), per family and table, captured after
 	// install.
@@ -259,6 +262,38 @@ func (m *Manager) Setup(ctx context.Context) error {
 	}
 	m.expected = nil
 	m.nb = m.setupNFT()
+	// The flow log first: the NFLOG rule goes in only if ftpalg holds the
+	// group (another holder would be sent every data connection's SYN).
+	m.startFlowLog()
+	err := m.installStatic(ctx)
+	if err != nil && m.flowLogNFLOG() {
+		// A kernel without the NFLOG target (nft_log, xt_NFLOG) refuses
+		// the rule: run without the flow log rather than not at all.
+		m.log.Warn("NFLOG rule refused: flow log off, transfer byte counts and session cleanup will walk the conntrack table", "err", err)
+		m.stopFlowLog()
+		for _, f := range m.fams {
+			if m.ipt[f] != nil {
+				if err := m.sweepRules(ctx, f); err != nil {
+					return fmt.Errorf("natrules setup: sweep %s: %w", f, err)
+				}
+			}
+		}
+		m.expected = nil
+		err = m.installStatic(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	m.ready.Store(true)
+	m.setUp.Store(true)
+	m.startJanitor()
+	m.log.Info("static structure installed", "families", m.fams, "nat", m.nb, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// installStatic installs and records the static structure of every
+// enabled family. Caller holds iptMu.
+func (m *Manager) installStatic(ctx context.Context) error {
 	for _, f := range m.fams {
 		if err := m.ensureSets(f, true); err != nil {
 			return fmt.Errorf("natrules setup %s: %w", f, err)
@@ -270,12 +305,23 @@ func (m *Manager) Setup(ctx context.Context) error {
 	if err := m.snapshot(ctx); err != nil {
 		return fmt.Errorf("natrules setup: %w", err)
 	}
-	m.startFlowLog()
-	m.ready.Store(true)
-	m.setUp.Store(true)
-	m.startJanitor()
-	m.log.Info("static structure installed", "families", m.fams, "nat", m.nb, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// ruleCfg is the configuration the static rules are built from: without
+// the flow log's group unless the flow log runs.
+func (m *Manager) ruleCfg() Config {
+	c := m.cfg
+	if !m.flowLogNFLOG() {
+		c.FlowLogGroup = 0
+	}
+	return c
+}
+
+// flowLogNFLOG says whether the hole chain logs to the flow log.
+func (m *Manager) flowLogNFLOG() bool {
+	l, _ := m.flowLogNow()
+	return l != nil
 }
 
 // setupNFT sweeps the ftpalg nftables tables and creates them for the
@@ -515,8 +561,11 @@ func (m *Manager) ensureSets(f Family, initial bool) error {
 // rules of live holes are re-added in one iptables-restore. Caller holds
 // iptMu.
 func (m *Manager) ensureStatic(ctx context.Context, f Family) error {
+	if m.failNFLOG && m.ruleCfg().FlowLogGroup != 0 {
+		return errors.New("iptables: NFLOG target not found (test)")
+	}
 	ipt := m.ipt[f]
-	rules := staticRules(m.cfg, f, m.nb)
+	rules := staticRules(m.ruleCfg(), f, m.nb)
 	exp := m.expected[f]
 	saved := map[string]map[string]bool{}
 	holeLines := map[string]int{}
@@ -652,7 +701,7 @@ func (m *Manager) snapshot(ctx context.Context) error {
 	for _, f := range m.fams {
 		exp[f] = map[string][]string{}
 		want := map[string]int{}
-		for _, r := range staticRules(m.cfg, f, m.nb) {
+		for _, r := range staticRules(m.ruleCfg(), f, m.nb) {
 			want[r.Table]++
 		}
 		for _, table := range []string{tFilter, tNAT} {
