@@ -36,8 +36,9 @@ var version = "dev"
 func main() {
 	// One P unless told otherwise: each relayed line wakes one goroutine,
 	// and with idle Ps the runtime also wakes a thread to look for work
-	// that is not there, which cost ~40% of the daemon's CPU per file in
-	// the small-files benchmark. The data path is in the kernel.
+	// that is not there. With the sysmon setting of the Makefile build it
+	// took the daemon's CPU per small file from ~550 to ~290 µs. The data
+	// path is in the kernel.
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
 	}
