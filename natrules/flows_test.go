@@ -271,34 +271,12 @@ func testFlowLog(t *testing.T, v6 bool) {
 	}
 }
 
-// With the NFLOG group taken by another program, the manager runs without
-// the flow log and walks the conntrack table instead.
-func TestRootFlowLogGroupBusy(t *testing.T) {
-	needRoot(t)
-	tp := newTopo(t, false)
-	var other *flowLog
-	tp.gw.do(t, func() {
-		var err error
-		if other, err = openFlowLog(2121); err != nil {
-			t.Fatal(err)
-		}
-	})
-	defer other.close()
-	other.start(func(netip.Addr, uint16, netip.Addr, uint16) {}, func(error) {})
-	m := newTestManager(t, tp.gw, Config{IPv4: true, TTL: 30 * time.Second, FlowLogGroup: 2121})
+// cleanupByWalk checks that without the flow log a hole works and the
+// session cleanup finds its connection by a conntrack table walk.
+func cleanupByWalk(t *testing.T, tp *topo, m *Manager) {
+	t.Helper()
 	ctx := t.Context()
-	if err := m.Setup(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if m.Stats().FlowLog {
-		t.Fatal("flow log claims to run on a group another socket holds")
-	}
-	port, peers := listen(t, tp.server, tp.sAddr)
-	h := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port)}
-	if err := m.Open(ctx, h); err != nil {
-		t.Fatal(err)
-	}
-	mustConnect(t, tp, tp.sAddr, port, peers, tp.cAddr)
+	h := usedHole(t, tp, m)
 	if err := m.CloseSession(ctx, []Hole{h}, []Hole{h}); err != nil {
 		t.Fatal(err)
 	}
@@ -315,21 +293,11 @@ func TestRootFlowLogGroupBusy(t *testing.T) {
 func TestRootFlowLogLoss(t *testing.T) {
 	tp, m := flowLogManager(t)
 	ctx := t.Context()
-	port, peers := listen(t, tp.server, tp.sAddr)
-	port2, peers2 := listen(t, tp.server, tp.sAddr)
-	before := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port)}
-	if err := m.Open(ctx, before); err != nil {
-		t.Fatal(err)
-	}
-	mustConnect(t, tp, tp.sAddr, port, peers, tp.cAddr)
+	before := usedHole(t, tp, m)
 	waitFlows(t, m, before, 1)
 	m.flogLost() // as if the socket had overrun now
 	time.Sleep(time.Millisecond)
-	after := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port2)}
-	if err := m.Open(ctx, after); err != nil {
-		t.Fatal(err)
-	}
-	mustConnect(t, tp, tp.sAddr, port2, peers2, tp.cAddr)
+	after := usedHole(t, tp, m)
 	waitFlows(t, m, after, 1)
 	if m.Stats().FlowLog {
 		t.Error("Stats.FlowLog true right after a loss")
@@ -357,12 +325,7 @@ func TestRootFlowLogLoss(t *testing.T) {
 func TestRootLateDelete(t *testing.T) {
 	tp, m := flowLogManager(t)
 	ctx := t.Context()
-	port, peers := listen(t, tp.server, tp.sAddr)
-	h := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port)}
-	if err := m.Open(ctx, h); err != nil {
-		t.Fatal(err)
-	}
-	mustConnect(t, tp, tp.sAddr, port, peers, tp.cAddr)
+	h := usedHole(t, tp, m)
 	waitFlows(t, m, h, 1)
 	e := fwdEntry(h)
 	if err := m.addEntry(e, 30); err != nil {
@@ -378,7 +341,7 @@ func TestRootLateDelete(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	mustNotConnect(t, tp, tp.sAddr, port, "revoked hole")
+	mustNotConnect(t, tp, tp.sAddr, h.To.Port(), "revoked hole")
 }
 
 // flowLogManager is an IPv4 topology and a set-up manager with the flow
@@ -394,58 +357,57 @@ func flowLogManager(t *testing.T) (*topo, *Manager) {
 	return tp, m
 }
 
-// A kernel that refuses the NFLOG rule gets the structure without it and
-// no flow log; holes work, and lookups walk the conntrack table.
-func TestRootNFLOGRefused(t *testing.T) {
-	needRoot(t)
-	tp := newTopo(t, false)
-	m := newTestManager(t, tp.gw, Config{IPv4: true, TTL: 30 * time.Second, FlowLogGroup: 2121})
-	m.failNFLOG = true
-	ctx := t.Context()
-	if err := m.Setup(ctx); err != nil {
-		t.Fatal(err)
+// Without the flow log (its NFLOG group held by another program, or the
+// NFLOG rule refused by the kernel) ftpalg installs no NFLOG rule, so no
+// other holder is sent the gateway's data connections; holes work, and
+// lookups walk the conntrack table.
+func TestRootFlowLogUnavailable(t *testing.T) {
+	cases := []struct {
+		name    string
+		prepare func(t *testing.T, tp *topo, m *Manager)
+	}{
+		{"group held by another socket", func(t *testing.T, tp *topo, m *Manager) {
+			var other *flowLog
+			tp.gw.do(t, func() {
+				var err error
+				if other, err = openFlowLog(2121); err != nil {
+					t.Fatal(err)
+				}
+			})
+			t.Cleanup(other.close)
+			other.start(func(netip.Addr, uint16, netip.Addr, uint16) {}, func(error) {})
+		}},
+		{"NFLOG rule refused", func(t *testing.T, tp *topo, m *Manager) { m.failNFLOG = true }},
 	}
-	if m.Stats().FlowLog {
-		t.Fatal("flow log on although its rule was refused")
-	}
-	if rs := tp.gw.ruleset(t); strings.Contains(rs, "NFLOG") {
-		t.Fatalf("NFLOG rule installed:\n%s", rs)
-	}
-	port, peers := listen(t, tp.server, tp.sAddr)
-	h := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port)}
-	if err := m.Open(ctx, h); err != nil {
-		t.Fatal(err)
-	}
-	mustConnect(t, tp, tp.sAddr, port, peers, tp.cAddr)
-	if err := m.CloseSession(ctx, []Hole{h}, []Hole{h}); err != nil {
-		t.Fatal(err)
-	}
-	if s := m.Stats(); s.Conntrack != 1 || s.CtWalks == 0 {
-		t.Errorf("stats %+v: want the connection deleted by a table walk", s)
-	}
-	if err := m.Teardown(ctx); err != nil {
-		t.Fatal(err)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			needRoot(t)
+			tp := newTopo(t, false)
+			m := newTestManager(t, tp.gw, Config{IPv4: true, TTL: 30 * time.Second, FlowLogGroup: 2121})
+			c.prepare(t, tp, m)
+			if err := m.Setup(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if m.Stats().FlowLog {
+				t.Fatal("flow log claims to run")
+			}
+			if rs := tp.gw.ruleset(t); strings.Contains(rs, "NFLOG") {
+				t.Fatalf("NFLOG rule installed without the flow log:\n%s", rs)
+			}
+			cleanupByWalk(t, tp, m)
+		})
 	}
 }
 
-// With the group taken, the NFLOG rule is not installed either: the other
-// holder must not be sent the gateway's data connections.
-func TestRootFlowLogGroupBusyNoRule(t *testing.T) {
-	needRoot(t)
-	tp := newTopo(t, false)
-	var other *flowLog
-	tp.gw.do(t, func() {
-		var err error
-		if other, err = openFlowLog(2121); err != nil {
-			t.Fatal(err)
-		}
-	})
-	defer other.close()
-	m := newTestManager(t, tp.gw, Config{IPv4: true, TTL: 30 * time.Second, FlowLogGroup: 2121})
-	if err := m.Setup(t.Context()); err != nil {
+// usedHole opens a plain hole to a fresh listener on the server and
+// connects through it.
+func usedHole(t *testing.T, tp *topo, m *Manager) Hole {
+	t.Helper()
+	port, peers := listen(t, tp.server, tp.sAddr)
+	h := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port)}
+	if err := m.Open(t.Context(), h); err != nil {
 		t.Fatal(err)
 	}
-	if rs := tp.gw.ruleset(t); strings.Contains(rs, "NFLOG") {
-		t.Fatalf("NFLOG rule installed for a group another socket holds:\n%s", rs)
-	}
+	mustConnect(t, tp, tp.sAddr, port, peers, tp.cAddr)
+	return h
 }
