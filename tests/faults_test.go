@@ -52,13 +52,9 @@ func TestFaultKill9(t *testing.T) {
 	}
 	// An active hole (filter entry + DNAT element) the server never uses.
 	fa := dialFTP(t, b, b.Client, bed.Server4)
-	ln, err := b.Listen(b.Client, netip.AddrPortFrom(bed.Client4, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, lport, portCmd := clientListener(t, b)
 	defer ln.Close()
-	lport := netip.MustParseAddrPort(ln.Addr().String()).Port()
-	expect(t, fa, fmt.Sprintf("PORT 192,0,2,10,%d,%d", lport>>8, lport&0xff), 200)
+	expect(t, fa, portCmd, 200)
 	nat, _ := b.Exec(b.Gateway, 5*time.Second, "nft", "list", "map", "ip", "ftpalg", "dnat4")
 	m := regexp.MustCompile(`198\.51\.100\.20 \. 198\.51\.100\.1 \. (\d+)`).FindStringSubmatch(nat)
 	if m == nil {
@@ -312,13 +308,9 @@ func TestFaultHoleInstallFailure(t *testing.T) {
 	}
 	t.Logf("ok: session goes on (NOOP -> 200 NOOP ok.), install failures %v -> %v", failures, failures+1)
 
-	ln, err := b.Listen(b.Client, netip.AddrPortFrom(bed.Client4, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, _, portCmd := clientListener(t, b)
 	defer ln.Close()
-	lp := netip.MustParseAddrPort(ln.Addr().String()).Port()
-	code, text, err = f.cmd(fmt.Sprintf("PORT 192,0,2,10,%d,%d", lp>>8, lp&0xff))
+	code, text, err = f.cmd(portCmd)
 	seen.WriteString(text)
 	if err != nil || text != msgOpenFailed {
 		t.Fatalf("PORT with a full set: got %d %q %v, want %q", code, text, err, msgOpenFailed)

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"fmt"
 	"io"
 	"net/netip"
 	"os/exec"
@@ -125,13 +124,9 @@ func TestForwardHostile(t *testing.T) {
 
 	t.Run("attacker cannot use a client's active hole", func(t *testing.T) {
 		f := dialFTP(t, b, b.Client, bed.Server4)
-		ln, err := b.Listen(b.Client, netip.AddrPortFrom(bed.Client4, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
+		ln, _, portCmd := clientListener(t, b)
 		defer ln.Close()
-		port := netip.MustParseAddrPort(ln.Addr().String()).Port()
-		code, text, err := f.cmd(fmt.Sprintf("PORT 192,0,2,10,%d,%d", port>>8, port&0xff))
+		code, text, err := f.cmd(portCmd)
 		if err != nil || code != 200 {
 			t.Fatalf("PORT: %d %q %v", code, text, err)
 		}

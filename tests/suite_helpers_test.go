@@ -174,6 +174,31 @@ func retrPassive(t *testing.T, b *bed.Bed, f *ftpConn, ns, path string) string {
 	}
 	defer dc.Close()
 	expect(t, f, "RETR "+path, 150)
+	return readTransfer(t, f, dc, path)
+}
+
+// retrActive fetches path over PORT on a logged-in session from the client
+// namespace and returns the SHA-256 of what arrived.
+func retrActive(t *testing.T, b *bed.Bed, f *ftpConn, path string) string {
+	t.Helper()
+	expect(t, f, "TYPE I", 200)
+	ln, _, portCmd := clientListener(t, b)
+	defer ln.Close()
+	expect(t, f, portCmd, 200)
+	expect(t, f, "RETR "+path, 150)
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+	dc, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("active data connection never arrived: %v", err)
+	}
+	defer dc.Close()
+	return readTransfer(t, f, dc, path)
+}
+
+// readTransfer reads a data connection to its end, checks the 226 that
+// follows on the control connection, and returns the data's SHA-256.
+func readTransfer(t *testing.T, f *ftpConn, dc net.Conn, path string) string {
+	t.Helper()
 	dc.SetReadDeadline(time.Now().Add(30 * time.Second))
 	data, err := io.ReadAll(dc)
 	if err != nil {
@@ -185,34 +210,17 @@ func retrPassive(t *testing.T, b *bed.Bed, f *ftpConn, ns, path string) string {
 	return bed.HashBytes(data)
 }
 
-// retrActive fetches path over PORT on a logged-in session from the client
-// namespace and returns the SHA-256 of what arrived.
-func retrActive(t *testing.T, b *bed.Bed, f *ftpConn, path string) string {
+// clientListener listens on an ephemeral port of the client's address in
+// its namespace, for an active data connection, and returns the port and
+// the PORT command that names it. The caller closes it.
+func clientListener(t *testing.T, b *bed.Bed) (ln net.Listener, port uint16, portCmd string) {
 	t.Helper()
-	expect(t, f, "TYPE I", 200)
 	ln, err := b.Listen(b.Client, netip.AddrPortFrom(bed.Client4, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	p := netip.MustParseAddrPort(ln.Addr().String()).Port()
-	expect(t, f, fmt.Sprintf("PORT 192,0,2,10,%d,%d", p>>8, p&0xff), 200)
-	expect(t, f, "RETR "+path, 150)
-	ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
-	dc, err := ln.Accept()
-	if err != nil {
-		t.Fatalf("active data connection never arrived: %v", err)
-	}
-	defer dc.Close()
-	dc.SetReadDeadline(time.Now().Add(30 * time.Second))
-	data, err := io.ReadAll(dc)
-	if err != nil {
-		t.Fatalf("RETR %s: %v", path, err)
-	}
-	if c, text, err := f.reply(); err != nil || c != 226 {
-		t.Fatalf("after RETR: %d %q %v", c, text, err)
-	}
-	return bed.HashBytes(data)
+	port = netip.MustParseAddrPort(ln.Addr().String()).Port()
+	return ln, port, fmt.Sprintf("PORT 192,0,2,10,%d,%d", port>>8, port&0xff)
 }
 
 // curlBackground starts a curl download in the client namespace; wait on
