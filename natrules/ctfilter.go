@@ -152,21 +152,6 @@ func holeFlows(holes []Hole) (out [][]ctFlow, walks int, err error) {
 	return out, walks, errors.Join(errs...)
 }
 
-// ctDelete removes one tracked connection by its original tuple.
-func ctDelete(f ctFlow) error {
-	fam := uint8(unix.AF_INET)
-	if f.src.Is6() {
-		fam = unix.AF_INET6
-	}
-	req := nl.NewNetlinkRequest((unix.NFNL_SUBSYS_CTNETLINK<<8)|nl.IPCTNL_MSG_CT_DELETE, unix.NLM_F_ACK)
-	req.AddData(&nl.Nfgenmsg{NfgenFamily: fam, Version: nl.NFNETLINK_V0})
-	req.AddData(ctTuple(f.src, f.dst, f.sport, f.dport))
-	if _, err := req.Execute(unix.NETLINK_NETFILTER, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("conntrack delete %s:%d -> %s:%d: %w", f.src, f.sport, f.dst, f.dport, err)
-	}
-	return nil
-}
-
 // ctTuple encodes CTA_TUPLE_ORIG for TCP; sport 0 leaves it out.
 func ctTuple(src, dst netip.Addr, sport, dport uint16) *nl.RtAttr {
 	tuple := nl.NewRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_ORIG, nil)

@@ -93,13 +93,13 @@ func testCtFilter(t *testing.T, addr, network string) {
 			t.Fatalf("exact delete of a gone entry: ok %v, err %v", ok, err)
 		}
 		flows = flows[:2]
-		if err := ctDelete(flows[0]); err != nil {
-			t.Fatal(err)
+		if ok, err := ct.delete(flows[0]); !ok || err != nil {
+			t.Fatalf("exact delete: ok %v, err %v", ok, err)
 		}
 		if left, _ := ctFlows(lo, lo, port); len(left) != 1 {
 			t.Fatalf("after deleting one: %d left", len(left))
 		}
-		if err := ctDelete(flows[0]); err != nil {
+		if _, err := ct.delete(flows[0]); err != nil {
 			t.Fatalf("deleting a gone entry must not fail: %v", err)
 		}
 	})

@@ -1251,13 +1251,21 @@ func (m *Manager) flowWorker() {
 		err := m.ns.do(func() error {
 			flows, walks, err := holeFlows(holes)
 			m.ctWalks.Add(uint64(walks))
+			ct, derr := dialCt()
+			if derr != nil {
+				return errors.Join(err, derr)
+			}
+			defer ct.close()
 			for _, fs := range flows {
 				for _, f := range fs {
-					if derr := ctDelete(f); derr != nil {
+					ok, derr := ct.delete(f)
+					if derr != nil {
 						err = errors.Join(err, derr)
 						continue
 					}
-					m.conntrack.Add(1)
+					if ok {
+						m.conntrack.Add(1)
+					}
 				}
 			}
 			return err
