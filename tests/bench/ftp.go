@@ -13,10 +13,43 @@ import (
 	"github.com/ftpalg/ftpalg/tests/bed"
 )
 
-// ftpc is a minimal FTP control connection for the load generator.
+// clientNet opens the client's sockets.
+type clientNet interface {
+	Dial(addr netip.AddrPort, timeout time.Duration) (net.Conn, error)
+	Listen(addr netip.AddrPort) (net.Listener, error)
+}
+
+// bedNet opens them in the bed's client namespace from this process: each
+// socket costs a locked OS thread and two setns calls, cheap next to the
+// load generator's sessions but not next to a 1 KiB file's round trips.
+type bedNet struct{ b *bed.Bed }
+
+func (n bedNet) Dial(addr netip.AddrPort, timeout time.Duration) (net.Conn, error) {
+	return n.b.Dial(n.b.Client, addr, timeout)
+}
+
+func (n bedNet) Listen(addr netip.AddrPort) (net.Listener, error) {
+	return n.b.Listen(n.b.Client, addr)
+}
+
+// hostNet opens them in this process's own namespace: the files client runs
+// as a child process inside the client namespace, as curl or lftp would.
+type hostNet struct{}
+
+func (hostNet) Dial(addr netip.AddrPort, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", addr.String(), timeout)
+}
+
+func (hostNet) Listen(addr netip.AddrPort) (net.Listener, error) {
+	return net.Listen("tcp4", addr.String())
+}
+
+// ftpc is a minimal FTP control connection for the load generator and the
+// files client.
 type ftpc struct {
-	c net.Conn
-	r *bufio.Reader
+	nw clientNet
+	c  net.Conn
+	r  *bufio.Reader
 	// steps, if set, accumulates the time spent in each step (a command
 	// and its reply, or the data connection).
 	steps map[string]time.Duration
@@ -67,12 +100,12 @@ func (f *ftpc) expect(step, line string, want int) (string, error) {
 
 // dialLogin opens a control connection to server:21 from the client
 // namespace and logs in anonymously.
-func dialLogin(b *bed.Bed, server netip.Addr) (*ftpc, error) {
-	c, err := b.Dial(b.Client, netip.AddrPortFrom(server, 21), ioTimeout)
+func dialLogin(nw clientNet, server netip.Addr) (*ftpc, error) {
+	c, err := nw.Dial(netip.AddrPortFrom(server, 21), ioTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %s", shortErr(err))
 	}
-	f := &ftpc{c: c, r: bufio.NewReaderSize(c, 1024)}
+	f := &ftpc{nw: nw, c: c, r: bufio.NewReaderSize(c, 1024)}
 	if _, err := f.expect("greeting", "", 220); err != nil {
 		c.Close()
 		return nil, err
@@ -90,13 +123,13 @@ func dialLogin(b *bed.Bed, server netip.Addr) (*ftpc, error) {
 
 // oneSession logs in, fetches path, checks that want bytes arrived, and
 // quits.
-func oneSession(b *bed.Bed, server netip.Addr, passive bool, path string, want int) error {
-	f, err := dialLogin(b, server)
+func oneSession(nw clientNet, server netip.Addr, passive bool, path string, want int) error {
+	f, err := dialLogin(nw, server)
 	if err != nil {
 		return err
 	}
 	defer f.c.Close()
-	if err := f.retr(b, passive, path, want); err != nil {
+	if err := f.retr(passive, path, want); err != nil {
 		return err
 	}
 	_, err = f.expect("QUIT", "QUIT", 221)
@@ -106,7 +139,7 @@ func oneSession(b *bed.Bed, server netip.Addr, passive bool, path string, want i
 // retr opens a data connection (passive: PASV and connect; active: listen
 // in the client namespace and PORT), fetches path and checks its size and
 // the 226.
-func (f *ftpc) retr(b *bed.Bed, passive bool, path string, want int) error {
+func (f *ftpc) retr(passive bool, path string, want int) error {
 	var data net.Conn
 	var ln *net.TCPListener
 	if passive {
@@ -119,14 +152,14 @@ func (f *ftpc) retr(b *bed.Bed, passive bool, path string, want int) error {
 			return fmt.Errorf("PASV: %v", err)
 		}
 		t := time.Now()
-		data, err = b.Dial(b.Client, ep, ioTimeout)
+		data, err = f.nw.Dial(ep, ioTimeout)
 		f.took("connect", t)
 		if err != nil {
 			return fmt.Errorf("data connect: %s", shortErr(err))
 		}
 		defer data.Close()
 	} else {
-		l, err := b.Listen(b.Client, netip.AddrPortFrom(bed.Client4, 0))
+		l, err := f.nw.Listen(netip.AddrPortFrom(bed.Client4, 0))
 		if err != nil {
 			return fmt.Errorf("data listen: %s", shortErr(err))
 		}

@@ -59,7 +59,14 @@ func main() {
 	hold := flag.String("hold", "", "debug: set the gateway up as plain, kernel or ftpalg, print the namespaces and wait for Ctrl-C")
 	serveIdleAddr := flag.String("serve-idle", "", "internal: run the idle test's upstream server on this address")
 	serveRelaySpec := flag.String("serve-relay", "", "internal: run the relay floor's relay, \"listen upstream\"")
+	filesClientSpec := flag.String("files-client", "", "internal: run the files client in this namespace, \"server passive|active n\"")
 	flag.Parse()
+	if *filesClientSpec != "" {
+		if err := filesClient(*filesClientSpec); err != nil {
+			fatalf("files client: %v", err)
+		}
+		return
+	}
 	if *serveRelaySpec != "" {
 		if err := serveRelay(*serveRelaySpec); err != nil {
 			fatalf("%v", err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -46,34 +47,75 @@ func bulk(b *bed.Bed, passive bool, o opts) (float64, error) {
 	return float64(size) / 1e6 / (total - pre), nil
 }
 
-// files fetches o.files 1 KiB files in ONE control session of the Go client
-// (login once, then PASV or PORT and RETR for each file), timed from the
-// first data command to the last 226. It returns the rate and the mean time
-// per file of each step.
+// files fetches o.files 1 KiB files in ONE control session of the Go files
+// client (login once, then PASV or PORT and RETR for each file), timed from
+// the first data command to the last 226. The client is a child process in
+// the client namespace (-files-client), so that its sockets are its own, as
+// an FTP client's are. It returns the rate and the mean time per file of
+// each step.
 func files(b *bed.Bed, g *gateway, passive bool, o opts) (float64, string, error) {
-	before := g.sessionsStarted()
-	f, err := dialLogin(b, bed.Server4)
+	exe, err := os.Executable()
 	if err != nil {
 		return 0, "", err
 	}
-	defer f.c.Close()
-	f.steps = map[string]time.Duration{}
-	start := time.Now()
-	for i := range o.files {
-		if err := f.retr(b, passive, fmt.Sprintf("pub/small/f%03d.bin", i), 1024); err != nil {
-			return 0, "", fmt.Errorf("file %d: %w", i, err)
-		}
+	before := g.sessionsStarted()
+	spec := fmt.Sprintf("%s %s %d", bed.Server4, xferOf(passive), o.files)
+	out, err := b.Exec(b.Client, 2*time.Minute, exe, "-files-client", spec)
+	if err != nil {
+		return 0, "", err
 	}
-	el := time.Since(start)
-	f.expect("QUIT", "QUIT", 221)
-	note := "per file: " + stepText(f.steps, o.files)
+	var res filesResult
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		return 0, "", fmt.Errorf("files client: %v: %q", err, out)
+	}
+	note := "per file: " + stepText(res.Steps, o.files)
 	if before >= 0 {
 		time.Sleep(100 * time.Millisecond) // the log line is written after accept
 		if n := g.sessionsStarted() - before; n != 1 {
 			return 0, "", fmt.Errorf("ftpalg logged %d sessions for one control connection", n)
 		}
 	}
-	return float64(o.files) / el.Seconds(), note, nil
+	return float64(o.files) / res.Elapsed.Seconds(), note, nil
+}
+
+// filesResult is what the files client prints, one JSON line.
+type filesResult struct {
+	Elapsed time.Duration
+	Steps   map[string]time.Duration
+}
+
+// filesClient is the files client: spec is "server passive|active n". It
+// runs in the client namespace and prints a filesResult.
+func filesClient(spec string) error {
+	f := strings.Fields(spec)
+	if len(f) != 3 {
+		return fmt.Errorf("want \"server passive|active n\", got %q", spec)
+	}
+	server, err := netip.ParseAddr(f[0])
+	if err != nil {
+		return err
+	}
+	passive := f[1] == xferPassive.String()
+	n, err := strconv.Atoi(f[2])
+	if err != nil {
+		return err
+	}
+	c, err := dialLogin(hostNet{}, server)
+	if err != nil {
+		return err
+	}
+	defer c.c.Close()
+	c.steps = map[string]time.Duration{}
+	start := time.Now()
+	for i := range n {
+		if err := c.retr(passive, fmt.Sprintf("pub/small/f%03d.bin", i), 1024); err != nil {
+			return fmt.Errorf("file %d: %w", i, err)
+		}
+	}
+	res := filesResult{Elapsed: time.Since(start), Steps: c.steps}
+	c.expect("QUIT", "QUIT", 221)
+	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
 // stepText is the mean time per file of each step, in µs.
@@ -216,7 +258,7 @@ func sessions(b *bed.Bed, g *gateway, passive bool, o opts) sessRes {
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
-				if err := oneSession(b, bed.Server4, passive, "pub/one.bin", 1024); err != nil {
+				if err := oneSession(bedNet{b}, bed.Server4, passive, "pub/one.bin", 1024); err != nil {
 					errs.Add(1)
 					mu.Lock()
 					kinds[err.Error()]++

@@ -185,7 +185,7 @@ func (r *results) markdown() string {
 	fmt.Fprintf(&sb, "\nHow it is measured: %d rounds; each round sets up every gateway in turn (order rotated) and takes one bulk and one files sample per mode, best kept; "+
 		"the last round also runs curl's files run, the load generator and the idle test. "+
 		"Bulk = bytes / (curl time_total − time_pretransfer); passive = curl's default (EPSV), active = `curl -P -` (EPRT). "+
-		"Files/s = files / time from the first PASV/PORT to the last 226, all files in ONE control session of a Go client in the client namespace (ftpalg's log must show exactly one session per run); "+
+		"Files/s = files / time from the first PASV/PORT to the last 226, all files in ONE control session of a Go client running as its own process in the client namespace (-files-client), as curl or lftp would, so no socket of it is opened through setns (ftpalg's log must show exactly one session per run); "+
 		"per-file step times are means of the best run (PASV/PORT = command to reply, including the hole; connect = passive data connect; RETR = command to 150, including the active data connect; data = until EOF; 226 = until the reply). "+
 		"One curl invocation with all URLs (`--ftp-method nocwd`, one control connection, counted by its local port) is shown for reference, not scored: curl 7.88 sometimes waits exactly 1 s between a 229 reply and its data connect (no loss or retransmission in the bed; seen with plain routing too). "+
 		"Sessions/s = sessions whose 1 KiB file arrived complete (then 226 and 221) / run time, %d concurrent Go clients using PASV or PORT for %s; vsftpd's listen backlog (32) overflows at this concurrency in every mode, see the TCP counters. "+
