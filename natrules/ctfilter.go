@@ -298,13 +298,19 @@ func (c *ctConn) do(msgType uint16, flags uint16, f ctFlow) ([]byte, error) {
 	}
 	body := nfgenHeader(fam, 0)
 	body = append(body, ctTuple(f.src, f.dst, f.sport, f.dport).Serialize()...)
+	return c.roundTrip(unix.NFNL_SUBSYS_CTNETLINK<<8|msgType, flags, body)
+}
+
+// roundTrip sends one nfnetlink request (typ carries the subsystem) and
+// returns the data of its reply (nil for an ACK).
+func (c *ctConn) roundTrip(typ, flags uint16, body []byte) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.seq++
 	seq := c.seq
 	msg := make([]byte, unix.NLMSG_HDRLEN, unix.NLMSG_HDRLEN+len(body))
 	binary.NativeEndian.PutUint32(msg[0:], uint32(unix.NLMSG_HDRLEN+len(body)))
-	binary.NativeEndian.PutUint16(msg[4:], unix.NFNL_SUBSYS_CTNETLINK<<8|msgType)
+	binary.NativeEndian.PutUint16(msg[4:], typ)
 	binary.NativeEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST|flags)
 	binary.NativeEndian.PutUint32(msg[8:], seq)
 	msg = append(msg, body...)

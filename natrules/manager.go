@@ -97,6 +97,7 @@ type Manager struct {
 	nftMu     sync.Mutex // serialises nftables netlink requests; after mu
 	nc        *nftables.Conn
 	nftSets   map[string]*nftables.Set // by map name (names carry the family)
+	gen       *genProbe                // the canary's shortcut (canary.go); under nftMu
 	// expected static lines (chain declarations ":NAME" and "-A ..." lines
 	// as iptables-save prints them), per family and table, captured after
 	// install.
@@ -284,6 +285,7 @@ func (m *Manager) Setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m.startGenProbe()
 	m.ready.Store(true)
 	m.setUp.Store(true)
 	m.startJanitor()
@@ -804,6 +806,7 @@ func (m *Manager) Teardown(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	m.nftCloseLocked()
+	m.stopGenProbeLocked()
 	m.nftMu.Unlock()
 	if err := m.sweepSets(ctx); err != nil {
 		errs = append(errs, err)
@@ -1492,12 +1495,17 @@ func (m *Manager) gcScan(ctx context.Context, f Family, live map[string]bool) (i
 func (m *Manager) Run(ctx context.Context) error {
 	t := time.NewTicker(canaryInterval)
 	defer t.Stop()
+	var lastFull time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+		if m.unchanged(lastFull) {
+			continue
+		}
+		lastFull = time.Now()
 		if err := m.verify(ctx); err != nil && ctx.Err() == nil {
 			m.log.Error("canary check failed", "err", err)
 		}

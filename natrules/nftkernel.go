@@ -49,6 +49,7 @@ func (m *Manager) nftFlushLocked(c *nftables.Conn) error {
 		m.nftCloseLocked()
 		return err
 	}
+	m.noteCommitLocked()
 	return nil
 }
 

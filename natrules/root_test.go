@@ -478,6 +478,58 @@ func TestRootRecoverFromFlush(t *testing.T) {
 	}
 }
 
+// The canary's generation probe: ftpalg's own commits (NAT holes opened,
+// revoked, expired in the kernel) leave it quiet; any other change to the
+// ruleset, even one that spares ftpalg's structure, calls for the full
+// check; and the full check still runs once fullCheckInterval has passed.
+func TestRootCanaryGeneration(t *testing.T) {
+	needRoot(t)
+	ns := newNS(t, "gen")
+	m := newTestManager(t, ns, Config{IPv4: true, TTL: time.Second})
+	ctx := t.Context()
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m.gen == nil {
+		t.Fatal("generation probe not armed on iptables-nft with nftables maps")
+	}
+	recent := time.Now()
+	steps := []struct {
+		name string
+		do   func()
+		want bool
+	}{
+		{"nothing", func() {}, true},
+		{"NAT holes opened and revoked", func() {
+			for i := range 5 {
+				h := Hole{From: ad("192.0.2.10"), To: ap2("198.51.100.1", uint16(50000+i)), DNAT: ap2("203.0.113.5", uint16(40000+i))}
+				if err := m.Open(ctx, h); err != nil {
+					t.Fatal(err)
+				}
+				if i%2 == 0 {
+					if err := m.Revoke(ctx, h); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}, true},
+		{"elements timed out in the kernel", func() { time.Sleep(2500 * time.Millisecond) }, true},
+		{"a foreign iptables rule", func() { ns.exec(t, "iptables", "-A", "FORWARD", "-s", "203.0.113.9", "-j", "DROP") }, false},
+		{"nothing since", func() {}, true},
+		{"a foreign nft table", func() { ns.exec(t, "nft", "add", "table", "inet", "other") }, false},
+		{"iptables -F", func() { ns.exec(t, "iptables", "-F") }, false},
+	}
+	for _, s := range steps {
+		s.do()
+		if got := m.unchanged(recent); got != s.want {
+			t.Errorf("%s: unchanged = %v, want %v", s.name, got, s.want)
+		}
+	}
+	if m.unchanged(time.Now().Add(-fullCheckInterval)) {
+		t.Error("unchanged with the last full check fullCheckInterval ago")
+	}
+}
+
 func TestRootSweepAfterCrash(t *testing.T) {
 	needRoot(t)
 	ns := newNS(t, "cr")
