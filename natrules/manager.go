@@ -17,6 +17,7 @@ import (
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -98,6 +99,7 @@ type Manager struct {
 	nc        *nftables.Conn
 	nftSets   map[string]*nftables.Set // by map name (names carry the family)
 	gen       *genProbe                // the canary's shortcut (canary.go); under nftMu
+	ipc       ipsetConn                // set member adds and deletes (ipset.go)
 	// expected static lines (chain declarations ":NAME" and "-A ..." lines
 	// as iptables-save prints them), per family and table, captured after
 	// install.
@@ -825,22 +827,12 @@ func (m *Manager) Teardown(ctx context.Context) error {
 // ---------------------------------------------------------------- holes
 
 func (m *Manager) addEntry(e setEntry, ttl uint32) error {
-	proto := uint8(unix.IPPROTO_TCP)
-	p := e.Port
-	return m.nl.IpsetAdd(e.Set, &netlink.IPSetEntry{
-		IP: net.IP(e.Src.AsSlice()), Port: &p, Protocol: &proto, IP2: net.IP(e.Dst.AsSlice()),
-		Timeout: &ttl, Replace: true,
-	})
+	return m.ipsetEntry(nl.IPSET_CMD_ADD, e, ttl)
 }
 
+// delEntry deletes e; a missing entry is not an error.
 func (m *Manager) delEntry(e setEntry) error {
-	proto := uint8(unix.IPPROTO_TCP)
-	p := e.Port
-	// Replace (no NLM_F_EXCL): deleting a missing entry is not an error.
-	return m.nl.IpsetDel(e.Set, &netlink.IPSetEntry{
-		IP: net.IP(e.Src.AsSlice()), Port: &p, Protocol: &proto, IP2: net.IP(e.Dst.AsSlice()),
-		Replace: true,
-	})
+	return m.ipsetEntry(nl.IPSET_CMD_DEL, e, 0)
 }
 
 // Open installs a hole for one connection. When it returns nil the hole is
