@@ -263,7 +263,9 @@ func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer,
 			}
 			ss.srv.metrics.Endpoints.WithLabelValues(h.Kind.String()).Inc()
 			ss.remember(toNat(h))
-			ss.log.Debug("pinhole opened", "hole", holeString(h))
+			if ss.log.Enabled(ctx, slog.LevelDebug) { // holeString formats
+				ss.log.Debug("pinhole opened", "hole", holeString(h))
+			}
 		}
 		if t := a.Transfer; t != nil {
 			ss.transfer(t)
