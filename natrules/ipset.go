@@ -15,22 +15,29 @@ import (
 // a request and its ACK, two system calls. The general netlink client asks
 // the kernel for its socket's address on every reply it reads, a third
 // call (and a handful of allocations) on the path of every 227 and PORT.
+// Setup opens it, so that the descriptor exists before the first hole.
 type ipsetConn struct {
-	once sync.Once
-	c    *ctConn
-	err  error
+	mu sync.Mutex
+	c  *ctConn
+}
+
+// openIpsetConn opens the socket in the manager's namespace, once.
+func (m *Manager) openIpsetConn() error {
+	ic := &m.ipc
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	if ic.c != nil {
+		return nil
+	}
+	return m.ns.do(func() (err error) { ic.c, err = dialCt(); return err })
 }
 
 // ipsetEntry sends one IPSET_CMD_ADD or IPSET_CMD_DEL for e (ttl 0: none;
 // no NLM_F_EXCL, so adding a present member refreshes it and deleting a
 // missing one is no error).
 func (m *Manager) ipsetEntry(cmd int, e setEntry, ttl uint32) error {
-	ic := &m.ipc
-	ic.once.Do(func() {
-		ic.err = m.ns.do(func() (err error) { ic.c, err = dialCt(); return err })
-	})
-	if ic.err != nil {
-		return fmt.Errorf("ipset netlink socket: %w", ic.err)
+	if err := m.openIpsetConn(); err != nil {
+		return fmt.Errorf("ipset netlink socket: %w", err)
 	}
 	data := nl.NewRtAttr(nl.IPSET_ATTR_DATA|int(nl.NLA_F_NESTED), nil)
 	if ttl > 0 {
@@ -47,7 +54,7 @@ func (m *Manager) ipsetEntry(cmd int, e setEntry, ttl uint32) error {
 	body = append(body, nl.NewRtAttr(nl.IPSET_ATTR_PROTOCOL, nl.Uint8Attr(nl.IPSET_PROTOCOL)).Serialize()...)
 	body = append(body, nl.NewRtAttr(nl.IPSET_ATTR_SETNAME, nl.ZeroTerminated(e.Set)).Serialize()...)
 	body = append(body, data.Serialize()...)
-	_, err := ic.c.roundTrip(uint16(unix.NFNL_SUBSYS_IPSET<<8|cmd), unix.NLM_F_ACK, body)
+	_, err := m.ipc.c.roundTrip(uint16(unix.NFNL_SUBSYS_IPSET<<8|cmd), unix.NLM_F_ACK, body)
 	var errno syscall.Errno
 	if errors.As(err, &errno) && int(errno) >= nl.IPSET_ERR_PRIVATE {
 		err = nl.IPSetError(uintptr(errno)) // ipset's own codes, with their text

@@ -249,6 +249,9 @@ func (m *Manager) Setup(ctx context.Context) error {
 	if err := m.initIPT(); err != nil {
 		return fmt.Errorf("natrules setup: %w", err)
 	}
+	if err := m.openIpsetConn(); err != nil {
+		return fmt.Errorf("natrules setup: ipset netlink socket: %w", err)
+	}
 	m.mu.Lock()
 	m.resetLocked()
 	m.mu.Unlock()
