@@ -32,15 +32,15 @@ func (m *Manager) openIpsetConn() error {
 	return m.ns.do(func() (err error) { ic.c, err = dialCt(); return err })
 }
 
-// ipsetEntry sends one IPSET_CMD_ADD or IPSET_CMD_DEL for e (ttl 0: none;
-// no NLM_F_EXCL, so adding a present member refreshes it and deleting a
-// missing one is no error).
+// ipsetEntry sends one IPSET_CMD_ADD (with timeout ttl, seconds) or
+// IPSET_CMD_DEL for e. No NLM_F_EXCL: adding a present member refreshes
+// it, deleting a missing one is no error.
 func (m *Manager) ipsetEntry(cmd int, e setEntry, ttl uint32) error {
 	if err := m.openIpsetConn(); err != nil {
 		return fmt.Errorf("ipset netlink socket: %w", err)
 	}
 	data := nl.NewRtAttr(nl.IPSET_ATTR_DATA|int(nl.NLA_F_NESTED), nil)
-	if ttl > 0 {
+	if cmd == nl.IPSET_CMD_ADD {
 		data.AddChild(&nl.Uint32Attribute{Type: nl.IPSET_ATTR_TIMEOUT | nl.NLA_F_NET_BYTEORDER, Value: ttl})
 	}
 	data.AddChild(ipsetAddr(nl.IPSET_ATTR_IP, e.Src.AsSlice()))
