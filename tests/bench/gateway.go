@@ -31,7 +31,7 @@ func (m mode) title() string {
 	return [...]string{
 		"plain routing: FORWARD ACCEPT, no NAT, no helper",
 		"kernel FTP helper: raw PREROUTING CT --helper ftp, default-deny FORWARD (ESTABLISHED,RELATED), MASQUERADE",
-		"relay floor: plain routing, the control channel REDIRECTed through a trivial Go TCP relay on the gateway (copies bytes: no parsing, no holes)",
+		"relay floor: FORWARD ACCEPT, MASQUERADE, the control channel REDIRECTed through a trivial Go TCP relay on the gateway (copies bytes: no parsing, no holes)",
 		"ftpalg: default-deny FORWARD, MASQUERADE, ftpalg forward mode",
 	}[m]
 }
@@ -110,7 +110,14 @@ func (g *gateway) set(m mode) error {
 	g.flushConntrack()
 	switch m {
 	case modePlain, modeRelay:
-		for _, r := range []string{"-P FORWARD ACCEPT", "-F FORWARD", "-t nat -F POSTROUTING"} {
+		rules := []string{"-P FORWARD ACCEPT", "-F FORWARD"}
+		if m == modePlain {
+			rules = append(rules, "-t nat -F POSTROUTING")
+		}
+		// The relay keeps the bed's MASQUERADE: the kernel helper and
+		// ftpalg NAT every data connection too, and the floor must not
+		// be spared that cost.
+		for _, r := range rules {
 			if err := g.ipt(r); err != nil {
 				return err
 			}
