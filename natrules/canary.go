@@ -66,8 +66,7 @@ func (m *Manager) startGenProbe() {
 		m.log.Info("canary compares the full ruleset every round (iptables-legacy or no nftables maps)", "every", canaryInterval)
 		return
 	}
-	var c *ctConn
-	err := m.ns.do(func() (err error) { c, err = dialCt(); return err })
+	c, err := m.dialCtNS()
 	var g uint32
 	if err == nil {
 		if g, err = c.nftGeneration(); err != nil {

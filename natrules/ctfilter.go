@@ -283,6 +283,12 @@ func dialCt() (*ctConn, error) {
 	return &ctConn{fd: fd, buf: make([]byte, 65536)}, nil
 }
 
+// dialCtNS opens a ctConn in the manager's network namespace.
+func (m *Manager) dialCtNS() (c *ctConn, err error) {
+	err = m.ns.do(func() error { c, err = dialCt(); return err })
+	return c, err
+}
+
 func (c *ctConn) close() {
 	if c != nil {
 		unix.Close(c.fd)

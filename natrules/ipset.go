@@ -29,7 +29,12 @@ func (m *Manager) openIpsetConn() error {
 	if ic.c != nil {
 		return nil
 	}
-	return m.ns.do(func() (err error) { ic.c, err = dialCt(); return err })
+	c, err := m.dialCtNS()
+	if err != nil {
+		return err
+	}
+	ic.c = c
+	return nil
 }
 
 // ipsetEntry sends one IPSET_CMD_ADD (with timeout ttl, seconds) or
