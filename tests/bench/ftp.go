@@ -41,7 +41,7 @@ func (hostNet) Dial(addr netip.AddrPort, timeout time.Duration) (net.Conn, error
 }
 
 func (hostNet) Listen(addr netip.AddrPort) (net.Listener, error) {
-	return net.Listen("tcp4", addr.String())
+	return net.Listen("tcp", addr.String()) // the address picks the family, as bed.Listen does
 }
 
 // ftpc is a minimal FTP control connection for the load generator and the
