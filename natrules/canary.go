@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,13 +41,9 @@ func (c *ctConn) nftGeneration() (uint32, error) {
 	if len(data) < 4 {
 		return 0, errors.New("nftables getgen: short reply")
 	}
-	attrs, err := nl.ParseRouteAttr(data[4:])
-	if err != nil {
-		return 0, fmt.Errorf("nftables getgen: %w", err)
-	}
-	for _, a := range attrs {
-		if a.Attr.Type == unix.NFTA_GEN_ID && len(a.Value) == 4 {
-			return binary.BigEndian.Uint32(a.Value), nil
+	for it := (attrIter{b: data[4:]}); it.next(); {
+		if it.typ == unix.NFTA_GEN_ID && len(it.val) == 4 {
+			return binary.BigEndian.Uint32(it.val), nil
 		}
 	}
 	return 0, errors.New("nftables getgen: no generation in the reply")

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
-	"syscall"
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -55,7 +54,7 @@ func ctFlows(src, dst netip.Addr, dport uint16) ([]ctFlow, error) {
 		if dport != 0 {
 			flags |= ctaFilterFProtoDport
 		}
-		req.AddData(ctTuple(src, dst, 0, dport))
+		req.AddData(rawAttrs(appendCtTuple(nil, src, dst, 0, dport)))
 		filter := nl.NewRtAttr(unix.NLA_F_NESTED|ctaFilter, nil)
 		filter.AddRtAttr(ctaFilterOrigFlags, nl.Uint32Attr(flags))
 		filter.AddRtAttr(ctaFilterReplyFlags, nl.Uint32Attr(0))
@@ -152,67 +151,66 @@ func holeFlows(holes []Hole) (out [][]ctFlow, walks int, err error) {
 	return out, walks, errors.Join(errs...)
 }
 
-// ctTuple encodes CTA_TUPLE_ORIG for TCP; sport 0 leaves it out.
-func ctTuple(src, dst netip.Addr, sport, dport uint16) *nl.RtAttr {
-	tuple := nl.NewRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_ORIG, nil)
-	ip := tuple.AddRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_IP, nil)
+// appendCtTuple appends CTA_TUPLE_ORIG for TCP; sport 0 leaves it out.
+func appendCtTuple(b []byte, src, dst netip.Addr, sport, dport uint16) []byte {
+	b, tuple := beginNest(b, nl.CTA_TUPLE_ORIG)
+	b, ip := beginNest(b, nl.CTA_TUPLE_IP)
 	if src.Is4() {
-		ip.AddRtAttr(nl.CTA_IP_V4_SRC, src.AsSlice())
-		ip.AddRtAttr(nl.CTA_IP_V4_DST, dst.AsSlice())
+		b = appendAddrAttr(b, nl.CTA_IP_V4_SRC, src)
+		b = appendAddrAttr(b, nl.CTA_IP_V4_DST, dst)
 	} else {
-		ip.AddRtAttr(nl.CTA_IP_V6_SRC, src.AsSlice())
-		ip.AddRtAttr(nl.CTA_IP_V6_DST, dst.AsSlice())
+		b = appendAddrAttr(b, nl.CTA_IP_V6_SRC, src)
+		b = appendAddrAttr(b, nl.CTA_IP_V6_DST, dst)
 	}
-	proto := tuple.AddRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_PROTO, nil)
-	proto.AddRtAttr(nl.CTA_PROTO_NUM, []byte{unix.IPPROTO_TCP})
+	b = endNest(b, ip)
+	b, proto := beginNest(b, nl.CTA_TUPLE_PROTO)
+	b = appendAttr(b, nl.CTA_PROTO_NUM, unix.IPPROTO_TCP)
 	if sport != 0 {
-		proto.AddRtAttr(nl.CTA_PROTO_SRC_PORT, binary.BigEndian.AppendUint16(nil, sport))
+		b = appendAttr(b, nl.CTA_PROTO_SRC_PORT, byte(sport>>8), byte(sport))
 	}
-	proto.AddRtAttr(nl.CTA_PROTO_DST_PORT, binary.BigEndian.AppendUint16(nil, dport))
-	return tuple
+	b = appendAttr(b, nl.CTA_PROTO_DST_PORT, byte(dport>>8), byte(dport))
+	b = endNest(b, proto)
+	return endNest(b, tuple)
 }
 
+// rawAttrs carries attributes built in place into a vishvananda request.
+type rawAttrs []byte
+
+func (r rawAttrs) Len() int          { return len(r) }
+func (r rawAttrs) Serialize() []byte { return r }
+
 // parseCtFlow reads the original tuple and the byte counters of one
-// IPCTNL_MSG_CT_NEW message (nfgenmsg + attributes).
+// IPCTNL_MSG_CT_NEW message (nfgenmsg + attributes), in place.
 func parseCtFlow(msg []byte) (ctFlow, bool) {
 	var f ctFlow
 	if len(msg) < nl.SizeofNfgenmsg {
 		return f, false
 	}
-	attrs, err := nl.ParseRouteAttr(msg[nl.SizeofNfgenmsg:])
-	if err != nil {
-		return f, false
-	}
 	okTuple := false
-	for _, a := range attrs {
-		switch a.Attr.Type & nlaTypeMask {
+	it := attrIter{b: msg[nl.SizeofNfgenmsg:]}
+	for it.next() {
+		switch it.typ {
 		case nl.CTA_TUPLE_ORIG:
-			okTuple = parseCtTuple(a.Value, &f)
+			okTuple = parseCtTuple(it.val, &f)
 		case nl.CTA_COUNTERS_ORIG, nl.CTA_COUNTERS_REPLY:
-			f.bytes += parseCtBytes(a.Value)
+			f.bytes += parseCtBytes(it.val)
 		}
 	}
-	return f, okTuple
+	return f, okTuple && !it.bad
 }
 
 func parseCtTuple(b []byte, f *ctFlow) bool {
-	attrs, err := nl.ParseRouteAttr(b)
-	if err != nil {
-		return false
-	}
-	for _, a := range attrs {
-		inner, err := nl.ParseRouteAttr(a.Value)
-		if err != nil {
-			return false
-		}
-		switch a.Attr.Type & nlaTypeMask {
+	it := attrIter{b: b}
+	for it.next() {
+		in := attrIter{b: it.val}
+		switch it.typ {
 		case nl.CTA_TUPLE_IP:
-			for _, x := range inner {
-				addr, ok := netip.AddrFromSlice(x.Value)
+			for in.next() {
+				addr, ok := netip.AddrFromSlice(in.val)
 				if !ok {
 					return false
 				}
-				switch x.Attr.Type & nlaTypeMask {
+				switch in.typ {
 				case nl.CTA_IP_V4_SRC, nl.CTA_IP_V6_SRC:
 					f.src = addr.Unmap()
 				case nl.CTA_IP_V4_DST, nl.CTA_IP_V6_DST:
@@ -220,35 +218,34 @@ func parseCtTuple(b []byte, f *ctFlow) bool {
 				}
 			}
 		case nl.CTA_TUPLE_PROTO:
-			for _, x := range inner {
-				switch x.Attr.Type & nlaTypeMask {
+			for in.next() {
+				switch in.typ {
 				case nl.CTA_PROTO_NUM:
-					if len(x.Value) != 1 || x.Value[0] != unix.IPPROTO_TCP {
+					if len(in.val) != 1 || in.val[0] != unix.IPPROTO_TCP {
 						return false
 					}
 				case nl.CTA_PROTO_SRC_PORT:
-					if len(x.Value) == 2 {
-						f.sport = binary.BigEndian.Uint16(x.Value)
+					if len(in.val) == 2 {
+						f.sport = binary.BigEndian.Uint16(in.val)
 					}
 				case nl.CTA_PROTO_DST_PORT:
-					if len(x.Value) == 2 {
-						f.dport = binary.BigEndian.Uint16(x.Value)
+					if len(in.val) == 2 {
+						f.dport = binary.BigEndian.Uint16(in.val)
 					}
 				}
 			}
 		}
+		if in.bad {
+			return false
+		}
 	}
-	return f.src.IsValid() && f.dst.IsValid()
+	return !it.bad && f.src.IsValid() && f.dst.IsValid()
 }
 
 func parseCtBytes(b []byte) uint64 {
-	attrs, err := nl.ParseRouteAttr(b)
-	if err != nil {
-		return 0
-	}
-	for _, a := range attrs {
-		if a.Attr.Type&nlaTypeMask == ctaCountersBytes && len(a.Value) == 8 {
-			return binary.BigEndian.Uint64(a.Value)
+	for it := (attrIter{b: b}); it.next(); {
+		if it.typ == ctaCountersBytes && len(it.val) == 8 {
+			return binary.BigEndian.Uint64(it.val)
 		}
 	}
 	return 0
@@ -263,7 +260,8 @@ type ctConn struct {
 	mu  sync.Mutex
 	fd  int
 	seq uint32
-	buf []byte
+	buf []byte // replies
+	req []byte // the request being built, reused
 }
 
 // dialCt opens the socket in the current network namespace (callers run
@@ -295,79 +293,99 @@ func (c *ctConn) close() {
 	}
 }
 
-// do sends one request about f and returns the data of the CT_NEW reply
-// (nil for an ACK).
-func (c *ctConn) do(msgType uint16, flags uint16, f ctFlow) ([]byte, error) {
-	fam := uint8(unix.AF_INET)
-	if f.src.Is6() {
-		fam = unix.AF_INET6
-	}
-	body := nfgenHeader(fam, 0)
-	body = append(body, ctTuple(f.src, f.dst, f.sport, f.dport).Serialize()...)
-	return c.roundTrip(unix.NFNL_SUBSYS_CTNETLINK<<8|msgType, flags, body)
-}
-
-// roundTrip sends one nfnetlink request (typ carries the subsystem) and
-// returns the data of its reply (nil for an ACK).
-func (c *ctConn) roundTrip(typ, flags uint16, body []byte) ([]byte, error) {
+// exchange sends one nfnetlink request (typ carries the subsystem) and
+// waits for its answer, under the connection's lock and on its buffers:
+// body appends the request's body, and reply, if not nil, reads the data
+// of an answer that is not an ACK, in place (it must not keep it).
+func (c *ctConn) exchange(typ, flags uint16, body func([]byte) []byte, reply func([]byte)) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.seq++
 	seq := c.seq
-	msg := make([]byte, unix.NLMSG_HDRLEN, unix.NLMSG_HDRLEN+len(body))
-	binary.NativeEndian.PutUint32(msg[0:], uint32(unix.NLMSG_HDRLEN+len(body)))
+	msg := body(append(c.req[:0], make([]byte, unix.NLMSG_HDRLEN)...))
+	c.req = msg
+	binary.NativeEndian.PutUint32(msg[0:], uint32(len(msg)))
 	binary.NativeEndian.PutUint16(msg[4:], typ)
 	binary.NativeEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST|flags)
 	binary.NativeEndian.PutUint32(msg[8:], seq)
-	msg = append(msg, body...)
-	if err := unix.Sendto(c.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, err
+	binary.NativeEndian.PutUint32(msg[12:], 0)
+	// Unaddressed, a netlink message goes to the kernel.
+	if _, err := unix.Write(c.fd, msg); err != nil {
+		return err
 	}
 	for {
-		n, _, err := unix.Recvfrom(c.fd, c.buf, 0)
+		n, err := unix.Read(c.fd, c.buf)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		msgs, err := syscall.ParseNetlinkMessage(c.buf[:n])
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range msgs {
-			if m.Header.Seq != seq {
+		for b := c.buf[:n]; len(b) >= unix.NLMSG_HDRLEN; {
+			l := int(binary.NativeEndian.Uint32(b[0:4]))
+			if l < unix.NLMSG_HDRLEN || l > len(b) {
+				return errors.New("malformed netlink reply")
+			}
+			mtyp := binary.NativeEndian.Uint16(b[4:6])
+			mseq := binary.NativeEndian.Uint32(b[8:12])
+			data := b[unix.NLMSG_HDRLEN:l]
+			b = b[min(nlaAlign(l), len(b)):]
+			if mseq != seq {
 				continue // a late reply to an earlier request
 			}
-			if m.Header.Type == unix.NLMSG_ERROR {
-				if len(m.Data) < 4 {
-					return nil, errors.New("short netlink error")
+			if mtyp == unix.NLMSG_ERROR {
+				if len(data) < 4 {
+					return errors.New("short netlink error")
 				}
-				if e := int32(binary.NativeEndian.Uint32(m.Data)); e != 0 {
-					return nil, unix.Errno(-e)
+				if e := int32(binary.NativeEndian.Uint32(data)); e != 0 {
+					return unix.Errno(-e)
 				}
-				return nil, nil
+				return nil
 			}
-			return append([]byte(nil), m.Data...), nil
+			if reply != nil {
+				reply(data)
+			}
+			return nil
 		}
 	}
+}
+
+// roundTrip is exchange with a prepared body and a copy of the reply's
+// data (nil for an ACK).
+func (c *ctConn) roundTrip(typ, flags uint16, body []byte) ([]byte, error) {
+	var out []byte
+	err := c.exchange(typ, flags, func(b []byte) []byte { return append(b, body...) },
+		func(data []byte) { out = append([]byte(nil), data...) })
+	return out, err
+}
+
+// ctRequest appends a ctnetlink request about f's original tuple.
+func ctRequest(b []byte, f ctFlow) []byte {
+	fam := uint8(unix.AF_INET)
+	if f.src.Is6() {
+		fam = unix.AF_INET6
+	}
+	b = append(b, fam, unix.NFNETLINK_V0, 0, 0)
+	return appendCtTuple(b, f.src, f.dst, f.sport, f.dport)
 }
 
 // get returns the tracked connection with f's original tuple; ok is false
 // when there is none.
 func (c *ctConn) get(f ctFlow) (got ctFlow, ok bool, err error) {
-	data, err := c.do(nl.IPCTNL_MSG_CT_GET, 0, f)
+	err = c.exchange(unix.NFNL_SUBSYS_CTNETLINK<<8|nl.IPCTNL_MSG_CT_GET, 0,
+		func(b []byte) []byte { return ctRequest(b, f) },
+		func(data []byte) { got, ok = parseCtFlow(data) })
 	if errors.Is(err, unix.ENOENT) {
-		return got, false, nil
+		return ctFlow{}, false, nil
 	}
 	if err != nil {
-		return got, false, fmt.Errorf("conntrack get %s:%d -> %s:%d: %w", f.src, f.sport, f.dst, f.dport, err)
+		return ctFlow{}, false, fmt.Errorf("conntrack get %s:%d -> %s:%d: %w", f.src, f.sport, f.dst, f.dport, err)
 	}
-	got, ok = parseCtFlow(data)
 	return got, ok, nil
 }
 
 // delete removes the tracked connection with f's original tuple; it
 // reports whether there was one.
 func (c *ctConn) delete(f ctFlow) (bool, error) {
-	_, err := c.do(nl.IPCTNL_MSG_CT_DELETE, unix.NLM_F_ACK, f)
+	err := c.exchange(unix.NFNL_SUBSYS_CTNETLINK<<8|nl.IPCTNL_MSG_CT_DELETE, unix.NLM_F_ACK,
+		func(b []byte) []byte { return ctRequest(b, f) }, nil)
 	if errors.Is(err, unix.ENOENT) {
 		return false, nil
 	}

@@ -209,7 +209,7 @@ func (l *flowLog) drain() {
 		return
 	}
 	for {
-		n, _, err := unix.Recvfrom(l.fd, l.buf, unix.MSG_DONTWAIT)
+		n, err := unix.Read(l.fd, l.buf) // non-blocking since open; no sockaddr to allocate
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
 			if err == unix.EAGAIN {
@@ -228,17 +228,22 @@ func (l *flowLog) drain() {
 			l.onErr(err)
 			return
 		}
-		msgs, err := syscall.ParseNetlinkMessage(l.buf[:n])
-		if err != nil {
-			l.lost.Add(1)
-			l.lastErr.Store(time.Now().UnixNano())
-			continue
-		}
-		for _, m := range msgs {
-			if m.Header.Type != nfnlSubsysULOG<<8|nfulnlMsgPacket || len(m.Data) < 4 {
+		for b := l.buf[:n]; len(b) > 0; {
+			ml := 0
+			if len(b) >= unix.NLMSG_HDRLEN {
+				ml = int(binary.NativeEndian.Uint32(b[0:4]))
+			}
+			if ml < unix.NLMSG_HDRLEN || ml > len(b) {
+				l.lost.Add(1) // a malformed datagram: its flows are unknown
+				l.lastErr.Store(time.Now().UnixNano())
+				break
+			}
+			typ, data := binary.NativeEndian.Uint16(b[4:6]), b[unix.NLMSG_HDRLEN:ml]
+			b = b[min(nlaAlign(ml), len(b)):]
+			if typ != nfnlSubsysULOG<<8|nfulnlMsgPacket || len(data) < 4 {
 				continue
 			}
-			src, sport, dst, dport, ok := parseFlowLogPacket(m.Data)
+			src, sport, dst, dport, ok := parseFlowLogPacket(data)
 			if !ok {
 				// A SYN we cannot read (IPv6 extension headers): treat
 				// it like a lost message.
@@ -313,17 +318,14 @@ func (l *flowLog) close() {
 // from an NFULNL_MSG_PACKET message (nfgenmsg + attributes).
 func parseFlowLogPacket(b []byte) (src netip.Addr, sport uint16, dst netip.Addr, dport uint16, ok bool) {
 	family := b[0]
-	ad, err := netlink.NewAttributeDecoder(b[4:])
-	if err != nil {
-		return
-	}
 	var pkt []byte
-	for ad.Next() {
-		if ad.Type() == nfulaPayload {
-			pkt = ad.Bytes()
+	it := attrIter{b: b[4:]}
+	for it.next() {
+		if it.typ == nfulaPayload {
+			pkt = it.val
 		}
 	}
-	if ad.Err() != nil || pkt == nil {
+	if it.bad || pkt == nil {
 		return
 	}
 	var l4 []byte

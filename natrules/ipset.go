@@ -1,9 +1,8 @@
 package natrules
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"syscall"
 
@@ -44,35 +43,38 @@ func (m *Manager) ipsetEntry(cmd int, e setEntry, ttl uint32) error {
 	if err := m.openIpsetConn(); err != nil {
 		return fmt.Errorf("ipset netlink socket: %w", err)
 	}
-	data := nl.NewRtAttr(nl.IPSET_ATTR_DATA|int(nl.NLA_F_NESTED), nil)
-	if cmd == nl.IPSET_CMD_ADD {
-		data.AddChild(&nl.Uint32Attribute{Type: nl.IPSET_ATTR_TIMEOUT | nl.NLA_F_NET_BYTEORDER, Value: ttl})
-	}
-	data.AddChild(ipsetAddr(nl.IPSET_ATTR_IP, e.Src.AsSlice()))
-	data.AddChild(ipsetAddr(nl.IPSET_ATTR_IP2, e.Dst.AsSlice()))
-	data.AddChild(nl.NewRtAttr(nl.IPSET_ATTR_PROTO, nl.Uint8Attr(unix.IPPROTO_TCP)))
-	port := binary.BigEndian.AppendUint16(nil, e.Port)
-	data.AddChild(nl.NewRtAttr(int(nl.IPSET_ATTR_PORT|nl.NLA_F_NET_BYTEORDER), port))
-	data.AddChild(&nl.Uint32Attribute{Type: nl.IPSET_ATTR_LINENO | nl.NLA_F_NET_BYTEORDER, Value: 0})
-
-	body := nfgenHeader(unix.AF_NETLINK, 0)
-	body = append(body, nl.NewRtAttr(nl.IPSET_ATTR_PROTOCOL, nl.Uint8Attr(nl.IPSET_PROTOCOL)).Serialize()...)
-	body = append(body, nl.NewRtAttr(nl.IPSET_ATTR_SETNAME, nl.ZeroTerminated(e.Set)).Serialize()...)
-	body = append(body, data.Serialize()...)
-	_, err := m.ipc.c.roundTrip(uint16(unix.NFNL_SUBSYS_IPSET<<8|cmd), unix.NLM_F_ACK, body)
-	var errno syscall.Errno
-	if errors.As(err, &errno) && int(errno) >= nl.IPSET_ERR_PRIVATE {
+	err := m.ipc.c.exchange(uint16(unix.NFNL_SUBSYS_IPSET<<8|cmd), unix.NLM_F_ACK,
+		func(b []byte) []byte { return ipsetRequest(b, cmd, e, ttl) }, nil)
+	if errno, ok := err.(syscall.Errno); ok && int(errno) >= nl.IPSET_ERR_PRIVATE {
 		err = nl.IPSetError(uintptr(errno)) // ipset's own codes, with their text
 	}
 	return err
 }
 
-func ipsetAddr(typ int, ip []byte) *nl.RtAttr {
-	a := nl.NewRtAttr(typ|int(nl.NLA_F_NESTED), nil)
-	t := nl.IPSET_ATTR_IPADDR_IPV4
-	if len(ip) == 16 {
+// ipsetRequest appends the body of an add or del of e: the attributes
+// `ipset add SET src,tcp:port,dst timeout ttl` sends.
+func ipsetRequest(b []byte, cmd int, e setEntry, ttl uint32) []byte {
+	b = append(b, unix.AF_NETLINK, unix.NFNETLINK_V0, 0, 0)
+	b = appendAttr(b, nl.IPSET_ATTR_PROTOCOL, nl.IPSET_PROTOCOL)
+	b = appendStringAttr(b, nl.IPSET_ATTR_SETNAME, e.Set)
+	b, data := beginNest(b, nl.IPSET_ATTR_DATA)
+	if cmd == nl.IPSET_CMD_ADD {
+		b = appendAttr(b, nl.IPSET_ATTR_TIMEOUT|nl.NLA_F_NET_BYTEORDER, byte(ttl>>24), byte(ttl>>16), byte(ttl>>8), byte(ttl))
+	}
+	b = appendIpsetAddr(b, nl.IPSET_ATTR_IP, e.Src)
+	b = appendIpsetAddr(b, nl.IPSET_ATTR_IP2, e.Dst)
+	b = appendAttr(b, nl.IPSET_ATTR_PROTO, unix.IPPROTO_TCP)
+	b = appendAttr(b, nl.IPSET_ATTR_PORT|nl.NLA_F_NET_BYTEORDER, byte(e.Port>>8), byte(e.Port))
+	b = appendAttr(b, nl.IPSET_ATTR_LINENO|nl.NLA_F_NET_BYTEORDER, 0, 0, 0, 0)
+	return endNest(b, data)
+}
+
+func appendIpsetAddr(b []byte, typ uint16, a netip.Addr) []byte {
+	b, at := beginNest(b, typ)
+	t := uint16(nl.IPSET_ATTR_IPADDR_IPV4)
+	if !a.Is4() {
 		t = nl.IPSET_ATTR_IPADDR_IPV6
 	}
-	a.AddChild(nl.NewRtAttr(t|int(nl.NLA_F_NET_BYTEORDER), ip))
-	return a
+	b = appendAddrAttr(b, t|nl.NLA_F_NET_BYTEORDER, a)
+	return endNest(b, at)
 }
