@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -31,14 +33,25 @@ type auditRecord struct {
 // on a timer: adding a record wakes nobody, which matters when a transfer
 // ends every millisecond. A session that ends asks for a round first,
 // because its cleanup deletes the flows that hold the counters.
+//
+// With an output of its own, a round's lines are formatted into a buffer
+// and written with one write: when a transfer ends every millisecond, a
+// write per line is a system call and a wake-up of the log's reader
+// (journald, the container runtime) per transfer.
 type auditor struct {
 	mu      sync.Mutex
 	pending []auditRecord
 	full    chan struct{} // nudges a round when pending reaches auditBatch
 	flush   chan chan struct{}
 	counter FlowCounter
-	log     *slog.Logger
+	log     *slog.Logger // lines written one by one
 	metrics *Metrics
+
+	// Batching, used by the round goroutine only; batch nil: off.
+	batch *slog.Logger // formats into buf
+	buf   bytes.Buffer
+	out   io.Writer
+	attrs []slog.Attr
 }
 
 const (
@@ -47,8 +60,20 @@ const (
 	auditInterval = 250 * time.Millisecond
 )
 
-func newAuditor(counter FlowCounter, log *slog.Logger, m *Metrics) *auditor {
-	return &auditor{full: make(chan struct{}, 1), flush: make(chan chan struct{}), counter: counter, log: log, metrics: m}
+// LogFactory builds a logger, formatted like the daemon's, that writes to w.
+type LogFactory func(w io.Writer) *slog.Logger
+
+// newAuditor writes the lines through log, one by one; with newLog and out
+// it writes each round's lines to out in one write (and the rare line
+// outside a round through newLog(out)).
+func newAuditor(counter FlowCounter, log *slog.Logger, m *Metrics, newLog LogFactory, out io.Writer) *auditor {
+	a := &auditor{full: make(chan struct{}, 1), flush: make(chan chan struct{}), counter: counter, log: log, metrics: m}
+	if newLog != nil && out != nil {
+		a.log = newLog(out)
+		a.batch = newLog(&a.buf)
+		a.out = out
+	}
+	return a
 }
 
 // add queues a record; it never blocks a session (a full queue logs the
@@ -62,7 +87,7 @@ func (a *auditor) add(r auditRecord) {
 	a.mu.Unlock()
 	switch {
 	case n >= auditMaxQueue:
-		a.write(r, 0, false)
+		a.write(a.log, nil, r, 0, false)
 	case n+1 == auditBatch:
 		select {
 		case a.full <- struct{}{}:
@@ -152,12 +177,38 @@ func (a *auditor) resolve(recs []auditRecord) {
 			}
 		}
 	}
-	for i, r := range recs {
-		a.write(r, bytes[i], counted && r.hasHole)
+	if a.batch == nil {
+		for i, r := range recs {
+			a.write(a.log, nil, r, bytes[i], counted && r.hasHole)
+		}
+		return
 	}
+	a.buf.Reset()
+	for i, r := range recs {
+		a.attrs = a.write(a.batch, a.attrs[:0], r, bytes[i], counted && r.hasHole)
+		if a.buf.Len() >= auditFlushBytes {
+			a.flushBuf()
+		}
+	}
+	a.flushBuf()
 }
 
-func (a *auditor) write(r auditRecord, bytes uint64, counted bool) {
+// auditFlushBytes bounds the buffer of a round.
+const auditFlushBytes = 64 << 10
+
+func (a *auditor) flushBuf() {
+	if a.buf.Len() == 0 {
+		return
+	}
+	if _, err := a.out.Write(a.buf.Bytes()); err != nil {
+		a.log.Warn("transfer log lines not written", "bytes", a.buf.Len(), "err", err)
+	}
+	a.buf.Reset()
+}
+
+// write logs one transfer through log; attrs is scratch space, returned
+// for reuse.
+func (a *auditor) write(log *slog.Logger, attrs []slog.Attr, r auditRecord, bytes uint64, counted bool) []slog.Attr {
 	result := "ok"
 	if r.code >= 400 {
 		result = "failed"
@@ -166,16 +217,18 @@ func (a *auditor) write(r auditRecord, bytes uint64, counted bool) {
 		a.metrics.Transfers.WithLabelValues(r.command, result).Inc()
 		a.metrics.TransferBytes.Add(float64(bytes))
 	}
-	attrs := []any{
-		"session", r.session, "client", r.client.String(), "server", r.server.String(), "mode", r.mode,
-		"command", r.command, "file", r.file, "code", r.code, "result", result,
-		"duration_ms", r.end.Sub(r.start).Milliseconds(),
-	}
+	attrs = append(attrs,
+		slog.Uint64("session", r.session), slog.String("client", r.client.String()), slog.String("server", r.server.String()),
+		slog.String("mode", r.mode), slog.String("command", r.command), slog.String("file", r.file),
+		slog.Int("code", r.code), slog.String("result", result),
+		slog.Int64("duration_ms", r.end.Sub(r.start).Milliseconds()),
+	)
 	if counted {
-		attrs = append(attrs, "bytes", bytes)
+		attrs = append(attrs, slog.Uint64("bytes", bytes))
 	}
 	if r.hasHole {
-		attrs = append(attrs, "data_from", r.hole.From.String(), "data_to", r.hole.To.String())
+		attrs = append(attrs, slog.String("data_from", r.hole.From.String()), slog.String("data_to", r.hole.To.String()))
 	}
-	a.log.Info("transfer", attrs...)
+	log.LogAttrs(context.Background(), slog.LevelInfo, "transfer", attrs...)
+	return attrs
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -16,13 +18,15 @@ import (
 
 // syncBuffer is a log sink safe for the auditor goroutine.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu     sync.Mutex
+	b      bytes.Buffer
+	writes int
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.writes++
 	return s.b.Write(p)
 }
 
@@ -56,57 +60,81 @@ func TestAuditorRounds(t *testing.T) {
 		}
 		return out, nil
 	}
-	cases := []struct {
-		name      string
-		records   int
-		wantBytes int // records logged with bytes
-		maxCalls  int
-	}{
-		{"one", 1, 1, 1},
-		{"a batch in few lookups", 100, 100, 2},
-		{"past the queue bound: logged at once, without bytes", auditMaxQueue + 10, auditMaxQueue, auditMaxQueue/auditBatch + 2},
+	cases := []auditCase{
+		{"one", 1, 1, 1, 1},
+		{"a batch in few lookups", 100, 100, 2, 1},
+		{"past the queue bound: logged at once, without bytes", auditMaxQueue + 10, auditMaxQueue, auditMaxQueue/auditBatch + 2, 10 + auditMaxQueue*400/auditFlushBytes + auditMaxQueue/auditBatch + 2},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			calls = 0
-			var sink syncBuffer
-			a := newAuditor(counter, slog.New(slog.NewJSONHandler(&sink, nil)), nil)
-			// Queue everything before the auditor runs, as a burst of
-			// sessions would between two rounds.
-			for i := range c.records {
-				a.add(auditRecord{
-					session: uint64(i), command: "RETR", file: "f", code: 226, hasHole: true,
-					hole:  natrules.Hole{From: netip.MustParseAddr("192.0.2.10"), To: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.20"), uint16(1000+i%1000))},
-					start: time.Now(), end: time.Now(),
-				})
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { a.run(ctx); close(done) }()
-			sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
-			a.sync(sctx)
-			scancel()
-			cancel()
-			<-done
-			lines := sink.lines(t)
-			if len(lines) != c.records {
-				t.Fatalf("%d lines for %d records", len(lines), c.records)
-			}
-			withBytes := 0
-			for _, l := range lines {
-				if b, ok := l["bytes"].(float64); ok {
-					withBytes++
-					if want := 1000 + int(l["session"].(float64))%1000; int(b) != want {
-						t.Fatalf("record %v: bytes %v, want %d", l["session"], b, want)
-					}
+	jsonLog := func(w io.Writer) *slog.Logger { return slog.New(slog.NewJSONHandler(w, nil)) }
+	for _, batched := range []bool{false, true} {
+		for _, c := range cases {
+			t.Run(fmt.Sprintf("%s/batched=%v", c.name, batched), func(t *testing.T) {
+				mu.Lock()
+				calls = 0
+				mu.Unlock()
+				var sink syncBuffer
+				a := newAuditor(counter, jsonLog(&sink), nil, nil, nil)
+				if batched {
+					a = newAuditor(counter, nil, nil, jsonLog, &sink)
 				}
-			}
-			if withBytes != c.wantBytes {
-				t.Errorf("%d records with bytes, want %d", withBytes, c.wantBytes)
-			}
-			if calls > c.maxCalls {
-				t.Errorf("%d counter calls, want at most %d", calls, c.maxCalls)
-			}
+				c.run(t, a, &sink, batched)
+				mu.Lock()
+				defer mu.Unlock()
+				if calls > c.maxCalls {
+					t.Errorf("%d counter calls, want at most %d", calls, c.maxCalls)
+				}
+			})
+		}
+	}
+}
+
+type auditCase struct {
+	name      string
+	records   int
+	wantBytes int // records logged with bytes
+	maxCalls  int // of the counter
+	maxWrites int // batched: writes that may carry the lines
+}
+
+// run queues the records, lets the auditor write them and checks the lines.
+func (c auditCase) run(t *testing.T, a *auditor, sink *syncBuffer, batched bool) {
+	// Queue everything before the auditor runs, as a burst of
+	// sessions would between two rounds.
+	for i := range c.records {
+		a.add(auditRecord{
+			session: uint64(i), command: "RETR", file: "f", code: 226, hasHole: true,
+			hole:  natrules.Hole{From: netip.MustParseAddr("192.0.2.10"), To: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.20"), uint16(1000+i%1000))},
+			start: time.Now(), end: time.Now(),
 		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.run(ctx); close(done) }()
+	sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+	a.sync(sctx)
+	scancel()
+	cancel()
+	<-done
+	lines := sink.lines(t)
+	if len(lines) != c.records {
+		t.Fatalf("%d lines for %d records", len(lines), c.records)
+	}
+	withBytes := 0
+	for _, l := range lines {
+		if b, ok := l["bytes"].(float64); ok {
+			withBytes++
+			if want := 1000 + int(l["session"].(float64))%1000; int(b) != want {
+				t.Fatalf("record %v: bytes %v, want %d", l["session"], b, want)
+			}
+		}
+	}
+	if withBytes != c.wantBytes {
+		t.Errorf("%d records with bytes, want %d", withBytes, c.wantBytes)
+	}
+	if batched && sink.writes > c.maxWrites {
+		t.Errorf("%d writes for %d lines, want at most %d", sink.writes, c.records, c.maxWrites)
+	}
+	if !batched && sink.writes != c.records {
+		t.Errorf("%d writes for %d lines unbatched", sink.writes, c.records)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -48,6 +49,12 @@ type Config struct {
 	Metrics *Metrics
 	// FlowCounter, if not nil, supplies byte counts for the transfer audit log.
 	FlowCounter FlowCounter
+	// AuditLog and AuditOut, if both set, make the transfer audit log
+	// write each round's lines to AuditOut in one write, formatted by a
+	// logger AuditLog builds; otherwise the lines go to the server's
+	// logger one by one.
+	AuditLog LogFactory
+	AuditOut io.Writer
 }
 
 // Server runs sessions for one or more listeners.
@@ -99,7 +106,7 @@ func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, holes: holes, log: log, pool: newPortPool(cfg.PortLo, cfg.PortHi), local: newLocalAddrs(), originalDst: originalDst, metrics: cfg.Metrics}
 	s.cfg.Policy.IsLocal = s.local.Contains
 	s.Reload(Runtime{Policy: cfg.Policy, MaxSessions: cfg.MaxSessions, IdleTimeout: cfg.IdleTimeout, ConnectTimeout: cfg.ConnectTimeout})
-	s.audit = newAuditor(cfg.FlowCounter, log, cfg.Metrics)
+	s.audit = newAuditor(cfg.FlowCounter, log, cfg.Metrics, cfg.AuditLog, cfg.AuditOut)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go s.audit.run(ctx)

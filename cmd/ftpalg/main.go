@@ -72,7 +72,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	log := newLogger(cfg, level, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d := &daemon{cfg: cfg, log: log, level: level}
+	d := &daemon{cfg: cfg, log: log, level: level, logOut: stderr}
 	if err := d.serve(ctx); err != nil {
 		log.Error("ftpalg stopped", "err", err)
 		return 1
@@ -94,6 +94,9 @@ type daemon struct {
 	log   *slog.Logger
 	level *slog.LevelVar
 	srv   *proxy.Server
+	// logOut is where log lines go; the transfer log writes its lines
+	// there in batches.
+	logOut io.Writer
 }
 
 func policyOf(cfg *config.Config) alg.Policy {
@@ -158,6 +161,10 @@ func (d *daemon) serve(ctx context.Context) error {
 		MaxSessions:    cfg.MaxSessions,
 		IdleTimeout:    cfg.IdleTimeout,
 		ConnectTimeout: cfg.ConnectTimeout,
+		AuditLog: func(w io.Writer) *slog.Logger {
+			return newLogger(cfg, d.level, w).With("component", "proxy")
+		},
+		AuditOut: d.logOut,
 	}
 	if cfg.Upstream != "" {
 		pcfg.Upstreams, _ = config.ParseUpstreams(cfg.Upstream) // validated by Load
