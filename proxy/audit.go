@@ -34,10 +34,10 @@ type auditRecord struct {
 // ends every millisecond. A session that ends asks for a round first,
 // because its cleanup deletes the flows that hold the counters.
 //
-// With an output of its own, a round's lines are formatted into a buffer
-// and written with one write: when a transfer ends every millisecond, a
-// write per line is a system call and a wake-up of the log's reader
-// (journald, the container runtime) per transfer.
+// With an output of its own, the lines of a chunk of records (see
+// resolve) are formatted into a buffer and written with one write: when a
+// transfer ends every millisecond, a write per line is a system call and
+// a wake-up of the log's reader (journald, the container runtime) each.
 type auditor struct {
 	mu      sync.Mutex
 	pending []auditRecord
@@ -155,7 +155,26 @@ func (a *auditor) run(ctx context.Context) {
 	}
 }
 
+// resolve writes the records, a chunk at a time. ftpalg runs its
+// goroutines on one CPU, and a goroutine that makes only short system
+// calls keeps it: a round of a thousand conntrack lookups would hold every
+// session's next line for milliseconds. Between chunks the auditor sleeps,
+// which lets the scheduler poll the network and relay what has arrived.
 func (a *auditor) resolve(recs []auditRecord) {
+	for start := 0; start < len(recs); start += auditChunk {
+		if start > 0 {
+			time.Sleep(auditPause)
+		}
+		a.resolveChunk(recs[start:min(start+auditChunk, len(recs))])
+	}
+}
+
+const (
+	auditChunk = 32 // about a millisecond of lookups and formatting
+	auditPause = 50 * time.Microsecond
+)
+
+func (a *auditor) resolveChunk(recs []auditRecord) {
 	var holes []natrules.Hole
 	var idx []int
 	for i, r := range recs {
@@ -183,18 +202,11 @@ func (a *auditor) resolve(recs []auditRecord) {
 		}
 		return
 	}
-	a.buf.Reset()
 	for i, r := range recs {
 		a.attrs = a.write(a.batch, a.attrs[:0], r, bytes[i], counted && r.hasHole)
-		if a.buf.Len() >= auditFlushBytes {
-			a.flushBuf()
-		}
 	}
 	a.flushBuf()
 }
-
-// auditFlushBytes bounds the buffer of a round.
-const auditFlushBytes = 64 << 10
 
 func (a *auditor) flushBuf() {
 	if a.buf.Len() == 0 {

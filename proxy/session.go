@@ -174,16 +174,17 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 			toPeer, toSender = toPeer[:0], toSender[:0]
 			revokes = revokes[:0]
 			ferr := ss.feed(ctx, from, buf[:n], &toPeer, &toSender, &revokes)
+			// Superseded holes are closed before the line that superseded
+			// them is passed on, not after. The write wakes the peer, and
+			// a socket wake-up is a "sync" one: the scheduler expects this
+			// thread to sleep next and often runs the peer on this CPU, so
+			// work done after the write delays the peer's answer (measured
+			// on a 2-CPU gateway: files/s 857 after, 916 before).
+			ss.revoke(ctx, revokes)
 			var werr error
 			if len(toPeer) > 0 {
 				werr = ss.write(dst, toPeer)
 			}
-			// Superseded holes are closed after the line that superseded
-			// them is on its way: closing them is housekeeping (the kernel
-			// TTL bounds them anyway) and must not delay the relay. A
-			// reopening of the same hole meanwhile is safe: holes are
-			// reference-counted.
-			ss.revoke(ctx, revokes)
 			if werr != nil {
 				ss.end("write to "+peerName(otherSide(from))+" failed", "")
 				return
