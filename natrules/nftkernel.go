@@ -11,9 +11,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// This file talks to nf_tables over netlink (github.com/google/nftables):
-// install, check, repair and sweep the ftpalg tables, and add or delete map
-// elements. Every function here must be called with nftMu held.
+// This file talks to nf_tables over netlink: install, check, repair and
+// sweep the ftpalg tables (github.com/google/nftables), and add or delete
+// a hole's map elements (a transaction built in place, nftelems.go). Every
+// function here must be called with nftMu held.
 
 // nftConnLocked returns the manager's lasting nftables netlink socket,
 // opening it (in the manager's namespace) if needed.
@@ -304,19 +305,13 @@ func (m *Manager) nftElemsLocked(f Family, es []nftElem, add, refresh bool, ttl 
 	if len(es) == 0 {
 		return nil
 	}
-	c, err := m.nftConnLocked()
-	if err != nil {
-		return err
+	if err := m.openIpsetConn(); err != nil {
+		return fmt.Errorf("netfilter netlink socket: %w", err)
 	}
-	var errs []error
+	ops := make([]nftElemOp, 0, 3*len(es))
 	queue := func(del bool) {
 		for _, e := range es {
-			s := m.nftSetByName(f, e.Map)
-			if del {
-				errs = append(errs, c.SetDeleteElements(s, []nftables.SetElement{{Key: e.Key}}))
-			} else {
-				errs = append(errs, c.SetAddElements(s, []nftables.SetElement{{Key: e.Key, Val: e.Data, Timeout: ttl}}))
-			}
+			ops = append(ops, nftElemOp{del: del, e: e})
 		}
 	}
 	queue(false)
@@ -326,16 +321,16 @@ func (m *Manager) nftElemsLocked(f Family, es []nftElem, add, refresh bool, ttl 
 	if add && refresh {
 		queue(false)
 	}
-	if err := errors.Join(errs...); err != nil {
-		m.nftCloseLocked() // drop what was queued
-		return err
-	}
-	if err := m.nftFlushLocked(c); err != nil {
+	err := m.ipc.c.transact(len(ops), func(b []byte, seq uint32) []byte {
+		return appendNftElemBatch(b, seq, byte(nftFamily(f)), ops, ttl)
+	})
+	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("nftables table %s %s or its maps missing: %w", nftFamilyName(f), nftTableName, err)
 		}
 		return err
 	}
+	m.noteCommitLocked()
 	return nil
 }
 
