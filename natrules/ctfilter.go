@@ -302,13 +302,9 @@ func (c *ctConn) exchange(typ, flags uint16, body func([]byte) []byte, reply fun
 	defer c.mu.Unlock()
 	c.seq++
 	seq := c.seq
-	msg := body(append(c.req[:0], make([]byte, unix.NLMSG_HDRLEN)...))
+	msg, at := beginMsg(c.req[:0], typ, flags, seq)
+	msg = endMsg(body(msg), at)
 	c.req = msg
-	binary.NativeEndian.PutUint32(msg[0:], uint32(len(msg)))
-	binary.NativeEndian.PutUint16(msg[4:], typ)
-	binary.NativeEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST|flags)
-	binary.NativeEndian.PutUint32(msg[8:], seq)
-	binary.NativeEndian.PutUint32(msg[12:], 0)
 	// Unaddressed, a netlink message goes to the kernel.
 	if _, err := unix.Write(c.fd, msg); err != nil {
 		return err
@@ -318,31 +314,21 @@ func (c *ctConn) exchange(typ, flags uint16, body func([]byte) []byte, reply fun
 		if err != nil {
 			return err
 		}
-		for b := c.buf[:n]; len(b) >= unix.NLMSG_HDRLEN; {
-			l := int(binary.NativeEndian.Uint32(b[0:4]))
-			if l < unix.NLMSG_HDRLEN || l > len(b) {
-				return errors.New("malformed netlink reply")
-			}
-			mtyp := binary.NativeEndian.Uint16(b[4:6])
-			mseq := binary.NativeEndian.Uint32(b[8:12])
-			data := b[unix.NLMSG_HDRLEN:l]
-			b = b[min(nlaAlign(l), len(b)):]
-			if mseq != seq {
+		it := msgIter{b: c.buf[:n]}
+		for it.next() {
+			if it.seq != seq {
 				continue // a late reply to an earlier request
 			}
-			if mtyp == unix.NLMSG_ERROR {
-				if len(data) < 4 {
-					return errors.New("short netlink error")
-				}
-				if e := int32(binary.NativeEndian.Uint32(data)); e != 0 {
-					return unix.Errno(-e)
-				}
-				return nil
+			if it.typ == unix.NLMSG_ERROR {
+				return nlError(it.data)
 			}
 			if reply != nil {
-				reply(data)
+				reply(it.data)
 			}
 			return nil
+		}
+		if it.bad {
+			return errors.New("malformed netlink reply")
 		}
 	}
 }

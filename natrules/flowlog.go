@@ -228,22 +228,12 @@ func (l *flowLog) drain() {
 			l.onErr(err)
 			return
 		}
-		for b := l.buf[:n]; len(b) > 0; {
-			ml := 0
-			if len(b) >= unix.NLMSG_HDRLEN {
-				ml = int(binary.NativeEndian.Uint32(b[0:4]))
-			}
-			if ml < unix.NLMSG_HDRLEN || ml > len(b) {
-				l.lost.Add(1) // a malformed datagram: its flows are unknown
-				l.lastErr.Store(time.Now().UnixNano())
-				break
-			}
-			typ, data := binary.NativeEndian.Uint16(b[4:6]), b[unix.NLMSG_HDRLEN:ml]
-			b = b[min(nlaAlign(ml), len(b)):]
-			if typ != nfnlSubsysULOG<<8|nfulnlMsgPacket || len(data) < 4 {
+		it := msgIter{b: l.buf[:n]}
+		for it.next() {
+			if it.typ != nfnlSubsysULOG<<8|nfulnlMsgPacket || len(it.data) < 4 {
 				continue
 			}
-			src, sport, dst, dport, ok := parseFlowLogPacket(data)
+			src, sport, dst, dport, ok := parseFlowLogPacket(it.data)
 			if !ok {
 				// A SYN we cannot read (IPv6 extension headers): treat
 				// it like a lost message.
@@ -253,6 +243,10 @@ func (l *flowLog) drain() {
 			}
 			l.events.Add(1)
 			l.seen(src, sport, dst, dport)
+		}
+		if it.bad {
+			l.lost.Add(1) // a malformed datagram: its flows are unknown
+			l.lastErr.Store(time.Now().UnixNano())
 		}
 	}
 }

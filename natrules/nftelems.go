@@ -39,19 +39,7 @@ const (
 // number seq), one message per op (seq+1 ...; each asks for an
 // acknowledgement) and a batch end.
 func appendNftElemBatch(b []byte, seq uint32, family byte, ops []nftElemOp, ttl time.Duration) []byte {
-	msg := func(b []byte, typ, flags uint16, seq uint32) ([]byte, int) {
-		at := len(b)
-		b = binary.NativeEndian.AppendUint32(b, 0) // length, set by endMsg
-		b = binary.NativeEndian.AppendUint16(b, typ)
-		b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST|flags)
-		b = binary.NativeEndian.AppendUint32(b, seq)
-		return binary.NativeEndian.AppendUint32(b, 0), at // port id: the kernel
-	}
-	endMsg := func(b []byte, at int) []byte {
-		binary.NativeEndian.PutUint32(b[at:], uint32(len(b)-at))
-		return b
-	}
-	b, at := msg(b, unix.NFNL_MSG_BATCH_BEGIN, 0, seq)
+	b, at := beginMsg(b, unix.NFNL_MSG_BATCH_BEGIN, 0, seq)
 	b = append(b, unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES)
 	b = endMsg(b, at)
 	for i, op := range ops {
@@ -60,7 +48,7 @@ func appendNftElemBatch(b []byte, seq uint32, family byte, ops []nftElemOp, ttl 
 		if op.del {
 			typ = unix.NFT_MSG_DELSETELEM
 		}
-		b, at = msg(b, unix.NFNL_SUBSYS_NFTABLES<<8|typ, flags, seq+1+uint32(i))
+		b, at = beginMsg(b, unix.NFNL_SUBSYS_NFTABLES<<8|typ, flags, seq+1+uint32(i))
 		b = append(b, family, unix.NFNETLINK_V0, 0, 0)
 		b = appendStringAttr(b, nftaSetElemListSet, op.e.Map)
 		b = appendAttr(b, nftaSetElemListSetID, 0, 0, 0, 0)
@@ -84,7 +72,7 @@ func appendNftElemBatch(b []byte, seq uint32, family byte, ops []nftElemOp, ttl 
 		b = endNest(b, list)
 		b = endMsg(b, at)
 	}
-	b, at = msg(b, unix.NFNL_MSG_BATCH_END, 0, seq+1+uint32(len(ops)))
+	b, at = beginMsg(b, unix.NFNL_MSG_BATCH_END, 0, seq+1+uint32(len(ops)))
 	b = append(b, unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES)
 	return endMsg(b, at)
 }
@@ -110,26 +98,26 @@ func (c *ctConn) transact(n int, build func(b []byte, seq uint32) []byte) error 
 		if err != nil {
 			return errors.Join(append(errs, err)...)
 		}
-		for b := c.buf[:nr]; len(b) >= unix.NLMSG_HDRLEN; {
-			l := int(binary.NativeEndian.Uint32(b[0:4]))
-			if l < unix.NLMSG_HDRLEN || l > len(b) {
-				return errors.Join(append(errs, errors.New("malformed netlink reply"))...)
-			}
-			mtyp := binary.NativeEndian.Uint16(b[4:6])
-			off := binary.NativeEndian.Uint32(b[8:12]) - seq // 0: the batch begin
-			data := b[unix.NLMSG_HDRLEN:l]
-			b = b[min(nlaAlign(l), len(b)):]
-			if mtyp != unix.NLMSG_ERROR || off > uint32(n) || len(data) < 4 || off == 0 && data[0]|data[1]|data[2]|data[3] == 0 {
+		it := msgIter{b: c.buf[:nr]}
+		for it.next() {
+			off := it.seq - seq // 0: the batch begin
+			if it.typ != unix.NLMSG_ERROR || off > uint32(n) {
 				continue // not ours (a late reply to an earlier request)
 			}
-			e := int32(binary.NativeEndian.Uint32(data))
-			if off == 0 && e != 0 {
-				return errors.Join(append(errs, unix.Errno(-e))...)
+			err := nlError(it.data)
+			if off == 0 {
+				if err != nil {
+					return errors.Join(append(errs, err)...)
+				}
+				continue
 			}
 			pending--
-			if e != 0 {
-				errs = append(errs, unix.Errno(-e))
+			if err != nil {
+				errs = append(errs, err)
 			}
+		}
+		if it.bad {
+			return errors.Join(append(errs, errors.New("malformed netlink reply"))...)
 		}
 	}
 	return errors.Join(errs...)

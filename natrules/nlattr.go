@@ -2,7 +2,10 @@ package natrules
 
 import (
 	"encoding/binary"
+	"errors"
 	"net/netip"
+
+	"golang.org/x/sys/unix"
 )
 
 // Netlink attributes built and read in place. The requests on the path of
@@ -89,4 +92,62 @@ func (it *attrIter) next() bool {
 		it.b = nil
 	}
 	return true
+}
+
+// beginMsg appends a netlink message header addressed to the kernel (port
+// id 0); endMsg(b, at) sets its length once the body is appended.
+func beginMsg(b []byte, typ, flags uint16, seq uint32) ([]byte, int) {
+	at := len(b)
+	b = binary.NativeEndian.AppendUint32(b, 0)
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST|flags)
+	b = binary.NativeEndian.AppendUint32(b, seq)
+	return binary.NativeEndian.AppendUint32(b, 0), at
+}
+
+func endMsg(b []byte, at int) []byte {
+	binary.NativeEndian.PutUint32(b[at:], uint32(len(b)-at))
+	return b
+}
+
+// msgIter walks the netlink messages of one datagram without copying:
+//
+//	for it := (msgIter{b: datagram}); it.next(); { it.typ, it.seq, it.data }
+//
+// bad is set when the walk stopped at a message that overruns the datagram
+// (or at trailing bytes too short for a header).
+type msgIter struct {
+	b    []byte
+	typ  uint16
+	seq  uint32
+	data []byte
+	bad  bool
+}
+
+func (it *msgIter) next() bool {
+	if len(it.b) < unix.NLMSG_HDRLEN {
+		it.bad = it.bad || len(it.b) != 0
+		return false
+	}
+	l := int(binary.NativeEndian.Uint32(it.b[0:4]))
+	if l < unix.NLMSG_HDRLEN || l > len(it.b) {
+		it.bad = true
+		return false
+	}
+	it.typ = binary.NativeEndian.Uint16(it.b[4:6])
+	it.seq = binary.NativeEndian.Uint32(it.b[8:12])
+	it.data = it.b[unix.NLMSG_HDRLEN:l]
+	it.b = it.b[min(nlaAlign(l), len(it.b)):]
+	return true
+}
+
+// nlError reads an NLMSG_ERROR's code: 0 for an acknowledgement.
+func nlError(data []byte) error {
+	if len(data) < 4 {
+		return errors.New("short netlink error")
+	}
+	if e := int32(binary.NativeEndian.Uint32(data)); e != 0 {
+		return unix.Errno(-e)
+	}
+	return nil
 }

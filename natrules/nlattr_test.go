@@ -173,3 +173,45 @@ func TestEncodersDoNotAllocate(t *testing.T) {
 		t.Fatalf("%v allocations per request pair", n)
 	}
 }
+
+func TestMsgIter(t *testing.T) {
+	one := func(typ uint16, seq uint32, body ...byte) []byte {
+		b, at := beginMsg(nil, typ, 0, seq)
+		b = endMsg(append(b, body...), at)
+		for len(b)%4 != 0 { // the kernel aligns each message
+			b = append(b, 0)
+		}
+		return b
+	}
+	two := append(one(unix.NLMSG_ERROR, 7, 0, 0, 0, 0), one(0x0100, 8, 1, 2, 3)...)
+	for _, c := range []struct {
+		name string
+		b    []byte
+		seqs []uint32
+		bad  bool
+	}{
+		{"empty", nil, nil, false},
+		{"two, padding skipped", two, []uint32{7, 8}, false},
+		{"last one cut", two[:len(two)-4], []uint32{7}, true},
+		{"trailing bytes", append(append([]byte(nil), two...), 0, 0, 0, 0), []uint32{7, 8}, true},
+		{"length below the header", []byte{8, 0, 0, 0, 2, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0}, nil, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var seqs []uint32
+			it := msgIter{b: c.b}
+			for it.next() {
+				seqs = append(seqs, it.seq)
+			}
+			if !slices.Equal(seqs, c.seqs) || it.bad != c.bad {
+				t.Fatalf("seqs %v bad %v; want %v bad %v", seqs, it.bad, c.seqs, c.bad)
+			}
+		})
+	}
+	it := msgIter{b: two}
+	if !it.next() || it.typ != unix.NLMSG_ERROR || nlError(it.data) != nil {
+		t.Fatalf("first message: type %d, error %v; want an acknowledgement", it.typ, nlError(it.data))
+	}
+	if !it.next() || !bytes.Equal(it.data, []byte{1, 2, 3}) {
+		t.Fatalf("second message data %v", it.data)
+	}
+}
