@@ -10,29 +10,31 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ipsetConn adds and deletes set members on one persistent netlink socket:
-// a request and its ACK, two system calls. The general netlink client asks
-// the kernel for its socket's address on every reply it reads, a third
-// call (and a handful of allocations) on the path of every 227 and PORT.
-// Setup opens it, so that the descriptor exists before the first hole.
-type ipsetConn struct {
+// reqConn is the manager's request socket (NETLINK_NETFILTER) for what
+// is on the path of every 227 and PORT: set members (ipset add and del)
+// and a NAT hole's nftables transaction (nftelems.go). A request and its
+// acknowledgements, no more system calls: the general netlink clients asked
+// the kernel for the socket's address, or peeked, before every reply they
+// read. Setup opens it, so that the descriptor exists before the first
+// hole.
+type reqConn struct {
 	mu sync.Mutex
 	c  *ctConn
 }
 
-// openIpsetConn opens the socket in the manager's namespace, once.
-func (m *Manager) openIpsetConn() error {
-	ic := &m.ipc
-	ic.mu.Lock()
-	defer ic.mu.Unlock()
-	if ic.c != nil {
+// openReqConn opens the request socket in the manager's namespace, once.
+func (m *Manager) openReqConn() error {
+	rc := &m.req
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.c != nil {
 		return nil
 	}
 	c, err := m.dialCtNS()
 	if err != nil {
 		return err
 	}
-	ic.c = c
+	rc.c = c
 	return nil
 }
 
@@ -40,10 +42,10 @@ func (m *Manager) openIpsetConn() error {
 // IPSET_CMD_DEL for e. No NLM_F_EXCL: adding a present member refreshes
 // it, deleting a missing one is no error.
 func (m *Manager) ipsetEntry(cmd int, e setEntry, ttl uint32) error {
-	if err := m.openIpsetConn(); err != nil {
-		return fmt.Errorf("ipset netlink socket: %w", err)
+	if err := m.openReqConn(); err != nil {
+		return fmt.Errorf("netfilter request socket: %w", err)
 	}
-	err := m.ipc.c.exchange(uint16(unix.NFNL_SUBSYS_IPSET<<8|cmd), unix.NLM_F_ACK,
+	err := m.req.c.exchange(uint16(unix.NFNL_SUBSYS_IPSET<<8|cmd), unix.NLM_F_ACK,
 		func(b []byte) []byte { return ipsetRequest(b, cmd, e, ttl) }, nil)
 	if errno, ok := err.(syscall.Errno); ok && int(errno) >= nl.IPSET_ERR_PRIVATE {
 		err = nl.IPSetError(uintptr(errno)) // ipset's own codes, with their text

@@ -99,7 +99,7 @@ type Manager struct {
 	nc        *nftables.Conn
 	nftSets   map[string]*nftables.Set // by map name (names carry the family)
 	gen       *genProbe                // the canary's shortcut (canary.go); under nftMu
-	ipc       ipsetConn                // set member adds and deletes (ipset.go)
+	req       reqConn                  // set members, NAT transactions (ipset.go)
 	// expected static lines (chain declarations ":NAME" and "-A ..." lines
 	// as iptables-save prints them), per family and table, captured after
 	// install.
@@ -249,8 +249,8 @@ func (m *Manager) Setup(ctx context.Context) error {
 	if err := m.initIPT(); err != nil {
 		return fmt.Errorf("natrules setup: %w", err)
 	}
-	if err := m.openIpsetConn(); err != nil {
-		return fmt.Errorf("natrules setup: ipset netlink socket: %w", err)
+	if err := m.openReqConn(); err != nil {
+		return fmt.Errorf("natrules setup: netfilter request socket: %w", err)
 	}
 	m.mu.Lock()
 	m.resetLocked()

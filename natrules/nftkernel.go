@@ -305,8 +305,8 @@ func (m *Manager) nftElemsLocked(f Family, es []nftElem, add, refresh bool, ttl 
 	if len(es) == 0 {
 		return nil
 	}
-	if err := m.openIpsetConn(); err != nil {
-		return fmt.Errorf("netfilter netlink socket: %w", err)
+	if err := m.openReqConn(); err != nil {
+		return fmt.Errorf("netfilter request socket: %w", err)
 	}
 	ops := make([]nftElemOp, 0, 3*len(es))
 	queue := func(del bool) {
@@ -321,7 +321,7 @@ func (m *Manager) nftElemsLocked(f Family, es []nftElem, add, refresh bool, ttl 
 	if add && refresh {
 		queue(false)
 	}
-	err := m.ipc.c.transact(len(ops), func(b []byte, seq uint32) []byte {
+	err := m.req.c.transact(len(ops), func(b []byte, seq uint32) []byte {
 		return appendNftElemBatch(b, seq, byte(nftFamily(f)), ops, ttl)
 	})
 	if err != nil {
