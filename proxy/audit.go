@@ -64,8 +64,8 @@ const (
 type LogFactory func(w io.Writer) *slog.Logger
 
 // newAuditor writes the lines through log, one by one; with newLog and out
-// it writes each round's lines to out in one write (and the rare line
-// outside a round through newLog(out)).
+// it writes each chunk's lines (see resolve) to out in one write, and the
+// rare line outside a round through newLog(out).
 func newAuditor(counter FlowCounter, log *slog.Logger, m *Metrics, newLog LogFactory, out io.Writer) *auditor {
 	a := &auditor{full: make(chan struct{}, 1), flush: make(chan chan struct{}), counter: counter, log: log, metrics: m}
 	if newLog != nil && out != nil {

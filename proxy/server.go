@@ -50,9 +50,9 @@ type Config struct {
 	// FlowCounter, if not nil, supplies byte counts for the transfer audit log.
 	FlowCounter FlowCounter
 	// AuditLog and AuditOut, if both set, make the transfer audit log
-	// write each round's lines to AuditOut in one write, formatted by a
-	// logger AuditLog builds; otherwise the lines go to the server's
-	// logger one by one.
+	// write its lines to AuditOut 32 to a write, formatted by a logger
+	// AuditLog builds; otherwise the lines go to the server's logger one
+	// by one.
 	AuditLog LogFactory
 	AuditOut io.Writer
 }
