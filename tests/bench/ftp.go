@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -227,11 +228,20 @@ func shortErr(err error) string {
 // serveRelay is the relay floor's relay, run as a child process of the
 // bench (-serve-relay "listen upstream") in the gateway namespace: the
 // least a user-space control-channel proxy can do, one goroutine per
-// direction copying bytes, half-close passed on.
-func serveRelay(spec string) error {
+// direction copying bytes, half-close passed on. With kernel set it is the
+// kernel relay floor (see kernelRelay): the same relay, whose sockets are
+// handed to an sk_skb verdict program once both are connected.
+func serveRelay(spec string, kernel bool) error {
 	listen, upstream, ok := strings.Cut(spec, " ")
 	if !ok {
 		return fmt.Errorf("-serve-relay %q: want \"listen upstream\"", spec)
+	}
+	var kr *kernelRelay
+	if kernel {
+		var err error
+		if kr, err = newKernelRelay(1 << 16); err != nil {
+			return err
+		}
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -245,23 +255,48 @@ func serveRelay(spec string) error {
 			continue
 		}
 		go func() {
-			defer c.Close()
-			s, err := net.DialTimeout("tcp", upstream, 10*time.Second)
-			if err != nil {
-				return
+			if _, err := relayConn(c.(*net.TCPConn), upstream, kr); err != nil {
+				fmt.Fprintln(os.Stderr, "relay:", err)
 			}
-			defer s.Close()
-			done := make(chan struct{})
-			go func() {
-				io.Copy(s, c)
-				s.(*net.TCPConn).CloseWrite()
-				close(done)
-			}()
-			io.Copy(c, s)
-			c.(*net.TCPConn).CloseWrite()
-			<-done
 		}()
 	}
+}
+
+// relayConn relays one client until both directions have ended and says
+// how many bytes went through user space (with a kernel relay: only what
+// arrived before the sockets were handed over).
+func relayConn(c *net.TCPConn, upstream string, kr *kernelRelay) (userBytes int64, err error) {
+	defer c.Close()
+	d, err := net.DialTimeout("tcp", upstream, 10*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	s := d.(*net.TCPConn)
+	defer s.Close()
+	copy := func(dst, src *net.TCPConn) int64 { n, _ := io.Copy(dst, src); return n }
+	if kr != nil {
+		leave, err := kr.join(c, s)
+		if err != nil {
+			return 0, err
+		}
+		defer leave()
+		// read(2), not the splice(2) io.Copy picks for TCP: splice reads
+		// the socket's own queue, past what the verdict program passes.
+		copy = func(dst, src *net.TCPConn) int64 {
+			n, _ := io.Copy(struct{ io.Writer }{dst}, struct{ io.Reader }{src})
+			drained(src, dst, 2*time.Second)
+			return n
+		}
+	}
+	up := make(chan int64)
+	go func() {
+		n := copy(s, c)
+		s.CloseWrite()
+		up <- n
+	}()
+	n := copy(c, s)
+	c.CloseWrite()
+	return n + <-up, nil
 }
 
 // serveIdle is the idle test's upstream, run as a child process of the

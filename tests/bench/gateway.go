@@ -21,11 +21,12 @@ const (
 	modeKernel
 	modeRelay
 	modeFtpalg
+	modeKernelRelay
 )
 
-var allModes = []mode{modePlain, modeKernel, modeRelay, modeFtpalg}
+var allModes = []mode{modePlain, modeKernel, modeRelay, modeKernelRelay, modeFtpalg}
 
-func (m mode) String() string { return [...]string{"plain", "kernel", "relay", "ftpalg"}[m] }
+func (m mode) String() string { return [...]string{"plain", "kernel", "relay", "ftpalg", "krelay"}[m] }
 
 func (m mode) title() string {
 	return [...]string{
@@ -33,6 +34,7 @@ func (m mode) title() string {
 		"kernel FTP helper: raw PREROUTING CT --helper ftp, default-deny FORWARD (ESTABLISHED,RELATED), MASQUERADE",
 		"relay floor: FORWARD ACCEPT, MASQUERADE, the control channel REDIRECTed through a trivial Go TCP relay on the gateway (copies bytes: no parsing, no holes)",
 		"ftpalg: default-deny FORWARD, MASQUERADE, ftpalg forward mode",
+		"kernel relay floor: the relay floor, whose two sockets per session an sk_skb verdict program (BPF sockhash) relays inside the kernel: no user space on the path",
 	}[m]
 }
 
@@ -109,7 +111,7 @@ func (g *gateway) set(m mode) error {
 	g.cur = m
 	g.flushConntrack()
 	switch m {
-	case modePlain, modeRelay:
+	case modePlain, modeRelay, modeKernelRelay:
 		rules := []string{"-P FORWARD ACCEPT", "-F FORWARD"}
 		if m == modePlain {
 			rules = append(rules, "-t nat -F POSTROUTING")
@@ -122,8 +124,8 @@ func (g *gateway) set(m mode) error {
 				return err
 			}
 		}
-		if m == modeRelay {
-			return g.startRelay()
+		if m != modePlain {
+			return g.startRelay(m == modeKernelRelay)
 		}
 	case modeKernel:
 		if err := g.ipt(helperRule); err != nil {
@@ -161,7 +163,7 @@ func (g *gateway) set(m mode) error {
 // reset undoes set and restores the bed's own ruleset.
 func (g *gateway) reset() {
 	switch g.cur {
-	case modeRelay:
+	case modeRelay, modeKernelRelay:
 		if g.relay != nil {
 			g.relay.Signal(syscall.SIGKILL, 5*time.Second)
 			g.relay = nil
@@ -187,8 +189,9 @@ func (g *gateway) reset() {
 // binary, -serve-relay) that dials the FTP server and copies bytes both
 // ways. The data connections are routed as in plain routing; the server
 // sees the control connection from the gateway and the data connections
-// from the client, hence the bed's promiscuous vsftpd.
-func (g *gateway) startRelay() error {
+// from the client, hence the bed's promiscuous vsftpd. With kernel set the
+// relay relays in the kernel (-kernel-relay, see kernelRelay).
+func (g *gateway) startRelay(kernel bool) error {
 	for _, r := range []string{
 		"-t nat -A PREROUTING -i lan0 -p tcp --dport 21 -j REDIRECT --to-ports " + relayPort,
 		"-A INPUT -p tcp --dport " + relayPort + " -j ACCEPT",
@@ -202,12 +205,19 @@ func (g *gateway) startRelay() error {
 		return err
 	}
 	upstream := netip.AddrPortFrom(bed.Server4, 21).String()
-	p, err := g.b.Start(g.b.Gateway, "relay", relayEnv, exe, "-serve-relay", ":"+relayPort+" "+upstream)
+	args := []string{"-serve-relay", ":" + relayPort + " " + upstream}
+	if kernel {
+		args = append(args, "-kernel-relay")
+	}
+	p, err := g.b.Start(g.b.Gateway, "relay", relayEnv, append([]string{exe}, args...)...)
 	if err != nil {
 		return err
 	}
 	g.relay = p
-	return g.b.WaitFor(5*time.Second, func() bool { return strings.Contains(p.Out.String(), "listening") }, "relay")
+	if err := g.b.WaitFor(5*time.Second, func() bool { return strings.Contains(p.Out.String(), "listening") }, "relay"); err != nil {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(p.Out.String()))
+	}
+	return nil
 }
 
 // sessionsStarted counts the sessions ftpalg has logged so far.

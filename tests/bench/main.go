@@ -8,6 +8,11 @@
 //	        and raw PREROUTING -p tcp --dport 21 -j CT --helper ftp
 //	ftpalg  the bed's default-deny FORWARD and MASQUERADE, ftpalg in forward mode
 //
+// and two floors, for passive files only: relay, the control channel
+// REDIRECTed through a trivial Go relay, and krelay, the same relay with
+// its sockets handed to a BPF sockmap verdict program that relays in the
+// kernel (what relaying costs in user space, and without it).
+//
 // and for passive and active mode: bulk MB/s of one large download (curl,
 // best of N), files/s of many 1 KiB files in one control session (a Go
 // client; one curl run with every URL is shown for reference), sessions/s
@@ -54,11 +59,12 @@ func main() {
 	flag.IntVar(&o.conc, "conc", 64, "concurrent sessions of the load generator")
 	flag.IntVar(&o.idle, "idle", 10000, "idle sessions to hold (ftpalg)")
 	only := flag.String("only", "bulk,files,sessions,idle", "metrics to run, comma-separated")
-	modes := flag.String("modes", "plain,kernel,relay,ftpalg", "gateways to measure, comma-separated (relay: the relay floor, files only)")
+	modes := flag.String("modes", "plain,kernel,relay,krelay,ftpalg", "gateways to measure, comma-separated (relay, krelay: the user-space and kernel relay floors, passive files only)")
 	flag.StringVar(&o.out, "out", "/tmp/bench-results.md", "write the results (markdown) here too")
-	hold := flag.String("hold", "", "debug: set the gateway up as plain, kernel or ftpalg, print the namespaces and wait for Ctrl-C")
+	hold := flag.String("hold", "", "debug: set the gateway up as plain, kernel, relay, krelay or ftpalg, print the namespaces and wait for Ctrl-C")
 	serveIdleAddr := flag.String("serve-idle", "", "internal: run the idle test's upstream server on this address")
 	serveRelaySpec := flag.String("serve-relay", "", "internal: run the relay floor's relay, \"listen upstream\"")
+	serveKernelRelay := flag.Bool("kernel-relay", false, "internal: with -serve-relay, relay in the kernel (sockmap verdict program)")
 	filesClientSpec := flag.String("files-client", "", "internal: run the files client in this namespace, \"server passive|active n\"")
 	flag.Parse()
 	if *filesClientSpec != "" {
@@ -68,7 +74,7 @@ func main() {
 		return
 	}
 	if *serveRelaySpec != "" {
-		if err := serveRelay(*serveRelaySpec); err != nil {
+		if err := serveRelay(*serveRelaySpec, *serveKernelRelay); err != nil {
 			fatalf("%v", err)
 		}
 		return
@@ -275,12 +281,20 @@ func measure(b *bed.Bed, g *gateway, o opts, r *results) error {
 func measureRound(b *bed.Bed, g *gateway, m mode, o opts, r *results, round int, last bool) error {
 	logf("=== round %d/%d: %s", round+1, o.reps, m.title())
 	if err := g.set(m); err != nil {
+		if m == modeKernelRelay && o.only["files"] {
+			// A kernel without sockmap support: the floor is missing,
+			// not the product.
+			g.reset()
+			r.sample(m, "files", xferPassive, 0, "", err)
+			logf("%s: %v", m, err)
+			return nil
+		}
 		return err
 	}
 	defer g.reset()
 	for _, passive := range []bool{true, false} {
 		x := xferOf(passive)
-		if m == modeRelay {
+		if m == modeRelay || m == modeKernelRelay {
 			// The floor of what relaying the control channel in user
 			// space costs: only the metric where the relay is on the path
 			// of every step, passive only (see bed.NewWith above).

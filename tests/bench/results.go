@@ -101,8 +101,8 @@ func (r *results) cellText(m mode, metric string, x xfer) string {
 func (r *results) markdown() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "## ftpalg benchmark (`make bench`)\n\n")
-	fmt.Fprintf(&sb, "| metric | mode | plain routing | kernel helper | relay floor | ftpalg | ftpalg/kernel | relay floor/kernel | target | result |\n")
-	fmt.Fprintf(&sb, "|---|---|--:|--:|--:|--:|--:|--:|---|---|\n")
+	fmt.Fprintf(&sb, "| metric | mode | plain routing | kernel helper | relay floor | kernel relay floor | ftpalg | ftpalg/kernel | relay floor/kernel | kernel relay floor/kernel | target | result |\n")
+	fmt.Fprintf(&sb, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|\n")
 	for _, rw := range rows {
 		if !r.o.only[rw.metric] {
 			continue
@@ -120,13 +120,15 @@ func (r *results) markdown() string {
 		} else if f != nil && !f.set {
 			verdict = "MISS (error)"
 		}
-		floor := "—"
-		if rl := r.cells[key{modeRelay, rw.metric, rw.x}]; rl != nil && rl.set && k != nil && k.set && k.v > 0 {
-			floor = fmt.Sprintf("%.2f", rl.v/k.v)
+		floor := func(m mode) string {
+			if rl := r.cells[key{m, rw.metric, rw.x}]; rl != nil && rl.set && k != nil && k.set && k.v > 0 {
+				return fmt.Sprintf("%.2f", rl.v/k.v)
+			}
+			return "—"
 		}
-		fmt.Fprintf(&sb, "| %s (%s) | %s | %s | %s | %s | %s | %s | %s | ≥ %.2f× kernel | %s |\n", rw.label, rw.unit, rw.x,
+		fmt.Fprintf(&sb, "| %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | ≥ %.2f× kernel | %s |\n", rw.label, rw.unit, rw.x,
 			r.cellText(modePlain, rw.metric, rw.x), r.cellText(modeKernel, rw.metric, rw.x), r.cellText(modeRelay, rw.metric, rw.x),
-			r.cellText(modeFtpalg, rw.metric, rw.x), ratio, floor, rw.target, verdict)
+			r.cellText(modeKernelRelay, rw.metric, rw.x), r.cellText(modeFtpalg, rw.metric, rw.x), ratio, floor(modeRelay), floor(modeKernelRelay), rw.target, verdict)
 	}
 	if r.o.only["idle"] {
 		val, verdict := "—", "n/a"
@@ -190,7 +192,8 @@ func (r *results) markdown() string {
 		"One curl invocation with all URLs (`--ftp-method nocwd`, one control connection, counted by its local port) is shown for reference, not scored: curl 7.88 sometimes waits exactly 1 s between a 229 reply and its data connect (no loss or retransmission in the bed; seen with plain routing too). "+
 		"Sessions/s = sessions whose 1 KiB file arrived complete (then 226 and 221) / run time, %d concurrent Go clients using PASV or PORT for %s; vsftpd's listen backlog (32) overflows at this concurrency in every mode, see the TCP counters. "+
 		"Idle = Go client holds sessions greeted 220 end to end through ftpalg by a Go server (a child process) on the WAN outsider host 198.51.100.66:21, because vsftpd forks per session; RSS = VmRSS of the ftpalg process. "+
-		"Relay floor = FORWARD open and the bed's MASQUERADE kept (the kernel helper and ftpalg NAT every data connection too), the control channel REDIRECTed through a trivial Go TCP relay (this bench binary, -serve-relay: a goroutine per direction copying bytes, no parsing, no holes, the same GOMAXPROCS=1 and GODEBUG as ftpalg); it measures what relaying the control channel in user space costs on this machine, passive files only; vsftpd runs with pasv_promiscuous=YES in every mode, because the relay's server sees the control connection from the gateway and the data from the client (port_promiscuous=YES breaks vsftpd's active mode in this bed). "+
+		"Relay floor = FORWARD open and the bed's MASQUERADE kept (the kernel helper and ftpalg NAT every data connection too), the control channel REDIRECTed through a trivial Go TCP relay (this bench binary, -serve-relay: a goroutine per direction copying bytes, no parsing, no holes, the same GOMAXPROCS=1 and GODEBUG as ftpalg); it measures what relaying the control channel in user space costs on this machine, passive files only. "+
+		"Kernel relay floor = the same relay, whose two sockets per session go into a BPF sockhash once both are connected; an sk_skb verdict program redirects every segment to the other socket inside the kernel, so no byte reaches user space after the greeting (-serve-relay -kernel-relay); it measures what terminating the control connection on the gateway costs when user space is off the path, passive files only; vsftpd runs with pasv_promiscuous=YES in every mode, because the relay's server sees the control connection from the gateway and the data from the client (port_promiscuous=YES breaks vsftpd's active mode in this bed). "+
 		"ftpalg runs with its defaults except FTPALG_LOG_LEVEL=info and FTPALG_MAX_SESSIONS; the kernel helper mode also accepts NEW tcp/21 from lan0 to wan0 in FORWARD (the control connection); "+
 		"the client namespace has ip_local_port_range 1024-65535 and tcp_tw_reuse=1 (all modes).\n", r.o.reps, r.o.conc, r.o.duration)
 	fmt.Fprintf(&sb, "\n### Machine\n\n")
