@@ -8,11 +8,6 @@
 //	        and raw PREROUTING -p tcp --dport 21 -j CT --helper ftp
 //	ftpalg  the bed's default-deny FORWARD and MASQUERADE, ftpalg in forward mode
 //
-// and two floors, for passive files only: relay, the control channel
-// REDIRECTed through a trivial Go relay, and krelay, the same relay with
-// its sockets handed to a BPF sockmap verdict program that relays in the
-// kernel (what relaying costs in user space, and without it).
-//
 // and for passive and active mode: bulk MB/s of one large download (curl,
 // best of N), files/s of many 1 KiB files in one control session (a Go
 // client; one curl run with every URL is shown for reference), sessions/s
@@ -20,6 +15,11 @@
 // ftpalg, the concurrent idle sessions held and the daemon's RSS. The
 // gateways are measured in interleaved rounds; see results.go for what the
 // table says and -h for the flags (-quick, -only, -modes, -hold).
+//
+// Two floors are measured too, for passive files only: relay, the control
+// channel REDIRECTed through a trivial Go relay, and krelay, the same relay
+// with its sockets handed to a BPF sockmap verdict program that relays in
+// the kernel (what relaying costs in user space, and without it).
 package main
 
 import (
@@ -295,9 +295,10 @@ func measureRound(b *bed.Bed, g *gateway, m mode, o opts, r *results, round int,
 	for _, passive := range []bool{true, false} {
 		x := xferOf(passive)
 		if m == modeRelay || m == modeKernelRelay {
-			// The floor of what relaying the control channel in user
-			// space costs: only the metric where the relay is on the path
-			// of every step, passive only (see bed.NewWith above).
+			// The floors of what relaying the control channel costs, in
+			// user space and in the kernel: only the metric where the
+			// relay is on the path of every step, passive only (see
+			// bed.NewWith above).
 			if o.only["files"] && passive {
 				v, note, err := files(b, g, passive, o)
 				r.sample(m, "files", x, v, note, err)
