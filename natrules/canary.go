@@ -34,7 +34,7 @@ type genProbe struct {
 
 // nftGeneration asks the kernel for the nf_tables ruleset generation.
 func (c *ctConn) nftGeneration() (uint32, error) {
-	data, err := c.roundTrip(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETGEN, 0, nfgenHeader(unix.AF_UNSPEC, 0))
+	data, err := c.roundTrip(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETGEN, 0, appendNfgen(nil, unix.AF_UNSPEC, 0))
 	if err != nil {
 		return 0, fmt.Errorf("nftables getgen: %w", err)
 	}

@@ -348,7 +348,7 @@ func ctRequest(b []byte, f ctFlow) []byte {
 	if f.src.Is6() {
 		fam = unix.AF_INET6
 	}
-	b = append(b, fam, unix.NFNETLINK_V0, 0, 0)
+	b = appendNfgen(b, fam, 0)
 	return appendCtTuple(b, f.src, f.dst, f.sport, f.dport)
 }
 

@@ -145,7 +145,7 @@ func (l *flowLog) config(seq uint32, attrs []netlink.Attribute) error {
 	if err != nil {
 		return err
 	}
-	body := append(nfgenHeader(unix.AF_UNSPEC, l.group), data...)
+	body := append(appendNfgen(nil, unix.AF_UNSPEC, l.group), data...)
 	msg := make([]byte, unix.NLMSG_HDRLEN, unix.NLMSG_HDRLEN+len(body))
 	binary.NativeEndian.PutUint32(msg[0:], uint32(unix.NLMSG_HDRLEN+len(body)))
 	binary.NativeEndian.PutUint16(msg[4:], nfnlSubsysULOG<<8|nfulnlMsgConfig)
@@ -254,11 +254,6 @@ func (l *flowLog) drain() {
 // running says whether the log is read.
 func (l *flowLog) running() bool {
 	return l != nil && !l.closed.Load() && !l.failed.Load()
-}
-
-// nfgenHeader is struct nfgenmsg; res_id is big-endian.
-func nfgenHeader(family uint8, resID uint16) []byte {
-	return []byte{family, unix.NFNETLINK_V0, byte(resID >> 8), byte(resID)}
 }
 
 // trusted says whether the log can be taken as complete: it runs and has

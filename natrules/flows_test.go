@@ -18,7 +18,7 @@ func nflogMsg(t *testing.T, family uint8, pkt []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return append(nfgenHeader(family, 2121), attrs...)
+	return append(appendNfgen(nil, family, 2121), attrs...)
 }
 
 func ipv4SYN(ihl int, proto byte, src, dst string, sport, dport uint16) []byte {

@@ -56,7 +56,7 @@ func (m *Manager) ipsetEntry(cmd int, e setEntry, ttl uint32) error {
 // ipsetRequest appends the body of an add or del of e: the attributes
 // `ipset add SET src,tcp:port,dst timeout ttl` sends.
 func ipsetRequest(b []byte, cmd int, e setEntry, ttl uint32) []byte {
-	b = append(b, unix.AF_NETLINK, unix.NFNETLINK_V0, 0, 0)
+	b = appendNfgen(b, unix.AF_NETLINK, 0)
 	b = appendAttr(b, nl.IPSET_ATTR_PROTOCOL, nl.IPSET_PROTOCOL)
 	b = appendStringAttr(b, nl.IPSET_ATTR_SETNAME, e.Set)
 	b, data := beginNest(b, nl.IPSET_ATTR_DATA)

@@ -40,7 +40,7 @@ const (
 // acknowledgement) and a batch end.
 func appendNftElemBatch(b []byte, seq uint32, family byte, ops []nftElemOp, ttl time.Duration) []byte {
 	b, at := beginMsg(b, unix.NFNL_MSG_BATCH_BEGIN, 0, seq)
-	b = append(b, unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES)
+	b = appendNfgen(b, unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)
 	b = endMsg(b, at)
 	for i, op := range ops {
 		// (CREATE on deletes too, as the nftables client sends them.)
@@ -49,7 +49,7 @@ func appendNftElemBatch(b []byte, seq uint32, family byte, ops []nftElemOp, ttl 
 			typ = unix.NFT_MSG_DELSETELEM
 		}
 		b, at = beginMsg(b, unix.NFNL_SUBSYS_NFTABLES<<8|typ, flags, seq+1+uint32(i))
-		b = append(b, family, unix.NFNETLINK_V0, 0, 0)
+		b = appendNfgen(b, family, 0)
 		b = appendStringAttr(b, nftaSetElemListSet, op.e.Map)
 		b = appendAttr(b, nftaSetElemListSetID, 0, 0, 0, 0)
 		b = appendStringAttr(b, nftaSetElemListTable, nftTableName)
@@ -73,7 +73,7 @@ func appendNftElemBatch(b []byte, seq uint32, family byte, ops []nftElemOp, ttl 
 		b = endMsg(b, at)
 	}
 	b, at = beginMsg(b, unix.NFNL_MSG_BATCH_END, 0, seq+1+uint32(len(ops)))
-	b = append(b, unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES)
+	b = appendNfgen(b, unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)
 	return endMsg(b, at)
 }
 

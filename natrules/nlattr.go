@@ -86,11 +86,7 @@ func (it *attrIter) next() bool {
 	}
 	it.typ = binary.NativeEndian.Uint16(it.b[2:4]) & nlaTypeMask
 	it.val = it.b[nlaHdrLen:l]
-	if a := nlaAlign(l); a < len(it.b) {
-		it.b = it.b[a:]
-	} else {
-		it.b = nil
-	}
+	it.b = it.b[min(nlaAlign(l), len(it.b)):]
 	return true
 }
 
@@ -108,6 +104,12 @@ func beginMsg(b []byte, typ, flags uint16, seq uint32) ([]byte, int) {
 func endMsg(b []byte, at int) []byte {
 	binary.NativeEndian.PutUint32(b[at:], uint32(len(b)-at))
 	return b
+}
+
+// appendNfgen appends struct nfgenmsg, the header of every nfnetlink
+// message body; res_id is big-endian.
+func appendNfgen(b []byte, family uint8, resID uint16) []byte {
+	return append(b, family, unix.NFNETLINK_V0, byte(resID>>8), byte(resID))
 }
 
 // msgIter walks the netlink messages of one datagram without copying:

@@ -52,7 +52,7 @@ func refIpset(cmd int, e setEntry, ttl uint32) []byte {
 	data.AddChild(nl.NewRtAttr(nl.IPSET_ATTR_PROTO, nl.Uint8Attr(unix.IPPROTO_TCP)))
 	data.AddChild(nl.NewRtAttr(int(nl.IPSET_ATTR_PORT|nl.NLA_F_NET_BYTEORDER), binary.BigEndian.AppendUint16(nil, e.Port)))
 	data.AddChild(&nl.Uint32Attribute{Type: nl.IPSET_ATTR_LINENO | nl.NLA_F_NET_BYTEORDER, Value: 0})
-	body := nfgenHeader(unix.AF_NETLINK, 0)
+	body := (&nl.Nfgenmsg{NfgenFamily: unix.AF_NETLINK, Version: nl.NFNETLINK_V0}).Serialize()
 	body = append(body, nl.NewRtAttr(nl.IPSET_ATTR_PROTOCOL, nl.Uint8Attr(nl.IPSET_PROTOCOL)).Serialize()...)
 	body = append(body, nl.NewRtAttr(nl.IPSET_ATTR_SETNAME, nl.ZeroTerminated(e.Set)).Serialize()...)
 	return append(body, data.Serialize()...)
@@ -108,7 +108,7 @@ func TestParseCtFlow(t *testing.T) {
 		a.AddRtAttr(ctaCountersBytes, binary.BigEndian.AppendUint64(nil, n))
 		return a.Serialize()
 	}
-	msg := nfgenHeader(unix.AF_INET, 0)
+	msg := (&nl.Nfgenmsg{NfgenFamily: unix.AF_INET, Version: nl.NFNETLINK_V0}).Serialize()
 	msg = append(msg, refCtTuple(src, dst, 40001, 50000)...)
 	msg = append(msg, nl.NewRtAttr(nl.CTA_STATUS, binary.BigEndian.AppendUint32(nil, 0x18e)).Serialize()...)
 	msg = append(msg, counters(nl.CTA_COUNTERS_ORIG, 1000)...)
