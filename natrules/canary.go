@@ -21,9 +21,9 @@ const fullCheckInterval = 30 * time.Second
 // iptables or nft command, a firewall reload, a flush) commits an nf_tables
 // transaction and bumps the ruleset generation, so one GETGEN request says
 // whether anything changed. ftpalg's own map updates bump it too; it counts
-// its commits (nftFlushLocked, nftElemsLocked) and only a difference between the two
-// triggers the full check. A false alarm costs one full check, never a
-// missed one: the comparison stays the judge.
+// its commits (nftFlushLocked, nftElemsLocked) and only a difference
+// between the two triggers the full check. A false alarm costs one full
+// check, never a missed one: the comparison stays the judge.
 
 // genProbe is the state of the generation probe; nil when unusable.
 type genProbe struct {

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -145,13 +144,8 @@ func (l *flowLog) config(seq uint32, attrs []netlink.Attribute) error {
 	if err != nil {
 		return err
 	}
-	body := append(appendNfgen(nil, unix.AF_UNSPEC, l.group), data...)
-	msg := make([]byte, unix.NLMSG_HDRLEN, unix.NLMSG_HDRLEN+len(body))
-	binary.NativeEndian.PutUint32(msg[0:], uint32(unix.NLMSG_HDRLEN+len(body)))
-	binary.NativeEndian.PutUint16(msg[4:], nfnlSubsysULOG<<8|nfulnlMsgConfig)
-	binary.NativeEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK)
-	binary.NativeEndian.PutUint32(msg[8:], seq)
-	msg = append(msg, body...)
+	msg, at := beginMsg(nil, nfnlSubsysULOG<<8|nfulnlMsgConfig, unix.NLM_F_ACK, seq)
+	msg = endMsg(append(appendNfgen(msg, unix.AF_UNSPEC, l.group), data...), at)
 	if err := unix.Sendto(l.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return err
 	}
@@ -160,21 +154,14 @@ func (l *flowLog) config(seq uint32, attrs []netlink.Attribute) error {
 		if err != nil {
 			return err
 		}
-		msgs, err := syscall.ParseNetlinkMessage(l.buf[:n])
-		if err != nil {
-			return err
+		it := msgIter{b: l.buf[:n]}
+		for it.next() {
+			if it.typ == unix.NLMSG_ERROR && it.seq == seq {
+				return nlError(it.data)
+			}
 		}
-		for _, m := range msgs {
-			if m.Header.Type != unix.NLMSG_ERROR || m.Header.Seq != seq {
-				continue
-			}
-			if len(m.Data) < 4 {
-				return errors.New("short netlink error")
-			}
-			if e := int32(binary.NativeEndian.Uint32(m.Data)); e != 0 {
-				return unix.Errno(-e)
-			}
-			return nil
+		if it.bad {
+			return errors.New("malformed netlink reply")
 		}
 	}
 }
