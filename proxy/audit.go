@@ -47,11 +47,12 @@ type auditor struct {
 	log     *slog.Logger // lines written one by one
 	metrics *Metrics
 
+	attrs []slog.Attr // the round goroutine's scratch for one line
+
 	// Batching, used by the round goroutine only; batch nil: off.
 	batch *slog.Logger // formats into buf
 	buf   bytes.Buffer
 	out   io.Writer
-	attrs []slog.Attr
 }
 
 const (
@@ -196,16 +197,16 @@ func (a *auditor) resolveChunk(recs []auditRecord) {
 			}
 		}
 	}
-	if a.batch == nil {
-		for i, r := range recs {
-			a.write(a.log, nil, r, bytes[i], counted && r.hasHole)
-		}
-		return
+	log := a.log
+	if a.batch != nil {
+		log = a.batch
 	}
 	for i, r := range recs {
-		a.attrs = a.write(a.batch, a.attrs[:0], r, bytes[i], counted && r.hasHole)
+		a.attrs = a.write(log, a.attrs[:0], r, bytes[i], counted && r.hasHole)
 	}
-	a.flushBuf()
+	if a.batch != nil {
+		a.flushBuf()
+	}
 }
 
 func (a *auditor) flushBuf() {

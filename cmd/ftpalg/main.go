@@ -69,10 +69,11 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	level := new(slog.LevelVar)
 	lvl, _ := config.ParseLevel(cfg.LogLevel)
 	level.Set(lvl)
-	log := newLogger(cfg, level, stderr)
+	logOut := &syncWriter{w: stderr}
+	log := newLogger(cfg, level, logOut)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d := &daemon{cfg: cfg, log: log, level: level, logOut: stderr}
+	d := &daemon{cfg: cfg, log: log, level: level, logOut: logOut}
 	if err := d.serve(ctx); err != nil {
 		log.Error("ftpalg stopped", "err", err)
 		return 1
@@ -86,6 +87,21 @@ func newLogger(cfg *config.Config, level *slog.LevelVar, w io.Writer) *slog.Logg
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// syncWriter makes each Write whole: the daemon's log and the transfer
+// log's batches (kilobytes, written at once) share one output, and a
+// write larger than a pipe's atomic size would otherwise be split by
+// another writer's line whenever the reader falls behind.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 // daemon holds what a reload touches.
