@@ -108,22 +108,32 @@ type Policy struct {
 	// AllowLoopbackServer permits a loopback Server (sidecar mode, where the
 	// server shares the proxy's network namespace).
 	AllowLoopbackServer bool
+	// MaxRefusedRun ends the session (421) when this many client lines in
+	// a row were refused locally: a peer that only sends bad lines gets
+	// nothing more out of the gateway than a closed connection. Any line
+	// relayed to the server resets the run. 0 means no limit.
+	MaxRefusedRun int
 }
 
 // DefaultPolicy returns the safe defaults.
 func DefaultPolicy() Policy {
-	return Policy{Mode: ModeForward, MaxLine: 512, MaxReply: 64 << 10, FixupPassive: true, TLS: TLSDeny}
+	return Policy{Mode: ModeForward, MaxLine: 512, MaxReply: 64 << 10, FixupPassive: true, TLS: TLSDeny, MaxRefusedRun: 16}
 }
 
 // ErrPoolExhausted is returned by an Allocator with no free port.
 var ErrPoolExhausted = errors.New("data port pool exhausted")
 
-// Allocator lends gateway ports for translated data endpoints. The engine
-// calls Release exactly once for every port it was given, when the hole that
-// holds it is revoked (see Action.Revoke and Session.Close) or fails.
+// Allocator lends gateway ports for translated data endpoints, per peer: the
+// host that will connect through the hole (Hole.From: the server for
+// PORT/EPRT, the client for 227/229). The kernel keys every hole by source,
+// destination and port, so a port held for one peer may be lent at the same
+// time for another, never twice for the same one. The engine calls Release
+// exactly once for every port it was given, with the same peer, when the
+// hole that holds it is revoked (see Action.Revoke and Session.Close) or
+// fails.
 type Allocator interface {
-	Allocate() (uint16, error)
-	Release(port uint16)
+	Allocate(peer netip.Addr) (uint16, error)
+	Release(peer netip.Addr, port uint16)
 }
 
 // Kind names the negotiation that produced a hole.
@@ -150,9 +160,11 @@ type Hole struct {
 	To   netip.AddrPort // destination as the SYN arrives at the gateway
 	DNAT netip.AddrPort // if valid, the destination is rewritten to this
 	SNAT netip.Addr     // if valid, the source is rewritten to this
-	// PoolPort is the allocated port this hole holds (0 if none); the engine
-	// releases it when the hole is revoked.
+	// PoolPort is the allocated port this hole holds (0 if none), lent for
+	// From; the engine releases it when the hole is revoked.
 	PoolPort uint16
+
+	seq uint64 // sequence number of the command that produced it
 }
 
 // Verdict is what to do with one input line.
@@ -205,7 +217,9 @@ type Action struct {
 	// fails the caller must not send Output; it calls Session.OpenFailed and
 	// sends the line that returns to the client instead (fail closed).
 	Open *Hole
-	// Revoke lists holes that are superseded and must be removed.
+	// Revoke lists holes that are superseded or used up and must be
+	// removed. Holes are revoked in the server's order: a reply revokes
+	// only holes older than the command it answers.
 	Revoke []Hole
 	// Transfer, if not nil, reports the start (client command forwarded) or
 	// end (server's final reply) of a data transfer, for the audit log.
@@ -239,8 +253,10 @@ type Transfer struct {
 //	    validates p and peers (e.g. a loopback server without AllowLoopbackServer)
 //	func (s *Session) Feed(from Side, data []byte, emit func(Action) error) error
 //	    frames data (any split) into lines and calls emit once per complete
-//	    line, in order; partial lines are buffered. It returns emit's first
-//	    error, or ErrEnded after an End action was emitted.
+//	    line, in order, except the continuation lines of a 227-/229- reply,
+//	    which are held back (the client gets one canonical line); partial
+//	    lines are buffered. It returns emit's first error, or ErrEnded after
+//	    an End action was emitted.
 //	func (s *Session) OpenFailed(h Hole) []byte
 //	    forgets h, releases its pool port, returns the 4xx line for the
 //	    client; may be called from inside emit.

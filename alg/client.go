@@ -44,7 +44,7 @@ func (s *Session) clientLine(raw, text []byte, flags uint8) Action {
 	case vUSER:
 		return s.forward(raw, entry{kind: cmdUSER})
 	case vREIN:
-		return s.forward(raw, entry{kind: cmdREIN})
+		return s.forward(raw, entry{kind: cmdREIN, seq: s.nextSeq()})
 	case vTransfer:
 		a := s.forward(raw, entry{kind: cmdTransfer})
 		if a.Verdict == Forward {
@@ -116,12 +116,13 @@ func (s *Session) passive(kind verb, raw, arg []byte) Action {
 	if s.pending.full() {
 		return s.end(RefusedState, "too many commands awaiting a reply")
 	}
-	a := Action{Verdict: Forward, Output: raw}
 	if e.kind != cmdOther {
-		a.Revoke = s.revokeAll()
+		// Nothing is revoked yet: the server may still use the current
+		// endpoint for commands sent before this one. Its 227/229 will.
+		e.seq = s.nextSeq()
 	}
 	s.pending.push(e)
-	return a
+	return Action{Verdict: Forward, Output: raw}
 }
 
 // active handles PORT and EPRT: checked against the client's control
@@ -131,16 +132,11 @@ func (s *Session) active(kind verb, raw, arg []byte) Action {
 		return a
 	}
 	if s.pending.full() {
-		// Checked first: an End must not carry revocations, which the
-		// proxy may not act on; Close returns the holes instead.
 		return s.end(RefusedState, "too many commands awaiting a reply")
 	}
-	// Whatever comes of it, the client has moved on from its previous
-	// data endpoint.
-	revoked := s.revokeAll()
-	a := s.activeChecked(kind, arg)
-	a.Revoke = revoked
-	return a
+	// Nothing is revoked here: commands sent before this one may still
+	// use the current endpoint. The server's 2xx to it will.
+	return s.activeChecked(kind, arg)
 }
 
 func (s *Session) activeChecked(kind verb, arg []byte) Action {
@@ -167,12 +163,14 @@ func (s *Session) activeChecked(kind verb, arg []byte) Action {
 	if !s.holeOK(&h) {
 		return answer(msgForbiddenAddr, RefusedAddress, "data endpoint on a forbidden address")
 	}
-	p, err := s.allocate()
+	p, err := s.allocate(s.server) // the server connects through it
 	if err != nil {
 		return answer(msgNoPort, RefusedPool, err.Error())
 	}
-	open := s.addHole(s.activeHole(hk, ap, p))
-	s.pending.push(entry{kind: cmdPORT, hole: open.ID})
+	h = s.activeHole(hk, ap, p)
+	h.seq = s.nextSeq()
+	open := s.addHole(h)
+	s.pending.push(entry{kind: cmdPORT, hole: open.ID, seq: h.seq})
 	adv := s.activeAdvert(p)
 	if hk == KindPORT && adv.Addr().Is4() {
 		s.out = parse.AppendPORT(s.out[:0], adv)
@@ -184,12 +182,11 @@ func (s *Session) activeChecked(kind verb, arg []byte) Action {
 }
 
 // startTransfer remembers the transfer command for its end event. The hole
-// is the newest outstanding one: the PASV/PORT that precedes the command.
+// is the server's current data endpoint, as far as its replies so far tell
+// (the end event names the one in force when the transfer ended).
 func (s *Session) startTransfer(verb, arg []byte) *Transfer {
 	t := &Transfer{Phase: TransferStart, Command: string(bytes.ToUpper(verb)), Arg: string(arg)}
-	if n := len(s.holes); n > 0 {
-		t.Hole, t.HasHole = s.holes[n-1], true
-	}
+	t.Hole, t.HasHole = s.hole(s.current)
 	s.xfer = *t
 	return t
 }

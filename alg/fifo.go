@@ -19,6 +19,9 @@ const (
 type entry struct {
 	kind cmdKind
 	hole uint64 // cmdPORT: ID of the hole opened for it
+	// seq numbers data negotiation commands (PASV, EPSV, PORT, EPRT) and
+	// REIN in the order sent; 0 for the others.
+	seq uint64
 }
 
 // fifo holds the commands the server has not answered yet, oldest first,

@@ -9,37 +9,46 @@ import (
 )
 
 // checkAlloc is a fake Allocator that fails the test on a double or unknown
-// release, and can be told to run dry.
+// release (or one for another peer), and can be told to run dry.
 type checkAlloc struct {
 	t    testing.TB
 	next uint16
-	live map[uint16]bool
+	live map[lent]bool
 	dry  bool
 	n    int // allocations so far
 }
 
-func newCheckAlloc(t testing.TB) *checkAlloc {
-	return &checkAlloc{t: t, next: 40000, live: map[uint16]bool{}}
+// lent is one port lent for one peer.
+type lent struct {
+	peer netip.Addr
+	port uint16
 }
 
-func (a *checkAlloc) Allocate() (uint16, error) {
+func newCheckAlloc(t testing.TB) *checkAlloc {
+	return &checkAlloc{t: t, next: 40000, live: map[lent]bool{}}
+}
+
+func (a *checkAlloc) Allocate(peer netip.Addr) (uint16, error) {
 	if a.dry {
 		return 0, ErrPoolExhausted
+	}
+	if !peer.IsValid() {
+		a.t.Errorf("Allocate for an invalid peer")
 	}
 	a.n++
 	a.next++
 	if a.next < 40000 {
 		a.next = 40000
 	}
-	a.live[a.next] = true
+	a.live[lent{peer, a.next}] = true
 	return a.next, nil
 }
 
-func (a *checkAlloc) Release(p uint16) {
-	if !a.live[p] {
-		a.t.Errorf("Release(%d): port not lent or released twice", p)
+func (a *checkAlloc) Release(peer netip.Addr, p uint16) {
+	if !a.live[lent{peer, p}] {
+		a.t.Errorf("Release(%v, %d): port not lent for this peer, or released twice", peer, p)
 	}
-	delete(a.live, p)
+	delete(a.live, lent{peer, p})
 }
 
 var (
@@ -249,7 +258,7 @@ func (x *tester) holeMatchesTable(h Hole) error {
 	c, cf, sf, sv := x.peers.Client.Addr(), x.peers.ClientFacing.Addr(), x.peers.ServerFacing.Addr(), x.peers.Server.Addr()
 	active := h.Kind == KindPORT || h.Kind == KindEPRT
 	fwd := x.pol.Mode == ModeForward
-	pool := h.PoolPort >= 1024 && x.alloc.live[h.PoolPort]
+	pool := h.PoolPort >= 1024 && x.alloc.live[lent{h.From, h.PoolPort}]
 	switch {
 	case active:
 		wantSNAT := netip.Addr{}

@@ -4,6 +4,7 @@ import "testing"
 
 func TestPassiveReplies(t *testing.T) {
 	const fixed = "227 Entering Passive Mode (203,0,113,5,195,80).\r\n"
+	const canon = fixed // every 227/229 the client gets is the canonical line
 	cases := []struct {
 		name    string
 		mode    Mode
@@ -15,8 +16,8 @@ func TestPassiveReplies(t *testing.T) {
 		hole    string // "from>to" or "from>to>dnat"; "" for none
 	}{
 		{"227 parens", ModeForward, "PASV", "227 Entering Passive Mode (203,0,113,5,195,80).\r\n", Forward, "", "227 Entering Passive Mode (203,0,113,5,195,80).\r\n", "192.168.1.10>203.0.113.5:50000"},
-		{"227 no parens", ModeForward, "PASV", "227 Entering Passive Mode 203,0,113,5,195,80\r\n", Forward, "", "227 Entering Passive Mode 203,0,113,5,195,80\r\n", "192.168.1.10>203.0.113.5:50000"},
-		{"227 no parens trailing dot", ModeForward, "PASV", "227 =203,0,113,5,195,80.\r\n", Forward, "", "227 =203,0,113,5,195,80.\r\n", "192.168.1.10>203.0.113.5:50000"},
+		{"227 no parens", ModeForward, "PASV", "227 Entering Passive Mode 203,0,113,5,195,80\r\n", Rewrite, "", canon, "192.168.1.10>203.0.113.5:50000"},
+		{"227 no parens trailing dot", ModeForward, "PASV", "227 =203,0,113,5,195,80.\r\n", Rewrite, "", canon, "192.168.1.10>203.0.113.5:50000"},
 		{"227 private fixed up", ModeForward, "PASV", "227 Entering Passive Mode (10,1,2,3,195,80)\r\n", Rewrite, "", fixed, "192.168.1.10>203.0.113.5:50000"},
 		{"227 loopback fixed up", ModeForward, "PASV", "227 Entering Passive Mode (127,0,0,1,195,80)\r\n", Rewrite, "", fixed, "192.168.1.10>203.0.113.5:50000"},
 		{"227 unspecified fixed up", ModeForward, "pasv", "227 Entering Passive Mode (0,0,0,0,195,80)\r\n", Rewrite, "", fixed, "192.168.1.10>203.0.113.5:50000"},
@@ -30,7 +31,7 @@ func TestPassiveReplies(t *testing.T) {
 		{"227 unclosed paren", ModeForward, "PASV", "227 Entering Passive Mode (203,0,113,5,195,80\r\n", Rewrite, RefusedMalformed, string(msgBadPassive), ""},
 		{"227 no fixup policy", ModeForward, "PASV", "227 Entering Passive Mode (10,1,2,3,195,80)\r\n", Rewrite, RefusedAddress, string(msgBadPassive), ""},
 		{"229 ok", ModeForward, "EPSV", "229 Entering Extended Passive Mode (|||50000|)\r\n", Forward, "", "229 Entering Extended Passive Mode (|||50000|)\r\n", "192.168.1.10>203.0.113.5:50000"},
-		{"229 other delimiter", ModeForward, "EPSV", "229 ok (!!!50000!).\r\n", Forward, "", "229 ok (!!!50000!).\r\n", "192.168.1.10>203.0.113.5:50000"},
+		{"229 other delimiter", ModeForward, "EPSV", "229 ok (!!!50000!).\r\n", Rewrite, "", "229 Entering Extended Passive Mode (|||50000|)\r\n", "192.168.1.10>203.0.113.5:50000"},
 		{"229 non-blank fields", ModeForward, "EPSV", "229 Entering Extended Passive Mode (|1|8.8.8.8|50000|)\r\n", Rewrite, RefusedMalformed, string(msgBadPassive), ""},
 		{"229 port 0", ModeForward, "EPSV", "229 Entering Extended Passive Mode (|||0|)\r\n", Rewrite, RefusedMalformed, string(msgBadPassive), ""},
 		{"229 port 70000", ModeForward, "EPSV", "229 Entering Extended Passive Mode (|||70000|)\r\n", Rewrite, RefusedMalformed, string(msgBadPassive), ""},
@@ -102,26 +103,30 @@ func TestMultilineReplies(t *testing.T) {
 	x := newModeTester(t, ModeForward)
 	x.login()
 	x.client("PASV\r\n")
-	// Only the last line counts; continuation lines open nothing, whatever
-	// they say, and other codes inside do not end the reply.
-	for _, l := range []string{"227-Entering Passive Mode (203,0,113,5,195,80)\r\n", "228 not the end\r\n", " 227 nor this\r\n"} {
-		if a := x.server(l); a.Verdict != Forward || a.Open != nil || a.out != l {
-			t.Fatalf("%q: %+v", l, a)
+	// Only the last line counts; the lines before it are held back,
+	// whatever they say, and other codes inside do not end the reply.
+	for _, l := range []string{"227-Entering Passive Mode (192,168,1,99,195,80)\r\n", "228 not the end\r\n", " 227 nor this\r\n"} {
+		if got, err := x.feed(FromServer, l); err != nil || len(got) != 0 {
+			t.Fatalf("%q: %v %+v", l, err, got)
 		}
 	}
 	a := x.server("227 Entering Passive Mode (203,0,113,5,195,81).\r\n")
-	if a.Verdict != Forward || a.Open == nil || a.Open.To.Port() != 50001 {
+	if a.Verdict != Forward || a.Open == nil || a.Open.To.Port() != 50001 || a.out != "227 Entering Passive Mode (203,0,113,5,195,81).\r\n" {
 		t.Fatalf("final: %+v", a)
 	}
-	// A refused multi-line passive reply cannot be closed by a 4xx: End.
+	// A refused multi-line passive reply: nothing of it reached the
+	// client, so a 425 answers the PASV and the session goes on.
 	x.client("PASV\r\n")
-	x.server("227-hello\r\n")
-	if a := x.server("227 Entering Passive Mode (8,8,8,8,195,81).\r\n"); a.Verdict != End || a.Refusal != RefusedAddress {
+	x.feed(FromServer, "227-hello\r\n")
+	if a := x.server("227 Entering Passive Mode (8,8,8,8,195,81).\r\n"); a.Verdict != Rewrite || a.Refusal != RefusedAddress || a.out != string(msgBadPassive) {
 		t.Fatalf("refused multi-line: %+v", a)
+	}
+	if a := x.client("NOOP\r\n"); a.Verdict != Forward {
+		t.Fatalf("after the refusal: %+v", a)
 	}
 	x.finish()
 
-	// Multi-line banner and login.
+	// Multi-line banner and login: relayed line by line.
 	y := newModeTester(t, ModeForward)
 	for _, l := range []string{"220-Welcome\r\n", "220-PORT 1,2,3,4,5,6\r\n", "220 ready\r\n"} {
 		if a := y.server(l); a.Verdict != Forward {
@@ -161,7 +166,8 @@ func TestReplyCap(t *testing.T) {
 	x.finish()
 }
 
-// A new PASV/PORT revokes the hole of the previous one.
+// The server's acceptance of a new PASV/PORT revokes the hole of the
+// previous one; the command alone does not.
 func TestRevokeOnNewNegotiation(t *testing.T) {
 	x := newModeTester(t, ModeReverse)
 	x.login()
@@ -169,19 +175,23 @@ func TestRevokeOnNewNegotiation(t *testing.T) {
 	first := x.server("227 Entering Passive Mode (10,0,0,5,195,80).\r\n")
 	x.client("REST 100\r\n")
 	x.server("350 ok\r\n")
-	a := x.client("PASV\r\n")
-	if len(a.Revoke) != 1 || a.Revoke[0].ID != first.Open.ID {
-		t.Fatalf("PASV did not revoke %+v: %+v", first.Open, a.Revoke)
+	if a := x.client("PASV\r\n"); len(a.Revoke) != 0 {
+		t.Fatalf("PASV revoked at command time: %+v", a.Revoke)
 	}
 	second := x.server("227 Entering Passive Mode (10,0,0,5,195,81).\r\n")
-	a = x.client("PORT 198,51,100,77,195,80\r\n")
-	if a.Verdict != Rewrite || len(a.Revoke) != 1 || a.Revoke[0].ID != second.Open.ID {
+	if len(second.Revoke) != 1 || second.Revoke[0].ID != first.Open.ID {
+		t.Fatalf("227 did not revoke %+v: %+v", first.Open, second.Revoke)
+	}
+	a := x.client("PORT 198,51,100,77,195,80\r\n")
+	if a.Verdict != Rewrite || len(a.Revoke) != 0 {
 		t.Fatalf("PORT: %+v", a)
 	}
 	if a.out != "PORT 10,0,0,1,156,67\r\n" || holeString(a.Open) != "10.0.0.5>10.0.0.1:40003>198.51.100.77:50000" || a.Open.SNAT != revPeers.ClientFacing.Addr() {
 		t.Fatalf("reverse PORT: %q %+v", a.out, a.Open)
 	}
-	x.server("200 ok\r\n")
+	if r := x.server("200 ok\r\n"); len(r.Revoke) != 1 || r.Revoke[0].ID != second.Open.ID {
+		t.Fatalf("200 to PORT did not revoke %+v: %+v", second.Open, r.Revoke)
+	}
 	if hs := x.finish(); len(hs) != 1 || hs[0].ID != a.Open.ID {
 		t.Fatalf("Close: %+v", hs)
 	}
@@ -252,7 +262,7 @@ func TestPassiveIPv6(t *testing.T) {
 	}
 	x.client("EPSV\r\n")
 	a := x.server("229 ok (|||50000|)\r\n")
-	if a.Verdict != Forward || holeString(a.Open) != "2001:db8:1::10>[2001:db8:2::5]:50000" {
+	if a.Verdict != Rewrite || a.out != "229 Entering Extended Passive Mode (|||50000|)\r\n" || holeString(a.Open) != "2001:db8:1::10>[2001:db8:2::5]:50000" {
 		t.Fatalf("%+v", a)
 	}
 	x.finish()

@@ -22,8 +22,19 @@ import (
 //   - A 227/229 that does not answer the oldest outstanding PASV/EPSV ends
 //     the session; so does any reply-shaped line from the client and a
 //     PORT/EPRT from the server.
+//   - The 227/229 the client receives is always one canonical line: the
+//     continuation lines of a 227-/229- reply are held back, and only the
+//     final line, which must carry the endpoint, is read.
 //   - Replies to locally answered commands are sent at once, even if earlier
 //     pipelined commands are still waiting for the server.
+//   - MaxRefusedRun client lines refused in a row end the session.
+//
+// Holes follow the server's view of the data endpoint, which changes only
+// when the server answers: every data negotiation command (and REIN) gets a
+// sequence number, a hole carries the number of the command that produced
+// it, and a positive reply to command k revokes only holes older than k. A
+// pipelined "PASV, PORT" thus keeps the PORT's hole when the 227 arrives: the
+// server will connect to it, so its pool port stays held.
 type Session struct {
 	pol    Policy
 	peers  Peers
@@ -35,12 +46,12 @@ type Session struct {
 	cli, srv framer
 	pending  fifo
 
-	// The server reply being read: its code, whether it has more lines,
-	// and its size so far (capped by MaxReply).
+	// The server reply being read: its code, its size so far (capped by
+	// MaxReply), and whether its continuation lines are held back.
 	inReply    bool
 	replyCode  int
-	replyMulti bool
 	replyBytes int
+	replyHeld  bool
 
 	loggedIn     bool
 	epsvAll      bool
@@ -51,7 +62,13 @@ type Session struct {
 
 	holes  []Hole // outstanding: opened and not yet revoked, failed or closed
 	nextID uint64
-	out    []byte // scratch for rewritten lines, valid during one emit
+	seq    uint64 // last sequence number given to a data negotiation command
+	// current is the ID of the hole the server last accepted as its data
+	// endpoint (2xx to PORT/EPRT, 227/229), 0 if none.
+	current uint64
+	// refusedRun counts client lines refused in a row (MaxRefusedRun).
+	refusedRun int
+	out        []byte // scratch for rewritten lines, valid during one emit
 }
 
 // NewSession validates the policy and peers and returns a session expecting
@@ -92,6 +109,9 @@ func checkPolicy(p *Policy) error {
 	}
 	if p.MaxReply < p.MaxLine {
 		return fmt.Errorf("MaxReply %d below MaxLine %d", p.MaxReply, p.MaxLine)
+	}
+	if p.MaxRefusedRun < 0 {
+		return fmt.Errorf("MaxRefusedRun %d is negative (0 means no limit)", p.MaxRefusedRun)
 	}
 	return nil
 }
@@ -157,10 +177,14 @@ func (s *Session) Feed(from Side, data []byte, emit func(Action) error) error {
 		case evLine:
 			raw, text := f.line()
 			if from == FromClient {
-				a = s.clientLine(raw, text, f.flags)
+				a = s.refusalRun(s.clientLine(raw, text, f.flags))
 			} else {
 				a = s.serverLine(raw, text, f.flags)
 			}
+		}
+		if a.Verdict == held {
+			f.reset()
+			continue
 		}
 		a.From = from
 		if err := s.emit(a, emit); err != nil {
@@ -204,12 +228,33 @@ func answer(msg []byte, r Refusal, reason string) Action {
 	return Action{Verdict: Answer, Output: msg, Refusal: r, Reason: reason}
 }
 
+// held marks a server line that is not emitted (a continuation line of a
+// 227-/229- reply); it never leaves Feed.
+const held Verdict = 255
+
+// refusalRun counts client lines refused in a row and turns the one that
+// reaches MaxRefusedRun into the end of the session: answering forever a
+// peer that sends nothing but bad lines costs the gateway and gives the
+// peer nothing.
+func (s *Session) refusalRun(a Action) Action {
+	switch {
+	case a.Verdict == Forward || a.Verdict == Rewrite:
+		s.refusedRun = 0
+	case a.Verdict == Answer && a.Refusal != RefusedNone:
+		s.refusedRun++
+		if limit := s.pol.MaxRefusedRun; limit > 0 && s.refusedRun >= limit {
+			return s.end(a.Refusal, fmt.Sprintf("%d refused lines in a row, the last: %s", s.refusedRun, a.Reason))
+		}
+	}
+	return a
+}
+
 // OpenFailed forgets h, releases its pool port and returns the line to send
 // to the client instead of the action's Output. If h came from a PORT/EPRT,
 // the command is dropped from the outstanding list since it is never sent.
 func (s *Session) OpenFailed(h Hole) []byte {
 	if s.forget(h.ID) {
-		s.release(h)
+		s.dropped(h)
 	}
 	s.pending.dropHole(h.ID)
 	return append([]byte(nil), msgOpenFailed...)
@@ -222,7 +267,7 @@ func (s *Session) Close() []Hole {
 	hs := s.holes
 	s.holes = nil
 	for _, h := range hs {
-		s.release(h)
+		s.dropped(h)
 	}
 	return hs
 }
@@ -237,16 +282,29 @@ func (s *Session) addHole(h Hole) *Hole {
 	return &c
 }
 
-// revokeAll withdraws every outstanding hole (a new data negotiation
-// supersedes them) and releases their ports. Nil if there were none.
-func (s *Session) revokeAll() []Hole {
-	if len(s.holes) == 0 {
-		return nil
+// nextSeq numbers a data negotiation command (or REIN).
+func (s *Session) nextSeq() uint64 {
+	s.seq++
+	return s.seq
+}
+
+// revokeBefore withdraws the holes produced by commands older than seq: the
+// server accepted command seq, which replaces its data endpoint. Nil if
+// there were none.
+func (s *Session) revokeBefore(seq uint64) []Hole {
+	var r []Hole
+	kept := s.holes[:0]
+	for _, h := range s.holes {
+		if h.seq < seq {
+			r = append(r, h)
+		} else {
+			kept = append(kept, h)
+		}
 	}
-	r := append([]Hole(nil), s.holes...)
-	s.holes = s.holes[:0]
+	clear(s.holes[len(kept):])
+	s.holes = kept
 	for _, h := range r {
-		s.release(h)
+		s.dropped(h)
 	}
 	return r
 }
@@ -256,11 +314,21 @@ func (s *Session) revokeID(id uint64) []Hole {
 	for _, h := range s.holes {
 		if h.ID == id {
 			s.forget(id)
-			s.release(h)
+			s.dropped(h)
 			return []Hole{h}
 		}
 	}
 	return nil
+}
+
+// hole returns the outstanding hole id.
+func (s *Session) hole(id uint64) (Hole, bool) {
+	for _, h := range s.holes {
+		if id != 0 && h.ID == id {
+			return h, true
+		}
+	}
+	return Hole{}, false
 }
 
 func (s *Session) forget(id uint64) bool {
@@ -273,21 +341,26 @@ func (s *Session) forget(id uint64) bool {
 	return false
 }
 
-func (s *Session) release(h Hole) {
+// dropped releases the pool port of a hole no longer outstanding.
+func (s *Session) dropped(h Hole) {
+	if h.ID == s.current {
+		s.current = 0
+	}
 	if h.PoolPort != 0 {
-		s.alloc.Release(h.PoolPort)
+		s.alloc.Release(h.From, h.PoolPort)
 	}
 }
 
-// allocate borrows a pool port. A port below 1024 would be a misconfigured
-// pool; it is handed back and treated as exhaustion (fail closed).
-func (s *Session) allocate() (uint16, error) {
-	p, err := s.alloc.Allocate()
+// allocate borrows a pool port for a hole that peer will connect through. A
+// port below 1024 would be a misconfigured pool; it is handed back and
+// treated as exhaustion (fail closed).
+func (s *Session) allocate(peer netip.Addr) (uint16, error) {
+	p, err := s.alloc.Allocate(peer)
 	if err != nil {
 		return 0, fmt.Errorf("allocate data port: %w", err)
 	}
 	if p < 1024 {
-		s.alloc.Release(p)
+		s.alloc.Release(peer, p)
 		return 0, fmt.Errorf("allocator returned privileged port %d: %w", p, ErrPoolExhausted)
 	}
 	return p, nil

@@ -170,8 +170,8 @@ func TestOutstandingCap(t *testing.T) {
 
 type errAlloc struct{}
 
-func (errAlloc) Allocate() (uint16, error) { return 0, ErrPoolExhausted }
-func (errAlloc) Release(uint16)            {}
+func (errAlloc) Allocate(netip.Addr) (uint16, error) { return 0, ErrPoolExhausted }
+func (errAlloc) Release(netip.Addr, uint16)          {}
 
 func TestNewSessionValidation(t *testing.T) {
 	ok := testPolicy(ModeForward)
@@ -285,8 +285,8 @@ func TestReversePublicAndFamilies(t *testing.T) {
 // refuse, not advertise it.
 type lowAlloc struct{ released []uint16 }
 
-func (l *lowAlloc) Allocate() (uint16, error) { return 21, nil }
-func (l *lowAlloc) Release(p uint16)          { l.released = append(l.released, p) }
+func (l *lowAlloc) Allocate(netip.Addr) (uint16, error) { return 21, nil }
+func (l *lowAlloc) Release(_ netip.Addr, p uint16)      { l.released = append(l.released, p) }
 
 func TestAllocatorPrivilegedPort(t *testing.T) {
 	la := &lowAlloc{}
