@@ -1,42 +1,96 @@
 package proxy
 
 import (
+	"net/netip"
+	"sync"
+
 	"github.com/ftpalg/ftpalg/alg"
 )
 
-// portPool lends gateway ports for translated data endpoints. It is a
-// buffered channel used as a FIFO free list: no lock, and a released port
-// goes to the back, so a port is reused as late as possible (its previous
-// data connection's conntrack entry has time to die).
+// portPool lends gateway ports for translated data endpoints, per peer: the
+// host that connects through the hole. The kernel keys every hole by source,
+// destination and port, so a port held for one peer may be lent at the same
+// time for another (a hole to gw:p from S admits no SYN from S2), but never
+// twice for the same peer, and it stays held until the engine releases it:
+// while the server it was announced to could still use it.
+//
+// A cursor rotates over the range, so a port is reused as late as possible
+// (its previous data connection's conntrack entry has time to die). Memory
+// holds entries only for held ports: a peer's entry goes when it holds none.
+// The mutex covers map work only.
 type portPool struct {
-	free chan uint16
+	lo   uint16
+	size int
+
+	mu     sync.Mutex
+	cursor int                                // offset of the next port to try
+	held   map[netip.Addr]map[uint16]struct{} // peer -> ports lent for it
+	users  map[uint16]int                     // port -> peers holding it
 }
 
 func newPortPool(lo, hi uint16) *portPool {
-	p := &portPool{free: make(chan uint16, int(hi)-int(lo)+1)}
-	for port := int(lo); port <= int(hi); port++ {
-		p.free <- uint16(port)
-	}
-	return p
+	return &portPool{lo: lo, size: int(hi) - int(lo) + 1,
+		held: make(map[netip.Addr]map[uint16]struct{}), users: make(map[uint16]int)}
 }
 
-func (p *portPool) Allocate() (uint16, error) {
-	select {
-	case port := <-p.free:
-		return port, nil
-	default:
+// Allocate lends the next port at or after the cursor that is not already
+// held for peer.
+func (p *portPool) Allocate(peer netip.Addr) (uint16, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	mine := p.held[peer]
+	if len(mine) >= p.size {
 		return 0, alg.ErrPoolExhausted
 	}
+	// At most len(mine)+1 steps: only ports held for peer are skipped.
+	for i := 0; i < p.size; i++ {
+		off := (p.cursor + i) % p.size
+		port := p.lo + uint16(off)
+		if _, taken := mine[port]; taken {
+			continue
+		}
+		if mine == nil {
+			mine = make(map[uint16]struct{}, 1)
+			p.held[peer] = mine
+		}
+		mine[port] = struct{}{}
+		p.users[port]++
+		p.cursor = (off + 1) % p.size
+		return port, nil
+	}
+	return 0, alg.ErrPoolExhausted // unreachable: len(mine) < size
 }
 
-func (p *portPool) Release(port uint16) {
-	select {
-	case p.free <- port:
-	default: // released twice: a bug upstream, but never block
+// Release returns port, lent for peer. Releasing a port not held for peer
+// (twice, or for another peer) is a bug upstream but does nothing.
+func (p *portPool) Release(peer netip.Addr, port uint16) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	mine := p.held[peer]
+	if _, ok := mine[port]; !ok {
+		return
+	}
+	delete(mine, port)
+	if len(mine) == 0 {
+		delete(p.held, peer)
+	}
+	if p.users[port]--; p.users[port] == 0 {
+		delete(p.users, port)
 	}
 }
 
-// Free reports how many ports are available.
-func (p *portPool) Free() int { return len(p.free) }
+// Free reports how many ports are held for no peer at all.
+func (p *portPool) Free() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.size - len(p.users)
+}
+
+// peers reports how many peers hold at least one port (for tests).
+func (p *portPool) peers() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.held)
+}
 
 var _ alg.Allocator = (*portPool)(nil)

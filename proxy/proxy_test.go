@@ -255,22 +255,3 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatalf("idle timeout fired after %s", d)
 	}
 }
-
-func TestPortPool(t *testing.T) {
-	p := newPortPool(50000, 50002)
-	var got []uint16
-	for range 3 {
-		port, err := p.Allocate()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, port)
-	}
-	if _, err := p.Allocate(); err != alg.ErrPoolExhausted {
-		t.Fatalf("want exhaustion, got %v", err)
-	}
-	p.Release(got[1])
-	if port, _ := p.Allocate(); port != got[1] {
-		t.Fatalf("released port not reused: %d", port)
-	}
-}
