@@ -58,8 +58,8 @@ func writes(parts ...string) func(c net.Conn) {
 }
 
 // What must hold for a hostile server's passive replies: the client sees
-// exactly the reply the rules give (the 227 relayed or fixed up to the
-// server's address, a 425, or the session closed with 421), and no hole
+// exactly the reply the rules give (one canonical 227 naming the server's
+// address, a 425, or the session closed with 421), and no hole
 // exists toward anything but the server's own address (198.51.100.66).
 func TestHostileServer(t *testing.T) {
 	requireRoot(t)
@@ -118,8 +118,8 @@ func TestHostileServer(t *testing.T) {
 		{"229 with a port below 1024", "EPSV", writes("229 Entering Extended Passive Mode (|||80|)\r\n"), msgBadPassive, false, 0},
 		{"229 with the server's port", "EPSV", writes(fmt.Sprintf("229 Entering Extended Passive Mode (|||%d|)\r\n", dp)), fmt.Sprintf("229 Entering Extended Passive Mode (|||%d|)\r\n", dp), false, 1},
 		{"227 split across two segments: one line", "PASV", writes(serverOK[:30], serverOK[30:]), serverOK, false, 1},
-		{"multi-line 227-: continuation names a LAN host, final the server", "PASV", writes(multiOK), multiOK, false, 1},
-		{"multi-line 227-: continuation names the server, final a LAN host", "PASV", writes(multiBad), "227-Entering Passive Mode (" + tuple(data) + ")\r\n" + msgClosing, true, 0},
+		{"multi-line 227-: continuation names a LAN host, final the server", "PASV", writes(multiOK), serverOK, false, 1},
+		{"multi-line 227-: continuation names the server, final a LAN host", "PASV", writes(multiBad), msgBadPassive, false, 0},
 		{"unsolicited 227 (no PASV pending)", "", nil, msgClosing, true, 0},
 		{"10 MiB single-line reply", "PASV", writes(huge), msgClosing, true, 0},
 	} {
