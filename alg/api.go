@@ -219,7 +219,10 @@ type Action struct {
 	Open *Hole
 	// Revoke lists holes that are superseded or used up and must be
 	// removed. Holes are revoked in the server's order: a reply revokes
-	// only holes older than the command it answers.
+	// only holes older than the command it answers. Their pool ports are
+	// released already, so a later Open of this session (in this action
+	// or a later one) may reuse one for the same peer: revoked holes must
+	// be removed before any later Open is installed.
 	Revoke []Hole
 	// Transfer, if not nil, reports the start (client command forwarded) or
 	// end (server's final reply) of a data transfer, for the audit log.

@@ -4,6 +4,7 @@
 package tests
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -319,4 +320,77 @@ func TestPoolReturnsAfterTransfer(t *testing.T) {
 		f.close()
 	}
 	assertCleanIn(t, b, b.Gateway, static)
+}
+
+// A pool port freed by a revocation may go at once to the next hole for
+// the same client, only once the kernel has dropped the old hole. Reverse
+// mode, one port, a server that answers a pipelined "PASV, PASV" in one
+// segment: the second 227 revokes the first hole and reuses its port, and
+// the client's connection lands on the second endpoint.
+func TestPoolReuseAfterRevoke(t *testing.T) {
+	requireRoot(t)
+	b := newBed(t)
+	fake := startFake(t, b, netip.AddrPortFrom(bed.Outsider4, 21))
+	var eps []netip.AddrPort
+	arrived := make(chan int, 4)
+	for i := range 2 {
+		ln, err := b.Listen(b.Outsider, netip.AddrPortFrom(bed.Outsider4, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		eps = append(eps, netip.MustParseAddrPort(ln.Addr().String()))
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				arrived <- i
+				c.Close()
+			}
+		}()
+	}
+	fake.set(func(c net.Conn, r *bufio.Reader) {
+		for _, want := range []string{"PASV", "PASV"} {
+			if l, err := fakeLine(c, r); err != nil || l != want {
+				return
+			}
+		}
+		c.Write([]byte(fmt.Sprintf("227 Entering Passive Mode (%s).\r\n227 Entering Passive Mode (%s).\r\n", tuple(eps[0]), tuple(eps[1]))))
+		fakeServe(nil)(c, r)
+	})
+	startFtpalg(t, b, "FTPALG_MODE=reverse", "FTPALG_LISTEN=:21", "FTPALG_UPSTREAM=198.51.100.66:21", "FTPALG_DATA_PORTS=50000-50000")
+	static := snapshot(t, b)
+	f := dialFTP(t, b, b.Server, bed.GwWAN4)
+	if err := f.send("PASV\r\nPASV\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	pub := netip.AddrPortFrom(bed.GwWAN4, 50000)
+	want := fmt.Sprintf("227 Entering Passive Mode (%s).\r\n", tuple(pub))
+	for i := range 2 {
+		if _, text, err := f.reply(); err != nil || text != want {
+			t.Fatalf("227 number %d: %q %v, want %q", i+1, text, err, want)
+		}
+	}
+	c, err := b.Dial(b.Server, pub, 3*time.Second)
+	if err != nil {
+		t.Fatalf("the client could not use its hole: %v", err)
+	}
+	c.Close()
+	select {
+	case i := <-arrived:
+		if i != 1 {
+			t.Fatalf("the connection reached the first, revoked endpoint %s", eps[0])
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server never saw the data connection")
+	}
+	mustDrop(t, b, b.Server, pub, "second SYN to the one-shot hole")
+	if _, text, err := f.cmd("NOOP"); err != nil || text != "200 NOOP ok.\r\n" {
+		t.Fatalf("NOOP: %q %v", text, err)
+	}
+	f.close()
+	assertClean(t, b, static)
+	t.Logf("ok: both 227s announce %s; the connection reached the second endpoint %s", pub, eps[1])
 }
