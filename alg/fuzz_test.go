@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -117,6 +118,8 @@ func fuzzSeeds() []struct {
 		{cfgPassTLS, []step{{s, "220 hi\r\n"}, {c, "AUTH TLS\r\n"}, {s, "234 go\r\n"}, {c, "\x16\x03\x01\x00"}}},
 		{cfgLogin, []step{{c, "\xff\xf4\xff\xf2ABOR\r\nPO\xff\xfb\x01RT 10,0,0,1,4,1\r\nEPSV ALL\r\nPASV\r\n"}, {s, "PORT 1,2,3,4,5,6\r\n"}}},
 		{cfgLogin | cfgSmallLimit | cfgDryPool | 1, []step{{c, "PASV\r\n"}, {s, "227 (10,0,0,5,195,80)\r\n"}, {c, "SITE EXEC x\r\nNOOP\n"}}},
+		{cfgLogin | 1, []step{{c, "PASV\r\nPORT 198,51,100,77,195,80\r\nRETR f\r\n"}, {s, "227-(10,0,0,9,1,1)\r\n227 (10,0,0,5,195,80)\r\n200 ok\r\n150 go\r\n226 done\r\n"}}},
+		{cfgLogin, []step{{c, strings.Repeat("NOOP\n", 17)}}},
 	}
 }
 
