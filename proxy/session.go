@@ -246,6 +246,13 @@ func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer,
 	wasOpaque := ss.eng.Opaque()
 	err := ss.eng.Feed(from, data, func(a alg.Action) error {
 		*revokes = append(*revokes, a.Revoke...)
+		if a.Open != nil && len(*revokes) > 0 {
+			// The new hole may reuse a pool port that a revoked one
+			// held (revoked by this line or an earlier one of the
+			// chunk): the kernel must drop the old hole first.
+			ss.revoke(ctx, *revokes)
+			*revokes = (*revokes)[:0]
+		}
 		if a.Refusal != alg.RefusedNone {
 			ss.srv.metrics.Refused.WithLabelValues(string(a.Refusal)).Inc()
 			ss.log.Info("input refused", "from", from.String(), "reason", string(a.Refusal), "verdict", a.Verdict.String())
