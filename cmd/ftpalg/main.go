@@ -227,6 +227,7 @@ func (d *daemon) serve(ctx context.Context, hup <-chan struct{}) error {
 	}
 	defer admin.Close()
 
+	log.Debug("start-up: listening, installing the firewall rules")
 	if ctx.Err() != nil {
 		closeAll(lns)
 		log.Info("stopped during start-up, before any rule was installed")
@@ -372,6 +373,7 @@ func runCleanup(stderr io.Writer) int {
 		log.Error("cleanup", "err", err)
 		return 1
 	}
+	log.Info("cleanup done: no ftpalg rule, set or nftables table is left")
 	return 0
 }
 
