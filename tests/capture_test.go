@@ -82,7 +82,7 @@ func countingListener(t *testing.T, b *bed.Bed, ns string, addr netip.AddrPort) 
 				return
 			}
 			n.Add(1)
-			c.Write([]byte("220 LAN server\r\n"))
+			c.Write([]byte("220 test listener\r\n"))
 			c.Close()
 		}
 	}()
