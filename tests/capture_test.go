@@ -170,6 +170,20 @@ func TestForwardCapturesOnlyLAN(t *testing.T) {
 		mustDrop(t, b, b.Outsider, netip.AddrPortFrom(third, 21), "WAN host relayed to a third host")
 	})
 
+	t.Run("the listener port itself: only redirected connections are accepted", func(t *testing.T) {
+		// ftpalg's INPUT rule accepts the listener port only for a
+		// connection DNATed from port 21: straight connections meet the
+		// gateway's own INPUT policy (drop), from either side.
+		mustListen(t, b, b.Gateway, netip.MustParseAddrPort("0.0.0.0:2121"))
+		mustListen(t, b, b.Gateway, netip.MustParseAddrPort("[::]:2121"))
+		for _, c := range []struct {
+			ns  string
+			dst netip.Addr
+		}{{b.Outsider, bed.GwWAN4}, {b.Outsider, bed.GwLAN4}, {b.Outsider, bed.GwWAN6}, {b.Attacker, bed.GwLAN4}, {b.Attacker, bed.GwLAN6}} {
+			mustDrop(t, b, c.ns, netip.AddrPortFrom(c.dst, uint16(bed.ListenPort)), "straight to the listener")
+		}
+	})
+
 	t.Run("LAN client's FTP works", func(t *testing.T) {
 		for _, flags := range [][]string{nil, {"-P", "-"}} {
 			out := b.ClientPath("f.bin")
