@@ -42,7 +42,9 @@ func waitServing(t *testing.T, b *bed.Bed, p *bed.Proc) {
 		t.Fatal(err)
 	}
 	if !p.Running() {
-		t.Fatalf("ftpalg died during start-up: %v", p.Wait(time.Second))
+		left := snapshot(t, b)
+		t.Fatalf("ftpalg died during start-up: %v; it left %d ftpalg lines, the REDIRECT among them: %q",
+			p.Wait(time.Second), strings.Count(left, "ftpalg"), grepLines(left, "REDIRECT"))
 	}
 }
 
@@ -159,7 +161,8 @@ func TestSignalsDuringStartup(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !p.Running() {
-			t.Fatalf("ftpalg died during start-up after %d SIGHUPs: %v", c.sent, p.Wait(time.Second))
+			left := snapshot(t, b)
+			t.Fatalf("ftpalg died during start-up after %d SIGHUPs: %v; it left %d ftpalg lines", c.sent, p.Wait(time.Second), strings.Count(left, "ftpalg"))
 		}
 		if c.early == 0 {
 			t.Fatalf("no SIGHUP landed in start-up (%d sent)", c.sent)

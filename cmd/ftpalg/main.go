@@ -333,13 +333,6 @@ func (d *daemon) reload() {
 		return
 	}
 	applied := *d.cfg
-	for _, c := range changes {
-		if !config.Reloadable[c[0]] {
-			d.log.Warn("reload: change needs a restart, ignored", "var", config.Prefix+c[0], "running", c[1], "file", c[2])
-			continue
-		}
-		d.log.Info("reload: changed", "var", config.Prefix+c[0], "from", c[1], "to", c[2])
-	}
 	applied.LogLevel, applied.DenyCommands, applied.MaxSessions = next.LogLevel, next.DenyCommands, next.MaxSessions
 	applied.IdleTimeout, applied.ConnectTimeout = next.IdleTimeout, next.ConnectTimeout
 	applied.PassiveFixup, applied.AuthTLS, applied.MaxLine = next.PassiveFixup, next.AuthTLS, next.MaxLine
@@ -348,6 +341,13 @@ func (d *daemon) reload() {
 		// The running upstream, not the file's: an UPSTREAM change waits for a restart.
 		d.log.Error("reload refused, keeping the running configuration: the new server policy refuses the running upstream", "upstream", denied)
 		return
+	}
+	for _, c := range changes {
+		if !config.Reloadable[c[0]] {
+			d.log.Warn("reload: change needs a restart, ignored", "var", config.Prefix+c[0], "running", c[1], "file", c[2])
+			continue
+		}
+		d.log.Info("reload: changed", "var", config.Prefix+c[0], "from", c[1], "to", c[2])
 	}
 	lvl, _ := config.ParseLevel(applied.LogLevel)
 	d.level.Set(lvl)
