@@ -189,6 +189,14 @@ func TestSystemdUnit(t *testing.T) {
 		"NoNewPrivileges":       "yes",
 		"ProtectSystem":         "strict",
 		"KillSignal":            "SIGTERM",
+		// A daemon killed by SIGKILL (or the stop timeout) cannot remove
+		// its REDIRECT; systemd does, after any end.
+		"ExecStopPost": "/usr/local/bin/ftpalg -cleanup",
+		// Death by a signal systemd calls clean is a failure for ftpalg,
+		// which handles those signals itself.
+		"Restart":                  "on-failure",
+		"RestartForceExitStatus":   "SIGHUP SIGINT SIGTERM SIGPIPE",
+		"RestartPreventExitStatus": "2",
 	}
 	for k, v := range want {
 		if unit[k] != v {

@@ -60,6 +60,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, k := range []string{"PORT", "EPRT", "227", "229"} {
 		m.Endpoints.WithLabelValues(k)
 	}
+	for _, r := range []string{"limit", "no_upstream", "upstream_unreachable", "interface", "policy_client", "policy_server"} {
+		m.SessionsRefused.WithLabelValues(r)
+	}
 	for _, r := range []string{"bounce", "privileged_port", "malformed", "state", "denied_command", "line_too_long", "tls", "address", "pool_exhausted"} {
 		m.Refused.WithLabelValues(r)
 	}

@@ -37,6 +37,8 @@ type Config struct {
 	// connection's original destination instead.
 	Upstreams      []netip.AddrPort
 	PublicAddr     netip.Addr // optional, see alg.Peers.Public
+	Access         Access     // optional: who may be relayed where (policy.go)
+	Arrival        *Arrival   // forward mode, optional: the capture interfaces
 	PortLo, PortHi uint16     // data port pool
 	MaxSessions    int
 	IdleTimeout    time.Duration
@@ -105,7 +107,7 @@ func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, holes: holes, log: log, pool: newPortPool(cfg.PortLo, cfg.PortHi), local: newLocalAddrs(), originalDst: originalDst, metrics: cfg.Metrics}
 	s.cfg.Policy.IsLocal = s.local.Contains
-	s.Reload(Runtime{Policy: cfg.Policy, MaxSessions: cfg.MaxSessions, IdleTimeout: cfg.IdleTimeout, ConnectTimeout: cfg.ConnectTimeout})
+	s.Reload(Runtime{Policy: cfg.Policy, MaxSessions: cfg.MaxSessions, IdleTimeout: cfg.IdleTimeout, ConnectTimeout: cfg.ConnectTimeout, Access: cfg.Access})
 	s.audit = newAuditor(cfg.FlowCounter, log, cfg.Metrics, cfg.AuditLog, cfg.AuditOut)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
@@ -121,6 +123,7 @@ type Runtime struct {
 	MaxSessions    int
 	IdleTimeout    time.Duration
 	ConnectTimeout time.Duration
+	Access         Access // nil allows every client and server
 }
 
 // Reload swaps the runtime configuration for new sessions.

@@ -66,6 +66,13 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn) {
 		return
 	}
 	log = log.With("server", dst.String())
+	if label, reason, reply := s.admit(rt, addrPortOf(client.LocalAddr()), clientAP, dst); label != "" {
+		log.Warn("session refused", "reason", reason)
+		s.metrics.SessionsRefused.WithLabelValues(label).Inc()
+		writeLine(client, reply, time.Second)
+		client.Close()
+		return
+	}
 	dialCtx, cancel := context.WithTimeout(ctx, rt.ConnectTimeout)
 	server, err := s.dialUpstream(dialCtx, dst, rt.ConnectTimeout)
 	cancel()

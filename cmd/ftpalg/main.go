@@ -12,12 +12,10 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/signal"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,9 +44,12 @@ func main() {
 }
 
 func run(args, environ []string, stdout, stderr io.Writer) int {
+	sigs := catchSignals() // first: see signals.go
+	defer sigs.release()
 	fs := flag.NewFlagSet("ftpalg", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	cleanup := fs.Bool("cleanup", false, "remove every ftpalg rule, set and nftables table, then exit")
 	fs.Usage = func() { config.WriteHelp(stderr) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -59,6 +60,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if *showVersion {
 		fmt.Fprintln(stdout, "ftpalg", version)
 		return 0
+	}
+	if *cleanup {
+		return runCleanup(stderr)
 	}
 	cfg, err := config.Load(environ)
 	if err != nil {
@@ -71,10 +75,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	level.Set(lvl)
 	logOut := &syncWriter{w: stderr}
 	log := newLogger(cfg, level, logOut)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	d := &daemon{cfg: cfg, log: log, level: level, logOut: logOut}
-	if err := d.serve(ctx); err != nil {
+	if err := d.serve(sigs.stop, sigs.hup); err != nil {
 		log.Error("ftpalg stopped", "err", err)
 		return 1
 	}
@@ -127,7 +129,10 @@ func policyOf(cfg *config.Config) alg.Policy {
 	return policy
 }
 
-func (d *daemon) serve(ctx context.Context) error {
+// serve runs the daemon until ctx is done (SIGTERM, SIGINT), applying a
+// reload for each receive on hup once it serves. A stop during start-up
+// removes whatever was installed and is a clean exit.
+func (d *daemon) serve(ctx context.Context, hup <-chan struct{}) error {
 	cfg, log := d.cfg, d.log
 	listen, _ := config.ParseListen(cfg.Listen)
 	lo, hi, _ := config.ParsePortRange(cfg.DataPorts)
@@ -188,6 +193,15 @@ func (d *daemon) serve(ctx context.Context) error {
 	if cfg.PublicAddr != "" {
 		pcfg.PublicAddr = netip.MustParseAddr(cfg.PublicAddr).Unmap()
 	}
+	pcfg.Access = cfg.AccessOf()
+	if mode == alg.ModeForward {
+		pcfg.Arrival = proxy.NewArrival(cfg.CaptureIfaces)
+		if pcfg.Arrival != nil {
+			if missing := pcfg.Arrival.Missing(); len(missing) > 0 {
+				log.Warn("capture interfaces not present: nothing arriving on them is relayed until they are", "ifaces", missing)
+			}
+		}
+	}
 
 	srv, err := proxy.New(pcfg, rules, log.With("component", "proxy"))
 	if err != nil {
@@ -196,7 +210,8 @@ func (d *daemon) serve(ctx context.Context) error {
 	d.srv = srv
 	defer srv.Close()
 	// Listen before touching the firewall: a busy port must not leave rules.
-	lns, err := proxy.Listen(ctx, listen, cfg.IPv6)
+	// Not ctx: a stop now is handled below, as a clean one.
+	lns, err := proxy.Listen(context.Background(), listen, cfg.IPv6)
 	if err != nil {
 		return err
 	}
@@ -212,11 +227,22 @@ func (d *daemon) serve(ctx context.Context) error {
 	}
 	defer admin.Close()
 
+	log.Debug("start-up: listening, installing the firewall rules")
+	if ctx.Err() != nil {
+		closeAll(lns)
+		log.Info("stopped during start-up, before any rule was installed")
+		return nil
+	}
 	if err := rules.Setup(ctx); err != nil {
 		closeAll(lns)
 		// Setup may have got halfway: remove whatever it did.
-		if terr := rules.Teardown(context.Background()); terr != nil {
+		terr := rules.Teardown(context.Background())
+		if terr != nil {
 			log.Error("teardown after failed setup", "err", terr)
+		}
+		if ctx.Err() != nil && terr == nil {
+			log.Info("stopped during start-up; all rules removed")
+			return nil
 		}
 		return fmt.Errorf("install firewall rules: %w", err)
 	}
@@ -241,9 +267,6 @@ func (d *daemon) serve(ctx context.Context) error {
 		}()
 	}
 	serving.Store(true)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 wait:
 	for {
 		select {
@@ -310,6 +333,15 @@ func (d *daemon) reload() {
 		return
 	}
 	applied := *d.cfg
+	applied.LogLevel, applied.DenyCommands, applied.MaxSessions = next.LogLevel, next.DenyCommands, next.MaxSessions
+	applied.IdleTimeout, applied.ConnectTimeout = next.IdleTimeout, next.ConnectTimeout
+	applied.PassiveFixup, applied.AuthTLS, applied.MaxLine = next.PassiveFixup, next.AuthTLS, next.MaxLine
+	applied.AllowClients, applied.AllowServers, applied.DenyServers = next.AllowClients, next.AllowServers, next.DenyServers
+	if denied := applied.DeniedUpstreams(); len(denied) > 0 {
+		// The running upstream, not the file's: an UPSTREAM change waits for a restart.
+		d.log.Error("reload refused, keeping the running configuration: the new server policy refuses the running upstream", "upstream", denied)
+		return
+	}
 	for _, c := range changes {
 		if !config.Reloadable[c[0]] {
 			d.log.Warn("reload: change needs a restart, ignored", "var", config.Prefix+c[0], "running", c[1], "file", c[2])
@@ -317,14 +349,32 @@ func (d *daemon) reload() {
 		}
 		d.log.Info("reload: changed", "var", config.Prefix+c[0], "from", c[1], "to", c[2])
 	}
-	applied.LogLevel, applied.DenyCommands, applied.MaxSessions = next.LogLevel, next.DenyCommands, next.MaxSessions
-	applied.IdleTimeout, applied.ConnectTimeout = next.IdleTimeout, next.ConnectTimeout
-	applied.PassiveFixup, applied.AuthTLS, applied.MaxLine = next.PassiveFixup, next.AuthTLS, next.MaxLine
 	lvl, _ := config.ParseLevel(applied.LogLevel)
 	d.level.Set(lvl)
 	d.srv.Reload(proxy.Runtime{Policy: policyOf(&applied), MaxSessions: applied.MaxSessions,
-		IdleTimeout: applied.IdleTimeout, ConnectTimeout: applied.ConnectTimeout})
+		IdleTimeout: applied.IdleTimeout, ConnectTimeout: applied.ConnectTimeout, Access: applied.AccessOf()})
 	d.cfg = &applied
+}
+
+// runCleanup removes everything any ftpalg instance installed, for a
+// daemon that could not do it itself (SIGKILL, a crash): systemd runs it
+// as ExecStopPost. It reads no configuration, so a broken one cannot
+// stop it.
+func runCleanup(stderr io.Writer) int {
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	// IPv6 is swept whenever ip6tables is there; enabling it would make
+	// a host without it an error.
+	rules, err := natrules.New(natrules.Config{IPv4: true}, log)
+	if err != nil {
+		log.Error("cleanup", "err", err)
+		return 1
+	}
+	if err := rules.Teardown(context.Background()); err != nil {
+		log.Error("cleanup", "err", err)
+		return 1
+	}
+	log.Info("cleanup done: no ftpalg rule, set or nftables table is left")
+	return 0
 }
 
 func closeAll(lns []net.Listener) {

@@ -28,18 +28,16 @@ func Binary() (string, error) {
 	return "", fmt.Errorf("bin/ftpalg not found: run `make build` or set FTPALG_BIN")
 }
 
+// LANIface is the gateway's LAN bridge, the interface forward mode serves.
+const LANIface = "lan0"
+
 // StartFtpalg runs ftpalg on the gateway with extra FTPALG_* settings and
 // waits until /readyz answers 200.
 func (b *Bed) StartFtpalg(env ...string) (*Proc, error) { return b.StartFtpalgIn(b.Gateway, env...) }
 
 // StartFtpalgIn runs ftpalg in namespace ns (the pod, in sidecar mode).
 func (b *Bed) StartFtpalgIn(ns string, env ...string) (*Proc, error) {
-	bin, err := Binary()
-	if err != nil {
-		return nil, err
-	}
-	full := append([]string{"FTPALG_LOG_LEVEL=debug"}, env...)
-	p, err := b.Start(ns, "ftpalg", full, bin)
+	p, err := b.StartFtpalgAsync(ns, env...)
 	if err != nil {
 		return nil, err
 	}
@@ -53,6 +51,28 @@ func (b *Bed) StartFtpalgIn(ns string, env ...string) (*Proc, error) {
 		return p, fmt.Errorf("%w\nftpalg output:\n%s", err, p.Out.String())
 	}
 	return p, nil
+}
+
+// StartFtpalgAsync runs ftpalg in ns and returns at once, without waiting
+// for readiness. Settings are FTPALG_LOG_LEVEL=debug, in forward mode
+// FTPALG_CAPTURE_IFACES=lan0 (the LAN side), then env (a later value
+// wins, so a caller may override either).
+func (b *Bed) StartFtpalgAsync(ns string, env ...string) (*Proc, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	full := []string{"FTPALG_LOG_LEVEL=debug"}
+	mode := "forward"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "FTPALG_MODE="); ok {
+			mode = v
+		}
+	}
+	if mode == "forward" {
+		full = append(full, "FTPALG_CAPTURE_IFACES="+LANIface)
+	}
+	return b.Start(ns, "ftpalg", append(full, env...), bin)
 }
 
 // Ready asks the gateway's admin endpoint.

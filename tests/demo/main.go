@@ -53,8 +53,8 @@ func demo() error {
 	_, err = b.Curl(b.Client, "--max-time", "5", "-o", "/dev/null", bed.URL(bed.Server4, "pub/hello.bin"))
 	fmt.Printf("curl: %v\n", firstLine(err))
 
-	step("Starting ftpalg on the gateway (FTPALG_MODE=forward, defaults otherwise)")
-	p, err := b.StartFtpalg("FTPALG_LOG_LEVEL=debug")
+	step("Starting ftpalg on the gateway (FTPALG_MODE=forward, FTPALG_CAPTURE_IFACES=lan0: FTP from the LAN side only; defaults otherwise)")
+	p, err := b.StartFtpalg("FTPALG_LOG_LEVEL=debug", "FTPALG_CAPTURE_IFACES="+bed.LANIface)
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ type Config struct {
 	Listen         string        `env:"LISTEN" envDefault:":2121" help:"control-channel listener, host:port"`
 	Upstream       string        `env:"UPSTREAM" help:"reverse/sidecar: the FTP server, address:port; one per family, comma-separated, for IPv4 and IPv6 clients"`
 	Capture        bool          `env:"CAPTURE" envDefault:"true" help:"forward: install the REDIRECT of forwarded TCP/21 to the listener"`
-	CaptureIfaces  []string      `env:"CAPTURE_IFACES" envSeparator:"," help:"forward: capture only on these interfaces (comma list; empty = all)"`
+	CaptureIfaces  []string      `env:"CAPTURE_IFACES" envSeparator:"," help:"forward: the LAN interfaces to serve (comma list, e.g. lan0): FTP arriving on them is captured, and only connections that arrived on them are relayed; required when FTPALG_CAPTURE=true"`
 	PublicAddr     string        `env:"PUBLIC_ADDR" help:"address written into rewritten endpoints; empty = found from the routing table / the connection"`
 	DataPorts      string        `env:"DATA_PORTS" envDefault:"50000-50999" help:"pool of gateway ports for translated data endpoints, lo-hi"`
 	PinholeTTL     time.Duration `env:"PINHOLE_TTL" envDefault:"30s" help:"lifetime of an unused pinhole, enforced by the kernel"`
@@ -37,6 +37,9 @@ type Config struct {
 	MaxSessions    int           `env:"MAX_SESSIONS" envDefault:"10000" help:"concurrent control sessions; more are answered 421"`
 	IdleTimeout    time.Duration `env:"IDLE_TIMEOUT" envDefault:"15m" help:"idle control channel timeout (never while a transfer runs)"`
 	ConnectTimeout time.Duration `env:"CONNECT_TIMEOUT" envDefault:"10s" help:"upstream dial timeout; the client gets 421 after it"`
+	AllowClients   []string      `env:"ALLOW_CLIENTS" envSeparator:"," help:"clients that may use the gateway: comma list of CIDRs (an address alone is one host); empty = all; others get 421"`
+	AllowServers   []string      `env:"ALLOW_SERVERS" envSeparator:"," help:"forward: FTP servers that may be reached, comma list of CIDRs; empty = all; others get 421 (reverse/sidecar: the upstream must be allowed)"`
+	DenyServers    []string      `env:"DENY_SERVERS" envSeparator:"," help:"FTP servers that may never be reached, comma list of CIDRs; wins over FTPALG_ALLOW_SERVERS"`
 	ShutdownGrace  time.Duration `env:"SHUTDOWN_GRACE" envDefault:"30s" help:"on SIGTERM, time given to sessions before the rules are removed"`
 	IPv6           bool          `env:"IPV6" envDefault:"true" help:"also install the IPv6 (ip6tables) structure"`
 	AuthTLS        string        `env:"AUTH_TLS" envDefault:"deny" help:"deny (answer AUTH with 534) or passthrough (stop inspecting after 234)"`
@@ -54,6 +57,7 @@ type Config struct {
 var Reloadable = map[string]bool{
 	"LOG_LEVEL": true, "DENY_COMMANDS": true, "MAX_SESSIONS": true, "IDLE_TIMEOUT": true,
 	"CONNECT_TIMEOUT": true, "PASSIVE_FIXUP": true, "AUTH_TLS": true, "MAX_LINE": true,
+	"ALLOW_CLIENTS": true, "ALLOW_SERVERS": true, "DENY_SERVERS": true,
 }
 
 // Problem is one bad variable.
@@ -194,6 +198,12 @@ func (c *Config) validate(vars map[string]string, already []Problem) []Problem {
 	}
 	switch c.Mode {
 	case "forward":
+		if c.Capture && len(c.CaptureIfaces) == 0 {
+			// Capture on every interface would let a WAN host reach LAN
+			// FTP servers, and any host beyond, through the gateway.
+			bad("CAPTURE_IFACES", "required in forward mode with FTPALG_CAPTURE=true: name the LAN interfaces whose FTP is captured, "+
+				"e.g. FTPALG_CAPTURE_IFACES=lan0 (never the WAN side); or set FTPALG_CAPTURE=false if you install the REDIRECT yourself")
+		}
 	case "reverse", "sidecar":
 		if c.Upstream == "" {
 			bad("UPSTREAM", "required in "+c.Mode+" mode: the server's address:port")
@@ -216,6 +226,17 @@ func (c *Config) validate(vars map[string]string, already []Problem) []Problem {
 	}
 	if _, _, err := ParsePortRange(c.DataPorts); err != nil {
 		bad("DATA_PORTS", "expected lo-hi within 1024-65535 with lo <= hi, e.g. 50000-50999")
+	}
+	for name, list := range map[string][]string{"ALLOW_CLIENTS": c.AllowClients, "ALLOW_SERVERS": c.AllowServers, "DENY_SERVERS": c.DenyServers} {
+		if _, err := ParsePrefixes(list); err != nil {
+			bad(name, "expected a comma list of CIDRs or addresses, e.g. 192.0.2.0/24,2001:db8::/32,198.51.100.7; "+err.Error())
+		}
+	}
+	if c.Mode != "forward" && !failed["UPSTREAM"] && !failed["ALLOW_SERVERS"] && !failed["DENY_SERVERS"] {
+		if denied := c.DeniedUpstreams(); len(denied) > 0 {
+			bad("UPSTREAM", "the server policy refuses "+strings.Join(denied, ", ")+
+				" (FTPALG_ALLOW_SERVERS / FTPALG_DENY_SERVERS): every session would be refused")
+		}
 	}
 	for _, ifc := range c.CaptureIfaces {
 		if ifc == "" || len(ifc) > 15 || strings.ContainsAny(ifc, " /") {

@@ -1,16 +1,25 @@
 package config
 
 import (
+	"errors"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
 	"time"
 )
 
+// Forward mode captures by default, on interfaces the operator must name:
+// the defaults alone are refused, naming the variable and what it needs.
 func TestDefaults(t *testing.T) {
-	c, err := Load(nil)
+	_, err := Load(nil)
+	var cerr *Error
+	if !errors.As(err, &cerr) || len(cerr.Problems) != 1 || cerr.Problems[0].Var != "CAPTURE_IFACES" {
+		t.Fatalf("defaults: want exactly the CAPTURE_IFACES problem, got %v", err)
+	}
+	c, err := Load([]string{"FTPALG_CAPTURE_IFACES=lan0"})
 	if err != nil {
-		t.Fatalf("defaults must be valid: %v", err)
+		t.Fatalf("defaults with an interface must be valid: %v", err)
 	}
 	if c.Mode != "forward" || c.Listen != ":2121" || !c.Capture || c.DataPorts != "50000-50999" ||
 		c.PinholeTTL != 30*time.Second || c.AdminListen != ":9180" || c.AuthTLS != "deny" {
@@ -142,11 +151,11 @@ func TestEnvFileAndDiff(t *testing.T) {
 	dir := t.TempDir()
 	f := dir + "/ftpalg.env"
 	os.WriteFile(f, []byte("# comment\nFTPALG_LOG_LEVEL=debug\nFTPALG_DENY_COMMANDS=\"SITE EXEC\"\n\n"), 0o644)
-	base, err := Load(nil)
+	base, err := Load([]string{"FTPALG_CAPTURE_IFACES=lan0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Load([]string{"FTPALG_ENV_FILE=" + f, "FTPALG_LOG_LEVEL=warn"})
+	c, err := Load([]string{"FTPALG_ENV_FILE=" + f, "FTPALG_LOG_LEVEL=warn", "FTPALG_CAPTURE_IFACES=lan0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,10 +171,128 @@ func TestEnvFileAndDiff(t *testing.T) {
 		t.Fatalf("diff: %v", d)
 	}
 	os.WriteFile(f, []byte("FTPALG_LOG_LEVEL=loud\nnot a line\n"), 0o644)
-	if _, err := Load([]string{"FTPALG_ENV_FILE=" + f}); err == nil || !strings.Contains(err.Error(), "FTPALG_ENV_FILE") {
+	if _, err := Load([]string{"FTPALG_ENV_FILE=" + f, "FTPALG_CAPTURE_IFACES=lan0"}); err == nil || !strings.Contains(err.Error(), "FTPALG_ENV_FILE") {
 		t.Fatalf("bad file: %v", err)
 	}
 	if _, err := Load([]string{"FTPALG_ENV_FILE=" + dir + "/missing"}); err == nil {
 		t.Fatal("missing file accepted")
+	}
+}
+
+func TestCaptureIfaces(t *testing.T) {
+	for _, tc := range []struct {
+		env  []string
+		want string // "" = valid
+	}{
+		{[]string{"FTPALG_CAPTURE_IFACES=lan0"}, ""},
+		{[]string{"FTPALG_CAPTURE_IFACES=lan0,lan1"}, ""},
+		{[]string{"FTPALG_CAPTURE_IFACES="}, `FTPALG_CAPTURE_IFACES="": required in forward mode with FTPALG_CAPTURE=true: name the LAN interfaces`},
+		{nil, "e.g. FTPALG_CAPTURE_IFACES=lan0"},
+		{[]string{"FTPALG_MODE=forward"}, "or set FTPALG_CAPTURE=false if you install the REDIRECT yourself"},
+		{[]string{"FTPALG_CAPTURE=false"}, ""},
+		{[]string{"FTPALG_MODE=reverse", "FTPALG_UPSTREAM=192.0.2.10:21"}, ""},
+		{[]string{"FTPALG_CAPTURE_IFACES=lan0,,lan1"}, `FTPALG_CAPTURE_IFACES="lan0,,lan1": expected a comma list of interface names`},
+	} {
+		_, err := Load(tc.env)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: %v", tc.env, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%v: got %v, want %q", tc.env, err, tc.want)
+		}
+	}
+}
+
+func TestParsePrefixes(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want []string
+		bad  string
+	}{
+		{nil, nil, ""},
+		{[]string{"192.0.2.0/24", " 198.51.100.7 ", "2001:db8::/32", "2001:db8::1"}, []string{"192.0.2.0/24", "198.51.100.7/32", "2001:db8::/32", "2001:db8::1/128"}, ""},
+		{[]string{"192.0.2.77/24"}, []string{"192.0.2.0/24"}, ""},
+		{[]string{"192.0.2.0/33", "ftp.example.com", "", "fe80::1%eth0", "::ffff:192.0.2.1", "192.0.2.1"}, nil,
+			`"192.0.2.0/33", "ftp.example.com", "", "fe80::1%eth0", "::ffff:192.0.2.1"`},
+	} {
+		got, err := ParsePrefixes(tc.in)
+		if tc.bad != "" {
+			if err == nil || !strings.HasSuffix(err.Error(), tc.bad) {
+				t.Errorf("%q: got %v, want the bad entries %s", tc.in, err, tc.bad)
+			}
+			continue
+		}
+		if err != nil || len(got) != len(tc.want) {
+			t.Errorf("%q: got %v %v", tc.in, got, err)
+			continue
+		}
+		for i := range got {
+			if got[i].String() != tc.want[i] {
+				t.Errorf("%q: [%d] = %s, want %s", tc.in, i, got[i], tc.want[i])
+			}
+		}
+	}
+}
+
+func TestPolicy(t *testing.T) {
+	_, err := Load([]string{"FTPALG_CAPTURE_IFACES=lan0", "FTPALG_ALLOW_CLIENTS=192.0.2.0/24,nope", "FTPALG_DENY_SERVERS=1.2.3.4/40"})
+	for _, want := range []string{
+		`FTPALG_ALLOW_CLIENTS="192.0.2.0/24,nope": expected a comma list of CIDRs or addresses`, `"nope"`,
+		`FTPALG_DENY_SERVERS="1.2.3.4/40"`, "(2 problems)",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("message lacks %q: %v", want, err)
+		}
+	}
+	c, err := Load([]string{"FTPALG_CAPTURE_IFACES=lan0", "FTPALG_ALLOW_CLIENTS=192.0.2.10,2001:db8:1::/64",
+		"FTPALG_ALLOW_SERVERS=198.51.100.0/24", "FTPALG_DENY_SERVERS=198.51.100.66"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.AccessOf()
+	for _, tc := range []struct {
+		addr           string
+		client, server bool
+	}{
+		{"192.0.2.10", true, false},
+		{"::ffff:192.0.2.10", true, false},
+		{"192.0.2.66", false, false},
+		{"2001:db8:1::66", true, false},
+		{"198.51.100.20", false, true},
+		{"198.51.100.66", false, false}, // deny wins over allow
+		{"203.0.113.5", false, false},
+	} {
+		ad := netip.MustParseAddr(tc.addr)
+		if a.ClientAllowed(ad) != tc.client || a.ServerAllowed(ad) != tc.server {
+			t.Errorf("%s: client %v server %v, want %v %v", tc.addr, a.ClientAllowed(ad), a.ServerAllowed(ad), tc.client, tc.server)
+		}
+	}
+	open := Access{}
+	if !open.ClientAllowed(netip.MustParseAddr("203.0.113.5")) || !open.ServerAllowed(netip.MustParseAddr("203.0.113.5")) {
+		t.Error("empty lists must allow everything")
+	}
+	for name := range map[string]bool{"ALLOW_CLIENTS": true, "ALLOW_SERVERS": true, "DENY_SERVERS": true} {
+		if !Reloadable[name] {
+			t.Errorf("%s must be reloadable", name)
+		}
+	}
+}
+
+// In reverse and sidecar modes the server is the upstream: one the policy
+// refuses is a configuration error.
+func TestUpstreamAgainstPolicy(t *testing.T) {
+	up := "FTPALG_UPSTREAM=192.0.2.10:21,[2001:db8:1::10]:21"
+	for _, tc := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"FTPALG_MODE=reverse", up, "FTPALG_DENY_SERVERS=192.0.2.0/24"}, `FTPALG_UPSTREAM="192.0.2.10:21,[2001:db8:1::10]:21": the server policy refuses 192.0.2.10:21`},
+		{[]string{"FTPALG_MODE=sidecar", up, "FTPALG_ALLOW_SERVERS=192.0.2.10"}, "refuses [2001:db8:1::10]:21 (FTPALG_ALLOW_SERVERS / FTPALG_DENY_SERVERS)"},
+		{[]string{"FTPALG_MODE=reverse", up, "FTPALG_ALLOW_SERVERS=192.0.2.10,2001:db8:1::/48"}, ""},
+	} {
+		_, err := Load(tc.env)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%v: got %v, want %q", tc.env, err, tc.want)
+		}
 	}
 }

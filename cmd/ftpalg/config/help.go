@@ -25,6 +25,9 @@ func WriteHelp(w io.Writer) {
 Usage: ftpalg            (configured only through the environment)
        ftpalg -h         this text
        ftpalg -version   print the version
+       ftpalg -cleanup   remove every ftpalg rule, set and nftables table that a
+                         daemon killed with SIGKILL (or crashed) left, then exit;
+                         reads no configuration (systemd: ExecStopPost=)
 
 The control channel (TCP/21) is relayed and checked; PORT/EPRT and 227/229
 are rewritten, and exact, short-lived iptables pinholes let each data
@@ -42,11 +45,24 @@ Environment:
 	}
 	tw.Flush()
 	fmt.Fprint(w, `
-Signals: SIGTERM/SIGINT stop accepting, let sessions finish within
-FTPALG_SHUTDOWN_GRACE, then remove every rule. SIGHUP re-reads the
+Forward mode needs FTPALG_CAPTURE_IFACES (the LAN side): capturing on a WAN
+interface would let outside hosts reach LAN FTP servers through the gateway.
+
+Policy: captured FTP never crosses the filter FORWARD chain (it is
+REDIRECTed in nat PREROUTING and the gateway dials the server itself), so
+FORWARD rules do not restrict it. FTPALG_ALLOW_CLIENTS, FTPALG_ALLOW_SERVERS
+and FTPALG_DENY_SERVERS do, before the server is dialled: a refused client
+gets 421 and ftpalg_sessions_refused_total{reason="policy_client"} or
+{reason="policy_server"} counts it.
+
+Signals are handled from the start. SIGTERM/SIGINT stop accepting, let
+sessions finish within FTPALG_SHUTDOWN_GRACE, then remove every rule (during
+start-up: remove what was installed, exit 0). SIGHUP re-reads the
 environment and FTPALG_ENV_FILE and applies LOG_LEVEL, DENY_COMMANDS,
-MAX_SESSIONS, IDLE_TIMEOUT, CONNECT_TIMEOUT, PASSIVE_FIXUP, AUTH_TLS and
-MAX_LINE to new sessions; a bad configuration keeps the running one.
+MAX_SESSIONS, IDLE_TIMEOUT, CONNECT_TIMEOUT, PASSIVE_FIXUP, AUTH_TLS,
+MAX_LINE, ALLOW_CLIENTS, ALLOW_SERVERS and DENY_SERVERS to new sessions; a
+bad configuration keeps the running one. A SIGHUP during start-up is applied
+once the daemon serves.
 
 Admin HTTP (FTPALG_ADMIN_LISTEN): /livez, /readyz (200 only while the rules
 are verified in place), /metrics (Prometheus).
