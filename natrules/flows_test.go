@@ -1,84 +1,16 @@
 package natrules
 
 import (
-	"encoding/binary"
+	"fmt"
+	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
-
-// nflogMsg builds an NFULNL_MSG_PACKET body: nfgenmsg + NFULA_PAYLOAD.
-func nflogMsg(t *testing.T, family uint8, pkt []byte) []byte {
-	t.Helper()
-	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: nfulaPayload, Data: pkt}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return append(appendNfgen(nil, family, 2121), attrs...)
-}
-
-func ipv4SYN(ihl int, proto byte, src, dst string, sport, dport uint16) []byte {
-	p := make([]byte, ihl*4+20)
-	p[0] = 0x40 | byte(ihl)
-	p[9] = proto
-	copy(p[12:], netip.MustParseAddr(src).AsSlice())
-	copy(p[16:], netip.MustParseAddr(dst).AsSlice())
-	binary.BigEndian.PutUint16(p[ihl*4:], sport)
-	binary.BigEndian.PutUint16(p[ihl*4+2:], dport)
-	return p
-}
-
-func ipv6SYN(next byte, src, dst string, sport, dport uint16) []byte {
-	p := make([]byte, 60)
-	p[0] = 0x60
-	p[6] = next
-	copy(p[8:], netip.MustParseAddr(src).AsSlice())
-	copy(p[24:], netip.MustParseAddr(dst).AsSlice())
-	binary.BigEndian.PutUint16(p[40:], sport)
-	binary.BigEndian.PutUint16(p[42:], dport)
-	return p
-}
-
-func TestParseFlowLogPacket(t *testing.T) {
-	cases := []struct {
-		name   string
-		family uint8
-		pkt    []byte
-		ok     bool
-		src    string
-		sport  uint16
-		dst    string
-		dport  uint16
-	}{
-		{"ipv4", unix.NFPROTO_IPV4, ipv4SYN(5, unix.IPPROTO_TCP, "192.0.2.10", "198.51.100.20", 40001, 50000), true, "192.0.2.10", 40001, "198.51.100.20", 50000},
-		{"ipv4 with options", unix.NFPROTO_IPV4, ipv4SYN(7, unix.IPPROTO_TCP, "192.0.2.10", "198.51.100.20", 1, 2), true, "192.0.2.10", 1, "198.51.100.20", 2},
-		{"ipv4 udp", unix.NFPROTO_IPV4, ipv4SYN(5, unix.IPPROTO_UDP, "192.0.2.10", "198.51.100.20", 1, 2), false, "", 0, "", 0},
-		{"ipv4 truncated", unix.NFPROTO_IPV4, ipv4SYN(5, unix.IPPROTO_TCP, "192.0.2.10", "198.51.100.20", 1, 2)[:22], false, "", 0, "", 0},
-		{"ipv4 bad ihl", unix.NFPROTO_IPV4, ipv4SYN(5, unix.IPPROTO_TCP, "192.0.2.10", "198.51.100.20", 1, 2)[:20], false, "", 0, "", 0},
-		{"ipv6", unix.NFPROTO_IPV6, ipv6SYN(unix.IPPROTO_TCP, "2001:db8:1::10", "2001:db8:2::20", 40001, 50000), true, "2001:db8:1::10", 40001, "2001:db8:2::20", 50000},
-		{"ipv6 extension header", unix.NFPROTO_IPV6, ipv6SYN(0, "2001:db8:1::10", "2001:db8:2::20", 1, 2), false, "", 0, "", 0},
-		{"ipv6 packet under ipv4 family", unix.NFPROTO_IPV4, ipv6SYN(unix.IPPROTO_TCP, "2001:db8:1::10", "2001:db8:2::20", 1, 2), false, "", 0, "", 0},
-		{"empty", unix.NFPROTO_IPV4, nil, false, "", 0, "", 0},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			src, sport, dst, dport, ok := parseFlowLogPacket(nflogMsg(t, c.family, c.pkt))
-			if ok != c.ok {
-				t.Fatalf("ok = %v, want %v", ok, c.ok)
-			}
-			if !ok {
-				return
-			}
-			if src.String() != c.src || dst.String() != c.dst || sport != c.sport || dport != c.dport {
-				t.Errorf("got %s:%d -> %s:%d", src, sport, dst, dport)
-			}
-		})
-	}
-}
 
 func TestFlowTableBounds(t *testing.T) {
 	ft := newFlowTable(12)
@@ -92,7 +24,7 @@ func TestFlowTableBounds(t *testing.T) {
 			t.Fatalf("add %d refused", i)
 		}
 	}
-	got, armed, _ := ft.get(k)
+	got, armed, _, _ := ft.get(k)
 	if len(got) != flowsPerEntry || got[len(got)-1].sport != uint16(1000+flowsPerEntry+2) || !armed.Equal(now) {
 		t.Fatalf("per-hole bound: %+v, armed %v", got, armed)
 	}
@@ -107,7 +39,7 @@ func TestFlowTableBounds(t *testing.T) {
 		t.Fatal("table past its bound accepted a hole")
 	}
 	ft.forget(k, got[:2])
-	if got, _, _ := ft.get(k); len(got) != flowsPerEntry-2 || ft.len() != 10 {
+	if got, _, _, _ := ft.get(k); len(got) != flowsPerEntry-2 || ft.len() != 10 {
 		t.Fatalf("after forget: %d flows of the hole, %d in all", len(got), ft.len())
 	}
 	// Pruning: flows older than the cutoff are offered for checking;
@@ -119,21 +51,62 @@ func TestFlowTableBounds(t *testing.T) {
 	if len(old[k]) != flowsPerEntry-2 || len(old[k3]) != 0 {
 		t.Fatalf("old: %+v", old)
 	}
-	if _, _, ok := ft.get(k3); ok {
+	if _, _, _, ok := ft.get(k3); ok {
 		t.Fatal("stale armed entry kept")
 	}
 	ft.arm(k3, now)
 	ft.dropIdle(k3)
 	ft.dropIdle(k)
-	if _, _, ok := ft.get(k3); ok {
+	if _, _, _, ok := ft.get(k3); ok {
 		t.Fatal("idle entry kept")
 	}
-	if _, _, ok := ft.get(k); !ok {
+	if _, _, _, ok := ft.get(k); !ok {
 		t.Fatal("entry with flows dropped as idle")
 	}
 	ft.drop(k)
 	if ft.len() != 0 {
 		t.Fatalf("%d left after dropping everything", ft.len())
+	}
+}
+
+// A hole an unreadable SYN may have used is unsure until its session drops
+// it: forgetting the hole keeps the mark, and pruning keeps it as long as
+// it keeps a recently armed entry.
+func TestFlowTableUnsure(t *testing.T) {
+	ft := newFlowTable(4)
+	now := time.Now()
+	k := holeKey{From: ad("2001:db8:1::10"), To: ap("[2001:db8:2::20]:50000")}
+	other := holeKey{From: ad("2001:db8:1::10"), To: ap("[2001:db8:2::20]:50001")}
+	ft.arm(k, now.Add(-3*time.Hour))
+	ft.arm(other, now)
+	if !ft.taint(k, now) {
+		t.Fatal("taint refused")
+	}
+	if _, _, unsure, ok := ft.get(k); !unsure || !ok {
+		t.Fatal("tainted hole not unsure")
+	}
+	if _, _, unsure, _ := ft.get(other); unsure {
+		t.Fatal("taint spread to another hole")
+	}
+	ft.dropIdle(k)
+	ft.old(now, now.Add(-2*time.Hour))
+	if _, _, unsure, ok := ft.get(k); !unsure || !ok || ft.len() != 2 {
+		t.Fatalf("unsure entry forgotten (ok %v) or miscounted (%d)", ok, ft.len())
+	}
+	ft.old(now, now.Add(time.Second))
+	if _, _, _, ok := ft.get(k); ok {
+		t.Fatal("unsure entry armed and tainted before the cutoff kept")
+	}
+	ft.taint(k, now)
+	ft.drop(k)
+	if _, _, _, ok := ft.get(k); ok || ft.len() != 0 {
+		t.Fatalf("drop kept the unsure entry (%d left)", ft.len())
+	}
+	for i := range 4 {
+		ft.arm(holeKey{From: ad("192.0.2.10"), To: ap2("198.51.100.20", uint16(i))}, now)
+	}
+	if ft.taint(k, now) {
+		t.Fatal("taint past the table's bound accepted")
 	}
 }
 
@@ -376,7 +349,7 @@ func TestRootFlowLogUnavailable(t *testing.T) {
 				}
 			})
 			t.Cleanup(other.close)
-			other.start(func(netip.Addr, uint16, netip.Addr, uint16) {}, func(error) {})
+			other.start(flowHandlers{seen: func(netip.Addr, uint16, netip.Addr, uint16) {}, unsure: func(_, _ netip.Addr) {}, onErr: func(error) {}})
 		}},
 		{"NFLOG rule refused", func(t *testing.T, tp *topo, m *Manager) { m.failNFLOG = true }},
 	}
@@ -411,4 +384,126 @@ func usedHole(t *testing.T, tp *topo, m *Manager) Hole {
 	}
 	mustConnect(t, tp, tp.sAddr, port, peers, tp.cAddr)
 	return h
+}
+
+// dstOptsHeader is an IPv6 destination-options header of 8*(1+n) bytes
+// for IPV6_DSTOPTS (the kernel fills in the next header): PadN when n is
+// 0, else one option of the experimental type 0x1e (RFC 4727; "skip if
+// unknown"), since receivers drop more than 7 bytes of padding.
+func dstOptsHeader(n int) []byte {
+	h := make([]byte, 8*(1+n))
+	h[1], h[2], h[3] = byte(n), 1, byte(len(h)-4)
+	if n > 0 {
+		h[2] = 0x1e
+	}
+	return h
+}
+
+// dialDstOpts connects from the client through a hole with every packet
+// carrying the destination-options header opt.
+func dialDstOpts(t *testing.T, tp *topo, port uint16, peers chan string, opt []byte) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 2 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptString(int(fd), unix.IPPROTO_IPV6, unix.IPV6_DSTOPTS, string(opt))
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	var c net.Conn
+	var err error
+	tp.client.do(t, func() { c, err = d.Dial("tcp6", net.JoinHostPort(tp.sAddr, fmt.Sprint(port))) })
+	if err != nil {
+		t.Fatalf("connect with a %d-byte destination-options header: %v", len(opt), err)
+	}
+	t.Cleanup(func() { c.Close() })
+	select {
+	case <-peers:
+	case <-time.After(2 * time.Second):
+		t.Fatal("server accepted nothing")
+	}
+	return c
+}
+
+// SYNs with an IPv6 extension header: one whose ports the flow log can
+// read (an 8-byte destination-options header) is a flow like any other;
+// one whose ports lie past the snapshot (a 64-byte header) is counted lost
+// and makes only its own hole walk: the log stays up and every other hole
+// stays exact.
+func TestRootFlowLogExtHeaders(t *testing.T) {
+	needRoot(t)
+	tp := newTopo(t, true)
+	m := newTestManager(t, tp.gw, Config{IPv6: true, TTL: 30 * time.Second, FlowLogGroup: 2121})
+	ctx := t.Context()
+	tp.gw.do(t, func() {
+		if _, err := EnableAccounting(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	open := func() (Hole, uint16, chan string) {
+		port, peers := listen(t, tp.server, tp.sAddr)
+		h := Hole{From: ad(tp.cAddr), To: ap2(tp.sAddr, port)}
+		if err := m.Open(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+		return h, port, peers
+	}
+	payload := make([]byte, 20000)
+	readable, port, peers := open()
+	unreadable, port2, peers2 := open()
+
+	c := dialDstOpts(t, tp, port, peers, dstOptsHeader(0))
+	local := netip.MustParseAddrPort(c.LocalAddr().String())
+	if fs := waitFlows(t, m, readable, 1); fs[0].sport != local.Port() {
+		t.Fatalf("flow from port %d, want %d", fs[0].sport, local.Port())
+	}
+	c2 := dialDstOpts(t, tp, port2, peers2, dstOptsHeader(7))
+	for _, c := range []net.Conn{c, c2} {
+		if _, err := c.Write(payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for m.drainFlowLog(); m.Stats().FlowLost == 0 && time.Now().Before(deadline); m.drainFlowLog() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := m.Stats(); !s.FlowLog || s.FlowLost != 1 || s.FlowEvents != 1 {
+		t.Fatalf("stats %+v: want the log up, 1 flow, 1 message lost", s)
+	}
+	if len(m.flowsOf(unreadable)) != 0 {
+		t.Fatalf("flows recorded for the unreadable SYN: %+v", m.flowsOf(unreadable))
+	}
+	// Conntrack accounting may lag the write by a moment.
+	bytesOf := func(h Hole) uint64 {
+		var got uint64
+		for deadline := time.Now().Add(2 * time.Second); got < uint64(len(payload)) && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			b, err := m.FlowBytes([]Hole{h})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = b[0]
+		}
+		return got
+	}
+	if got := bytesOf(readable); got < uint64(len(payload)) || m.Stats().CtWalks != 0 {
+		t.Fatalf("readable hole: %d bytes, %d walks; want the payload by an exact lookup", got, m.Stats().CtWalks)
+	}
+	if got := bytesOf(unreadable); got < uint64(len(payload)) || m.Stats().CtWalks == 0 {
+		t.Fatalf("unreadable hole: %d bytes, %d walks; want the payload, found by a walk", got, m.Stats().CtWalks)
+	}
+	walks := m.Stats().CtWalks
+	// Both holes settle as used (the unsure one by asking the kernel); the
+	// session's cleanup deletes both connections, the readable one by its
+	// tuple, the unsure one by a walk.
+	if err := m.CloseSession(ctx, []Hole{readable, unreadable}, []Hole{readable, unreadable}); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Stats(); s.Used != 2 || s.Revoked != 0 || s.Conntrack != 2 || s.CtWalks <= walks || !s.FlowLog {
+		t.Errorf("after cleanup %+v: want 2 used, 2 connections deleted (one by a walk), the log up", s)
+	}
 }
