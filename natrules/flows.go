@@ -106,11 +106,14 @@ func (m *Manager) flowSeen(src netip.Addr, sport uint16, dst netip.Addr, dport u
 }
 
 // flowUnsure is the flow log's report of a SYN whose ports it could not
-// read. Only a hole from src to dst (after DNAT) whose entry was still
-// armed can have let it in: those holes are marked unsure, so their lookups walk the conntrack table and
-// every other hole stays exact. Scanning the index costs a pass over the
-// live holes, once per such message; each message needs a hole of its
-// own (holes are one-shot), which bounds their rate.
+// read. Only a hole from src to dst (after DNAT) can have let it in: the
+// holes from src to dst that the index knows (live, or forgotten within
+// recentKeep) are marked unsure, so their lookups walk the conntrack table,
+// and every other hole stays exact. It cannot tell which of them the SYN
+// used (a hole's arming count is under mu, which the reader never takes).
+// Scanning the index costs a pass over the live holes, once per such
+// message; each message needs a hole of its own (holes are one-shot),
+// which bounds their rate.
 func (m *Manager) flowUnsure(src, dst netip.Addr) {
 	src, dst = src.Unmap(), dst.Unmap()
 	set := fwdSet(FamilyOf(src))
@@ -119,11 +122,8 @@ func (m *Manager) flowUnsure(src, dst netip.Addr) {
 	var keys []holeKey
 	m.idxMu.Lock()
 	for e, sts := range m.entryHoles {
-		if !match(e) {
-			continue
-		}
-		for _, st := range sts {
-			if !st.logged() { // a logged hole's entry went with a readable SYN
+		if match(e) {
+			for _, st := range sts {
 				keys = append(keys, keyOf(st.h))
 			}
 		}
@@ -135,14 +135,16 @@ func (m *Manager) flowUnsure(src, dst netip.Addr) {
 	}
 	m.idxMu.Unlock()
 	if len(keys) == 0 {
-		// Read too late to find its hole: any hole may be the one.
-		m.flogBlind()
+		m.flogBlind() // read too late to find its hole: holes armed before now walk
 		return
 	}
 	for _, k := range keys {
-		if !m.flows.taint(k, now) {
-			m.flogLost()
-		}
+		// A hole without an entry is left alone: its session dropped it
+		// (nothing looks it up again), or the full table never armed it
+		// (a loss already), or it was forgotten without a flow in the
+		// instant between Revoke's drain and its delete (its byte count
+		// is then 0: the cost stays with the client who sent the SYN).
+		m.flows.taint(k, now)
 	}
 }
 

@@ -83,11 +83,12 @@ func (t *flowTable) add(k holeKey, sport uint16, now time.Time) bool {
 }
 
 // taint records that a SYN the log could not read may have used k; false
-// when the table is full.
+// if k has no entry. It adds none: entries come and go with the holes, so
+// unreadable SYNs cannot fill the table.
 func (t *flowTable) taint(k holeKey, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e := t.entryLocked(k)
+	e := t.holes[k]
 	if e == nil {
 		return false
 	}
