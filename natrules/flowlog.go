@@ -75,7 +75,7 @@ type flowLog struct {
 	lost       atomic.Uint64
 	lastErr    atomic.Int64 // unix nanos of the last loss; 0: none
 	// lastBlind: unix nanos of the last message that named no hole (no
-	// addresses could be read); 0: none. Holes armed before it are not
+	// addresses could be read, or none the manager knew); 0: none. Holes armed before it are not
 	// complete, but the log is not lost: Stats.FlowLog stays true.
 	lastBlind atomic.Int64
 	// unread is set by every message whose ports could not be read: a

@@ -124,7 +124,8 @@ func auditedBytes(p *bed.Proc) []float64 {
 // destination-options header used to turn the flow log off (up 0 for an
 // hour, every SYN lost, a conntrack table walk per lookup). The log walks
 // the extension headers to the ports; a SYN whose ports it still cannot
-// read (a header longer than the snapshot) costs only its own hole.
+// read (a header longer than the snapshot) costs only the exactness of its
+// client's holes to that server.
 func TestFlowLogIPv6ExtensionHeaders(t *testing.T) {
 	requireRoot(t)
 	b := newBed(t)
@@ -173,7 +174,7 @@ func TestFlowLogIPv6ExtensionHeaders(t *testing.T) {
 			holes, hash[:12], holes)
 	})
 
-	t.Run("a SYN the log cannot read costs only its own hole", func(t *testing.T) {
+	t.Run("a SYN the log cannot read costs only its client's holes", func(t *testing.T) {
 		m1 := metricsOf(t, b, b.Gateway)
 		f := dialFTP(t, b, b.Client, bed.Server6)
 		expect(t, f, "TYPE I", 200)
