@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,14 +38,17 @@ const (
 	nfulnlCopyPacket = 2
 
 	// flowLogSnap is how much of each logged packet the kernel copies: an
-	// IPv6 header and the TCP ports fit in 44 bytes.
+	// IPv6 header and the TCP ports fit in 44 bytes, and the 20 left hold
+	// the common extension headers (8-byte hop-by-hop and destination
+	// options). A SYN whose ports lie further costs only the exactness of
+	// its own holes (see deliver).
 	flowLogSnap = 64
 	// flowLogRcvBuf holds the messages between two drains (each takes a
 	// few KiB of socket memory).
 	flowLogRcvBuf = 4 << 20
-	// lossGrace: after a lost message the log is not reported complete
-	// (Stats.FlowLog) for this long; lookups for holes armed before the
-	// loss walk the conntrack table.
+	// lossGrace: after the socket overran (messages the kernel dropped)
+	// the log is not reported complete (Stats.FlowLog) for this long;
+	// lookups for holes armed before the loss walk the conntrack table.
 	lossGrace = time.Hour
 	// flowKeep bounds how long a flow is remembered once its conntrack
 	// entry is gone (a long transfer's entry keeps it alive).
@@ -56,13 +58,6 @@ const (
 	flowsPerEntry = 8
 )
 
-// flowRec is one data connection seen through a hole: the source port of
-// its first SYN (the rest of the tuple is the hole's).
-type flowRec struct {
-	sport uint16
-	at    time.Time
-}
-
 // flowLog reads the NFLOG group. It is drained on demand, before a lookup
 // needs it (Revoke, FlowBytes, CloseSession), and on a short timer so the
 // socket never fills: a SYN wakes no thread of the daemon, which on a
@@ -70,8 +65,7 @@ type flowRec struct {
 type flowLog struct {
 	fd    int // non-blocking; not in the Go netpoller
 	group uint16
-	seen  func(src netip.Addr, sport uint16, dst netip.Addr, dport uint16)
-	onErr func(error)
+	h     flowHandlers
 
 	mu  sync.Mutex // serialises drains; guards buf
 	buf []byte
@@ -80,8 +74,15 @@ type flowLog struct {
 	events     atomic.Uint64
 	lost       atomic.Uint64
 	lastErr    atomic.Int64 // unix nanos of the last loss; 0: none
-	closed     atomic.Bool
-	failed     atomic.Bool // the socket returned an unexpected error
+	// lastBlind: unix nanos of the last message that named no hole (no
+	// addresses could be read, or none the manager knew); 0: none. Holes armed before it are not
+	// complete, but the log is not lost: Stats.FlowLog stays true.
+	lastBlind atomic.Int64
+	// unread is set by every message whose ports could not be read: a
+	// hole it consumed is not marked used by the log (see marksUsed).
+	unread atomic.Bool
+	closed atomic.Bool
+	failed atomic.Bool // the socket returned an unexpected error
 }
 
 // flowLogDrainEvery bounds how long a message waits when nothing asks.
@@ -166,10 +167,21 @@ func (l *flowLog) config(seq uint32, attrs []netlink.Attribute) error {
 	}
 }
 
-// start delivers each logged SYN as (src, sport, dst, dport) to seen, on
-// every drain, until close.
-func (l *flowLog) start(seen func(src netip.Addr, sport uint16, dst netip.Addr, dport uint16), onErr func(error)) {
-	l.seen, l.onErr = seen, onErr
+// flowHandlers receive what each drain reads.
+type flowHandlers struct {
+	// seen gets each logged SYN that could be read whole.
+	seen func(src netip.Addr, sport uint16, dst netip.Addr, dport uint16)
+	// unsure gets a SYN whose ports could not be read (extension headers
+	// past the snapshot, a later fragment): only the holes from src to
+	// dst can have let it in.
+	unsure func(src, dst netip.Addr)
+	// onErr gets each socket error (messages the kernel dropped).
+	onErr func(error)
+}
+
+// start delivers the logged SYNs to h, on every drain, until close.
+func (l *flowLog) start(h flowHandlers) {
+	l.h = h
 	go func() {
 		defer close(l.done)
 		t := time.NewTicker(flowLogDrainEvery)
@@ -207,35 +219,57 @@ func (l *flowLog) drain() {
 			// The kernel dropped messages: some flows are unknown.
 			l.lost.Add(1)
 			l.lastErr.Store(time.Now().UnixNano())
-			l.onErr(err)
+			l.h.onErr(err)
 			continue
 		case err != nil:
 			l.failed.Store(true)
 			l.lastErr.Store(time.Now().UnixNano())
-			l.onErr(err)
+			l.h.onErr(err)
 			return
 		}
 		it := msgIter{b: l.buf[:n]}
 		for it.next() {
-			if it.typ != nfnlSubsysULOG<<8|nfulnlMsgPacket || len(it.data) < 4 {
+			if it.typ != nfnlSubsysULOG<<8|nfulnlMsgPacket {
 				continue
 			}
-			src, sport, dst, dport, ok := parseFlowLogPacket(it.data)
-			if !ok {
-				// A SYN we cannot read (IPv6 extension headers): treat
-				// it like a lost message.
-				l.lost.Add(1)
-				l.lastErr.Store(time.Now().UnixNano())
-				continue
-			}
-			l.events.Add(1)
-			l.seen(src, sport, dst, dport)
+			l.deliver(it.data)
 		}
 		if it.bad {
-			l.lost.Add(1) // a malformed datagram: its flows are unknown
-			l.lastErr.Store(time.Now().UnixNano())
+			l.blind() // a malformed datagram: its flows are unknown
 		}
 	}
+}
+
+// deliver hands one logged packet to the handlers. A packet that cannot
+// be read whole is counted lost and costs only the exactness of the holes
+// it may have used: one bad message never turns the log off.
+func (l *flowLog) deliver(msg []byte) {
+	p, read := parseFlowLogPacket(msg)
+	switch read {
+	case pktFull:
+		l.events.Add(1)
+		l.h.seen(p.src, p.sport, p.dst, p.dport)
+	case pktAddrs:
+		l.lost.Add(1)
+		l.unread.Store(true)
+		l.h.unsure(p.src, p.dst)
+	default:
+		l.blind()
+	}
+}
+
+// blind records a message that names no hole: every hole armed before now
+// may have lost its flow.
+func (l *flowLog) blind() {
+	l.lost.Add(1)
+	l.unread.Store(true)
+	l.lastBlind.Store(time.Now().UnixNano())
+}
+
+// marksUsed says whether the log has marked every hole used since the last
+// call (false after a message whose ports could not be read, once).
+func (l *flowLog) marksUsed() bool {
+	return l.trusted() && !l.unread.Swap(false)
 }
 
 // running says whether the log is read.
@@ -243,8 +277,9 @@ func (l *flowLog) running() bool {
 	return l != nil && !l.closed.Load() && !l.failed.Load()
 }
 
-// trusted says whether the log can be taken as complete: it runs and has
-// lost nothing recently.
+// trusted says whether the log works: it runs and its socket has not
+// overrun recently. A message it could not read costs only the exactness
+// of the holes it may have used (completeSince), not this.
 func (l *flowLog) trusted() bool {
 	if !l.running() {
 		return false
@@ -254,17 +289,21 @@ func (l *flowLog) trusted() bool {
 }
 
 // completeSince says whether the log has seen every flow of a hole armed
-// at armed: it ran, and lost nothing, from then on. A hole the table no
-// longer knows (known false: forgotten without flows) is complete only if
-// the log never lost anything.
+// at armed: it ran, and lost nothing nor read a message naming no hole,
+// from then on. A hole the table no longer knows (known false: forgotten
+// without flows) is complete only if that never happened.
 func (l *flowLog) completeSince(armed time.Time, known bool) bool {
 	if !l.running() {
 		return false
 	}
-	if !known {
-		return l.lastLoss().IsZero()
+	last := l.lastLoss()
+	if n := l.lastBlind.Load(); n != 0 && time.Unix(0, n).After(last) {
+		last = time.Unix(0, n)
 	}
-	return !armed.IsZero() && armed.After(l.lastLoss())
+	if !known {
+		return last.IsZero()
+	}
+	return !armed.IsZero() && armed.After(last)
 }
 
 // lastLoss is when the log last lost a message (zero: never); l is not nil.
@@ -279,7 +318,7 @@ func (l *flowLog) close() {
 	if l == nil || !l.closed.CompareAndSwap(false, true) {
 		return
 	}
-	if l.seen != nil {
+	if l.h.seen != nil {
 		close(l.stop)
 		<-l.done
 	}
@@ -288,196 +327,4 @@ func (l *flowLog) close() {
 	// Closing the socket unbinds the group (the kernel drops instances of
 	// a released port).
 	unix.Close(l.fd)
-}
-
-// parseFlowLogPacket reads the addresses and ports of a logged TCP packet
-// from an NFULNL_MSG_PACKET message (nfgenmsg + attributes).
-func parseFlowLogPacket(b []byte) (src netip.Addr, sport uint16, dst netip.Addr, dport uint16, ok bool) {
-	family := b[0]
-	var pkt []byte
-	it := attrIter{b: b[4:]}
-	for it.next() {
-		if it.typ == nfulaPayload {
-			pkt = it.val
-		}
-	}
-	if it.bad || pkt == nil {
-		return
-	}
-	var l4 []byte
-	switch family {
-	case unix.NFPROTO_IPV4:
-		if len(pkt) < 20 || pkt[0]>>4 != 4 || pkt[9] != unix.IPPROTO_TCP {
-			return
-		}
-		ihl := int(pkt[0]&0x0f) * 4
-		if ihl < 20 || len(pkt) < ihl+4 {
-			return
-		}
-		src, _ = netip.AddrFromSlice(pkt[12:16])
-		dst, _ = netip.AddrFromSlice(pkt[16:20])
-		l4 = pkt[ihl:]
-	case unix.NFPROTO_IPV6:
-		if len(pkt) < 44 || pkt[0]>>4 != 6 || pkt[6] != unix.IPPROTO_TCP {
-			return
-		}
-		src, _ = netip.AddrFromSlice(pkt[8:24])
-		dst, _ = netip.AddrFromSlice(pkt[24:40])
-		l4 = pkt[40:]
-	default:
-		return
-	}
-	return src, binary.BigEndian.Uint16(l4[0:2]), dst, binary.BigEndian.Uint16(l4[2:4]), true
-}
-
-// flowTable remembers, per hole, when it was last armed and the flows seen
-// through it.
-type flowTable struct {
-	mu    sync.Mutex
-	holes map[holeKey]*flowEntry
-	n     int // entries plus flows, bounded by max
-	max   int
-}
-
-type flowEntry struct {
-	armed time.Time // zero: flows seen, arming not recorded
-	recs  []flowRec
-}
-
-func newFlowTable(max int) *flowTable {
-	return &flowTable{holes: map[holeKey]*flowEntry{}, max: max}
-}
-
-// entryLocked returns k's entry, creating it if there is room.
-func (t *flowTable) entryLocked(k holeKey) *flowEntry {
-	if e := t.holes[k]; e != nil {
-		return e
-	}
-	if t.n >= t.max {
-		return nil
-	}
-	e := &flowEntry{}
-	t.holes[k] = e
-	t.n++
-	return e
-}
-
-// arm records that k was armed at now; false when the table is full.
-func (t *flowTable) arm(k holeKey, now time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e := t.entryLocked(k)
-	if e == nil {
-		return false
-	}
-	e.armed = now
-	return true
-}
-
-// add records a flow; it reports false when the table is full (the flow
-// is then unknown, like a lost message).
-func (t *flowTable) add(k holeKey, sport uint16, now time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e := t.entryLocked(k)
-	if e == nil {
-		return false
-	}
-	if len(e.recs) >= flowsPerEntry {
-		copy(e.recs, e.recs[1:])
-		e.recs = e.recs[:len(e.recs)-1]
-		t.n--
-	}
-	if t.n >= t.max {
-		return false
-	}
-	e.recs = append(e.recs, flowRec{sport: sport, at: now})
-	t.n++
-	return true
-}
-
-// get returns a copy of the flows of k, oldest first, when k was last
-// armed (zero if unknown), and whether k has an entry at all.
-func (t *flowTable) get(k holeKey) (recs []flowRec, armed time.Time, ok bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e := t.holes[k]
-	if e == nil {
-		return nil, time.Time{}, false
-	}
-	return append([]flowRec(nil), e.recs...), e.armed, true
-}
-
-// dropIdle forgets k if no flow came through it: the manager forgot the
-// hole, so none can come any more.
-func (t *flowTable) dropIdle(k holeKey) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if e := t.holes[k]; e != nil && len(e.recs) == 0 {
-		t.n--
-		delete(t.holes, k)
-	}
-}
-
-// drop forgets k.
-func (t *flowTable) drop(k holeKey) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if e := t.holes[k]; e != nil {
-		t.n -= 1 + len(e.recs)
-		delete(t.holes, k)
-	}
-}
-
-// old returns the flows seen before cutoff, and drops the entries without
-// flows armed before armCutoff.
-func (t *flowTable) old(cutoff, armCutoff time.Time) map[holeKey][]flowRec {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := map[holeKey][]flowRec{}
-	for k, e := range t.holes {
-		if len(e.recs) == 0 && e.armed.Before(armCutoff) {
-			t.n--
-			delete(t.holes, k)
-			continue
-		}
-		for _, f := range e.recs {
-			if f.at.Before(cutoff) {
-				out[k] = append(out[k], f)
-			}
-		}
-	}
-	return out
-}
-
-// forget removes the given flows of k (the entry stays while it is armed
-// recently enough to matter).
-func (t *flowTable) forget(k holeKey, gone []flowRec) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e := t.holes[k]
-	if e == nil {
-		return
-	}
-	kept := e.recs[:0]
-	for _, f := range e.recs {
-		if !slices.Contains(gone, f) {
-			kept = append(kept, f)
-		}
-	}
-	t.n -= len(e.recs) - len(kept)
-	e.recs = kept
-}
-
-func (t *flowTable) len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.n
-}
-
-func (t *flowTable) reset() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.holes = map[holeKey]*flowEntry{}
-	t.n = 0
 }

@@ -42,9 +42,9 @@ func (m *Manager) startFlowLog() {
 		return
 	}
 	m.flog, m.ct = l, ct
-	l.start(m.flowSeen, func(err error) {
+	l.start(flowHandlers{seen: m.flowSeen, unsure: m.flowUnsure, onErr: func(err error) {
 		m.log.Warn("flow log: messages lost; lookups for holes armed before now walk the conntrack table", "group", l.group, "err", err)
-	})
+	}})
 	m.log.Info("flow log on: data connections are learnt from their first SYN", "nflog_group", m.cfg.FlowLogGroup)
 }
 
@@ -58,11 +58,21 @@ func (m *Manager) stopFlowLog() {
 	m.flows.reset()
 }
 
-// flowLogTrusted says whether the flow log can be taken as complete.
-func (m *Manager) flowLogTrusted() bool {
+// flowLogMarksUsed says whether the flow log has marked every used hole
+// since the last call, so that markUsed need not ask the kernel.
+func (m *Manager) flowLogMarksUsed() bool {
 	m.flogMu.Lock()
 	defer m.flogMu.Unlock()
-	return m.flog.trusted()
+	return m.flog.marksUsed()
+}
+
+// flowLogRescan makes the next flowLogMarksUsed false (a scan failed).
+func (m *Manager) flowLogRescan() {
+	m.flogMu.Lock()
+	defer m.flogMu.Unlock()
+	if m.flog != nil {
+		m.flog.unread.Store(true)
+	}
 }
 
 // flowSeen is the flow log's report of a first SYN that passed the hole
@@ -92,6 +102,58 @@ func (m *Manager) flowSeen(src netip.Addr, sport uint16, dst netip.Addr, dport u
 		if !m.flows.add(k, sport, now) {
 			m.flogLost()
 		}
+	}
+}
+
+// flowUnsure is the flow log's report of a SYN whose ports it could not
+// read. Only a hole from src to dst (after DNAT) can have let it in: the
+// holes from src to dst that the index knows (live, or forgotten within
+// recentKeep) are marked unsure, so their lookups walk the conntrack table,
+// and every other hole stays exact. It cannot tell which of them the SYN
+// used (a hole's arming count is under mu, which the reader never takes).
+// Scanning the index costs a pass over the live holes, once per such
+// message; each message needs a hole of its own (holes are one-shot),
+// which bounds their rate.
+func (m *Manager) flowUnsure(src, dst netip.Addr) {
+	src, dst = src.Unmap(), dst.Unmap()
+	set := fwdSet(FamilyOf(src))
+	match := func(e setEntry) bool { return e.Set == set && e.Src == src && e.Dst == dst }
+	now := time.Now()
+	var keys []holeKey
+	m.idxMu.Lock()
+	for e, sts := range m.entryHoles {
+		if match(e) {
+			for _, st := range sts {
+				keys = append(keys, keyOf(st.h))
+			}
+		}
+	}
+	for e, r := range m.recent {
+		if match(e) && now.Sub(r.at) < recentKeep {
+			keys = append(keys, r.k)
+		}
+	}
+	m.idxMu.Unlock()
+	if len(keys) == 0 {
+		m.flogBlind() // read too late to find its hole: holes armed before now walk
+		return
+	}
+	for _, k := range keys {
+		// A hole without an entry is left alone: its session dropped it
+		// (nothing looks it up again), or the full table never armed it
+		// (a loss already), or it was forgotten without a flow in the
+		// instant between Revoke's drain and its delete (its byte count
+		// is then 0: the cost stays with the client who sent the SYN).
+		m.flows.taint(k, now)
+	}
+}
+
+// flogBlind records a message that names no hole.
+func (m *Manager) flogBlind() {
+	m.flogMu.Lock()
+	defer m.flogMu.Unlock()
+	if l := m.flog; l != nil {
+		l.lastBlind.Store(time.Now().UnixNano())
 	}
 }
 
@@ -142,16 +204,17 @@ func (m *Manager) drainFlowLog() {
 	l.drain()
 }
 
-// knownFlows returns the flows the log saw through the hole k, and whether
-// that is all of them (the log ran and lost nothing since k was armed).
-// Callers drain the log first.
-func (m *Manager) knownFlows(k holeKey) (recs []flowRec, complete bool, ct *ctConn) {
+// knownFlows returns the flows the log saw through the hole k, whether
+// that is all of them (the log ran and lost nothing since k was armed),
+// and whether a SYN the log could not read may have used k (then it is not
+// complete either). Callers drain the log first.
+func (m *Manager) knownFlows(k holeKey) (recs []flowRec, complete, unsure bool, ct *ctConn) {
 	l, ct := m.flowLogNow()
 	if l == nil || ct == nil {
-		return nil, false, nil
+		return nil, false, false, nil
 	}
-	recs, armed, known := m.flows.get(k)
-	return recs, l.completeSince(armed, known), ct
+	recs, armed, unsure, known := m.flows.get(k)
+	return recs, !unsure && l.completeSince(armed, known), unsure, ct
 }
 
 // FlowBytes returns, for each hole, the bytes (both directions, IP layer,
@@ -173,15 +236,16 @@ func (m *Manager) FlowBytes(holes []Hole) ([]uint64, error) {
 			continue
 		}
 		k := keyOf(h)
-		recs, complete, ct := m.knownFlows(k)
-		if len(recs) == 0 {
+		recs, complete, unsure, ct := m.knownFlows(k)
+		if len(recs) == 0 || unsure {
 			if !complete {
 				walk, walkIdx = append(walk, h), append(walkIdx, i)
 			}
 			continue // complete: nothing came through
 		}
 		// The latest connection through the hole is the transfer's; the
-		// earlier ones belong to earlier transfers.
+		// earlier ones belong to earlier transfers (an unreadable SYN
+		// may have been the latest: then the table is walked).
 		f, ok, err := ct.get(flowOf(k, recs[len(recs)-1]))
 		if err != nil {
 			errs = append(errs, err)
@@ -220,7 +284,7 @@ func (m *Manager) deleteKnownFlows(holes []Hole) (walk []Hole, err error) {
 	var errs []error
 	for _, h := range holes {
 		k := keyOf(h)
-		recs, complete, ct := m.knownFlows(k)
+		recs, complete, _, ct := m.knownFlows(k)
 		if !complete {
 			walk = append(walk, h)
 		}
@@ -281,6 +345,6 @@ func (m *Manager) flowsOf(h Hole) []flowRec {
 		return nil
 	}
 	m.drainFlowLog()
-	recs, _, _ := m.flows.get(keyOf(h))
+	recs, _, _, _ := m.flows.get(keyOf(h))
 	return recs
 }

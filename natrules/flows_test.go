@@ -1,84 +1,11 @@
 package natrules
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
 )
-
-// nflogMsg builds an NFULNL_MSG_PACKET body: nfgenmsg + NFULA_PAYLOAD.
-func nflogMsg(t *testing.T, family uint8, pkt []byte) []byte {
-	t.Helper()
-	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: nfulaPayload, Data: pkt}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return append(appendNfgen(nil, family, 2121), attrs...)
-}
-
-func ipv4SYN(ihl int, proto byte, src, dst string, sport, dport uint16) []byte {
-	p := make([]byte, ihl*4+20)
-	p[0] = 0x40 | byte(ihl)
-	p[9] = proto
-	copy(p[12:], netip.MustParseAddr(src).AsSlice())
-	copy(p[16:], netip.MustParseAddr(dst).AsSlice())
-	binary.BigEndian.PutUint16(p[ihl*4:], sport)
-	binary.BigEndian.PutUint16(p[ihl*4+2:], dport)
-	return p
-}
-
-func ipv6SYN(next byte, src, dst string, sport, dport uint16) []byte {
-	p := make([]byte, 60)
-	p[0] = 0x60
-	p[6] = next
-	copy(p[8:], netip.MustParseAddr(src).AsSlice())
-	copy(p[24:], netip.MustParseAddr(dst).AsSlice())
-	binary.BigEndian.PutUint16(p[40:], sport)
-	binary.BigEndian.PutUint16(p[42:], dport)
-	return p
-}
-
-func TestParseFlowLogPacket(t *testing.T) {
-	cases := []struct {
-		name   string
-		family uint8
-		pkt    []byte
-		ok     bool
-		src    string
-		sport  uint16
-		dst    string
-		dport  uint16
-	}{
-		{"ipv4", unix.NFPROTO_IPV4, ipv4SYN(5, unix.IPPROTO_TCP, "192.0.2.10", "198.51.100.20", 40001, 50000), true, "192.0.2.10", 40001, "198.51.100.20", 50000},
-		{"ipv4 with options", unix.NFPROTO_IPV4, ipv4SYN(7, unix.IPPROTO_TCP, "192.0.2.10", "198.51.100.20", 1, 2), true, "192.0.2.10", 1, "198.51.100.20", 2},
-		{"ipv4 udp", unix.NFPROTO_IPV4, ipv4SYN(5, unix.IPPROTO_UDP, "192.0.2.10", "198.51.100.20", 1, 2), false, "", 0, "", 0},
-		{"ipv4 truncated", unix.NFPROTO_IPV4, ipv4SYN(5, unix.IPPROTO_TCP, "192.0.2.10", "198.51.100.20", 1, 2)[:22], false, "", 0, "", 0},
-		{"ipv4 bad ihl", unix.NFPROTO_IPV4, ipv4SYN(5, unix.IPPROTO_TCP, "192.0.2.10", "198.51.100.20", 1, 2)[:20], false, "", 0, "", 0},
-		{"ipv6", unix.NFPROTO_IPV6, ipv6SYN(unix.IPPROTO_TCP, "2001:db8:1::10", "2001:db8:2::20", 40001, 50000), true, "2001:db8:1::10", 40001, "2001:db8:2::20", 50000},
-		{"ipv6 extension header", unix.NFPROTO_IPV6, ipv6SYN(0, "2001:db8:1::10", "2001:db8:2::20", 1, 2), false, "", 0, "", 0},
-		{"ipv6 packet under ipv4 family", unix.NFPROTO_IPV4, ipv6SYN(unix.IPPROTO_TCP, "2001:db8:1::10", "2001:db8:2::20", 1, 2), false, "", 0, "", 0},
-		{"empty", unix.NFPROTO_IPV4, nil, false, "", 0, "", 0},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			src, sport, dst, dport, ok := parseFlowLogPacket(nflogMsg(t, c.family, c.pkt))
-			if ok != c.ok {
-				t.Fatalf("ok = %v, want %v", ok, c.ok)
-			}
-			if !ok {
-				return
-			}
-			if src.String() != c.src || dst.String() != c.dst || sport != c.sport || dport != c.dport {
-				t.Errorf("got %s:%d -> %s:%d", src, sport, dst, dport)
-			}
-		})
-	}
-}
 
 func TestFlowTableBounds(t *testing.T) {
 	ft := newFlowTable(12)
@@ -92,7 +19,7 @@ func TestFlowTableBounds(t *testing.T) {
 			t.Fatalf("add %d refused", i)
 		}
 	}
-	got, armed, _ := ft.get(k)
+	got, armed, _, _ := ft.get(k)
 	if len(got) != flowsPerEntry || got[len(got)-1].sport != uint16(1000+flowsPerEntry+2) || !armed.Equal(now) {
 		t.Fatalf("per-hole bound: %+v, armed %v", got, armed)
 	}
@@ -107,7 +34,7 @@ func TestFlowTableBounds(t *testing.T) {
 		t.Fatal("table past its bound accepted a hole")
 	}
 	ft.forget(k, got[:2])
-	if got, _, _ := ft.get(k); len(got) != flowsPerEntry-2 || ft.len() != 10 {
+	if got, _, _, _ := ft.get(k); len(got) != flowsPerEntry-2 || ft.len() != 10 {
 		t.Fatalf("after forget: %d flows of the hole, %d in all", len(got), ft.len())
 	}
 	// Pruning: flows older than the cutoff are offered for checking;
@@ -119,21 +46,61 @@ func TestFlowTableBounds(t *testing.T) {
 	if len(old[k]) != flowsPerEntry-2 || len(old[k3]) != 0 {
 		t.Fatalf("old: %+v", old)
 	}
-	if _, _, ok := ft.get(k3); ok {
+	if _, _, _, ok := ft.get(k3); ok {
 		t.Fatal("stale armed entry kept")
 	}
 	ft.arm(k3, now)
 	ft.dropIdle(k3)
 	ft.dropIdle(k)
-	if _, _, ok := ft.get(k3); ok {
+	if _, _, _, ok := ft.get(k3); ok {
 		t.Fatal("idle entry kept")
 	}
-	if _, _, ok := ft.get(k); !ok {
+	if _, _, _, ok := ft.get(k); !ok {
 		t.Fatal("entry with flows dropped as idle")
 	}
 	ft.drop(k)
 	if ft.len() != 0 {
 		t.Fatalf("%d left after dropping everything", ft.len())
+	}
+}
+
+// A hole an unreadable SYN may have used is unsure until its session drops
+// it: forgetting the hole keeps the mark, and pruning keeps the entry while
+// it was armed or marked recently.
+func TestFlowTableUnsure(t *testing.T) {
+	ft := newFlowTable(4)
+	now := time.Now()
+	k := holeKey{From: ad("2001:db8:1::10"), To: ap("[2001:db8:2::20]:50000")}
+	other := holeKey{From: ad("2001:db8:1::10"), To: ap("[2001:db8:2::20]:50001")}
+	ft.arm(k, now.Add(-3*time.Hour))
+	ft.arm(other, now)
+	if !ft.taint(k, now) {
+		t.Fatal("taint refused")
+	}
+	if _, _, unsure, ok := ft.get(k); !unsure || !ok {
+		t.Fatal("tainted hole not unsure")
+	}
+	if _, _, unsure, _ := ft.get(other); unsure {
+		t.Fatal("taint spread to another hole")
+	}
+	ft.dropIdle(k)
+	ft.old(now, now.Add(-2*time.Hour))
+	if _, _, unsure, ok := ft.get(k); !unsure || !ok || ft.len() != 2 {
+		t.Fatalf("unsure entry forgotten (ok %v) or miscounted (%d)", ok, ft.len())
+	}
+	ft.old(now, now.Add(time.Second))
+	if _, _, _, ok := ft.get(k); ok {
+		t.Fatal("unsure entry armed and tainted before the cutoff kept")
+	}
+	// An unknown hole gets no entry: unreadable SYNs cannot fill the table.
+	if ft.taint(k, now) || ft.len() != 0 {
+		t.Fatalf("taint of an unknown hole added an entry (%d)", ft.len())
+	}
+	ft.arm(k, now)
+	ft.taint(k, now)
+	ft.drop(k)
+	if _, _, _, ok := ft.get(k); ok || ft.len() != 0 {
+		t.Fatalf("drop kept the unsure entry (%d left)", ft.len())
 	}
 }
 
@@ -376,7 +343,7 @@ func TestRootFlowLogUnavailable(t *testing.T) {
 				}
 			})
 			t.Cleanup(other.close)
-			other.start(func(netip.Addr, uint16, netip.Addr, uint16) {}, func(error) {})
+			other.start(flowHandlers{seen: func(netip.Addr, uint16, netip.Addr, uint16) {}, unsure: func(_, _ netip.Addr) {}, onErr: func(error) {}})
 		}},
 		{"NFLOG rule refused", func(t *testing.T, tp *topo, m *Manager) { m.failNFLOG = true }},
 	}

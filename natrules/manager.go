@@ -1378,7 +1378,7 @@ func (m *Manager) consumedLocked(st *holeState) bool {
 // markUsed finds the live holes the kernel has consumed, with one dump per
 // filter set, so that holes used and then left to their TTL count as used.
 func (m *Manager) markUsed() {
-	if m.flowLogTrusted() {
+	if m.flowLogMarksUsed() {
 		return // the flow log marks them as they are used
 	}
 	m.mu.Lock()
@@ -1394,6 +1394,7 @@ func (m *Manager) markUsed() {
 		if !ok {
 			res, err := m.nl.IpsetList(e.Set)
 			if err != nil {
+				m.flowLogRescan() // what the flow log could not mark waits for the next round
 				return
 			}
 			present = map[setEntry]bool{}

@@ -34,9 +34,9 @@ func newRulesCollector(r interface {
 		reinst:  d("ftpalg_static_rule_reinstalls_total", "Re-installs of the static structure after an external flush or reload."),
 		ready:   d("ftpalg_rules_ready", "1 while the static structure is verified in place (the canary)."),
 
-		flowUp:     d("ftpalg_flowlog_up", "1 while the flow log (NFLOG) runs and has lost nothing in the last hour; 0: byte counts and cleanup walk the conntrack table."),
+		flowUp:     d("ftpalg_flowlog_up", "1 while the flow log (NFLOG) runs and its socket has not overrun in the last hour; 0: byte counts and cleanup walk the conntrack table."),
 		flowEvents: d("ftpalg_flowlog_connections_total", "Data connections the flow log saw through a pinhole."),
-		flowLost:   d("ftpalg_flowlog_lost_total", "Flow log messages lost (socket overrun) or unreadable."),
+		flowLost:   d("ftpalg_flowlog_lost_total", "Flow log messages lost (socket overrun) or unreadable (each unreadable one makes only the holes it may have used walk the conntrack table)."),
 		ctWalks:    d("ftpalg_conntrack_walks_total", "Walks of the whole conntrack table (the flow log's fallback)."),
 	}
 }

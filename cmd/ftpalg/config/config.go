@@ -48,7 +48,7 @@ type Config struct {
 	MaxLine        int           `env:"MAX_LINE" envDefault:"512" help:"longest control line in bytes; longer ends the session"`
 	LogFormat      string        `env:"LOG_FORMAT" envDefault:"text" help:"text or json"`
 	LogLevel       string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
-	AdminListen    string        `env:"ADMIN_LISTEN" envDefault:":9180" help:"admin HTTP listener (/livez, /readyz, /metrics); empty disables"`
+	AdminListen    string        `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9180" help:"admin HTTP listener (/livez, /readyz, /metrics); loopback only by default, e.g. :9180 to be reached from other hosts; empty disables"`
 	EnvFile        string        `env:"ENV_FILE" help:"file of FTPALG_*=value lines read over the environment at start and again on SIGHUP"`
 }
 

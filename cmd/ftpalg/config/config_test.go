@@ -22,7 +22,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatalf("defaults with an interface must be valid: %v", err)
 	}
 	if c.Mode != "forward" || c.Listen != ":2121" || !c.Capture || c.DataPorts != "50000-50999" ||
-		c.PinholeTTL != 30*time.Second || c.AdminListen != ":9180" || c.AuthTLS != "deny" {
+		c.PinholeTTL != 30*time.Second || c.AdminListen != "127.0.0.1:9180" || c.AuthTLS != "deny" {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
 }

@@ -1,0 +1,175 @@
+package natrules
+
+import (
+	"encoding/hex"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// nflogMsg builds an NFULNL_MSG_PACKET body: nfgenmsg + NFULA_PAYLOAD.
+func nflogMsg(t *testing.T, family uint8, pkt []byte) []byte {
+	t.Helper()
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: nfulaPayload, Data: pkt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(appendNfgen(nil, family, 2121), attrs...)
+}
+
+func (p flowPkt) String() string {
+	return netip.AddrPortFrom(p.src, p.sport).String() + " > " + netip.AddrPortFrom(p.dst, p.dport).String()
+}
+
+// hx decodes hex written in groups, with spaces and "|" between fields.
+func hx(s string) []byte {
+	b, err := hex.DecodeString(strings.NewReplacer(" ", "", "|", "", "\n", "", "\t", "").Replace(s))
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// Packets as a Linux client sends them (checksums aside): 192.0.2.10:40001
+// or 2001:db8:1::10:40001 to port 50000 of 198.51.100.20 or 2001:db8:2::20.
+const (
+	// TCP SYN, 40 bytes: ports 40001 -> 50000, MSS, SACK, timestamps, WS.
+	tcpSYN = "9c41 c350 | 1a2b3c4d | 00000000 | a002 fd20 | 0000 0000 | 020405a0 0402080a 0001e240 00000000 01030307"
+	ip4Src = "c000020a c6336414"
+	ip6Src = "20010db8000100000000000000000010 20010db8000200000000000000000020"
+	// IPv6 headers: version 6, payload length, next header, hop limit 64.
+	ip6TCP  = "60000000 0028 06 40 " + ip6Src
+	dstOpts = "06 00 | 01 04 00000000" // next TCP, 8 bytes, PadN(4)
+)
+
+func TestParseFlowLogPacket(t *testing.T) {
+	full := func(src, dst string) flowPkt {
+		return flowPkt{src: ad(src), dst: ad(dst), sport: 40001, dport: 50000}
+	}
+	addrs := func(src, dst string) flowPkt { return flowPkt{src: ad(src), dst: ad(dst)} }
+	v4 := full("192.0.2.10", "198.51.100.20")
+	v6 := full("2001:db8:1::10", "2001:db8:2::20")
+	v4a := addrs("192.0.2.10", "198.51.100.20")
+	v6a := addrs("2001:db8:1::10", "2001:db8:2::20")
+	cases := []struct {
+		name   string
+		family uint8
+		pkt    string
+		whole  bool // the packet as it is; else cut to the NFLOG snapshot
+		read   pktRead
+		want   flowPkt
+	}{
+		{"ipv4", unix.NFPROTO_IPV4, "45000028 1c464000 4006 0000 " + ip4Src + tcpSYN, false, pktFull, v4},
+		{"ipv4 with options (ihl 6)", unix.NFPROTO_IPV4, "4600002c 1c464000 4006 0000 " + ip4Src + "94040000" + tcpSYN, false, pktFull, v4},
+		{"ipv4 first fragment", unix.NFPROTO_IPV4, "45000028 1c462000 4006 0000 " + ip4Src + tcpSYN, false, pktFull, v4},
+		{"ipv4 later fragment", unix.NFPROTO_IPV4, "45000028 1c4600b9 4006 0000 " + ip4Src + tcpSYN, false, pktAddrs, v4a},
+		{"ipv4 udp", unix.NFPROTO_IPV4, "45000028 1c464000 4011 0000 " + ip4Src + tcpSYN, false, pktAddrs, v4a},
+		{"ipv4 cut in the ports", unix.NFPROTO_IPV4, "45000028 1c464000 4006 0000 " + ip4Src + "9c41", false, pktAddrs, v4a},
+		{"ipv4 header cut", unix.NFPROTO_IPV4, "45000028 1c464000 4006 0000 c000020a", false, pktNone, flowPkt{}},
+		{"ipv6", unix.NFPROTO_IPV6, ip6TCP + tcpSYN, false, pktFull, v6},
+		{"ipv6 destination options", unix.NFPROTO_IPV6, "60000000 0030 3c 40 " + ip6Src + dstOpts + tcpSYN, false, pktFull, v6},
+		{"ipv6 hop-by-hop + destination options", unix.NFPROTO_IPV6,
+			"60000000 0038 00 40 " + ip6Src + "3c 00 | 05 02 0000 | 01 00" + dstOpts + tcpSYN, false, pktFull, v6},
+		{"ipv6 first fragment", unix.NFPROTO_IPV6, "60000000 0030 2c 40 " + ip6Src + "06 00 0001 8badf00d" + tcpSYN, false, pktFull, v6},
+		{"ipv6 later fragment", unix.NFPROTO_IPV6, "60000000 0030 2c 40 " + ip6Src + "06 00 05c8 8badf00d" + tcpSYN, false, pktAddrs, v6a},
+		{"ipv6 routing header (SRH, one segment)", unix.NFPROTO_IPV6,
+			"60000000 0040 2b 40 " + ip6Src + "06 02 04 00 00 00 0000 | 20010db8000200000000000000000020" + tcpSYN, true, pktFull, v6},
+		{"ipv6 routing header past the snapshot", unix.NFPROTO_IPV6,
+			"60000000 0040 2b 40 " + ip6Src + "06 02 04 00 00 00 0000 | 20010db8000200000000000000000020" + tcpSYN, false, pktAddrs, v6a},
+		{"ipv6 AH", unix.NFPROTO_IPV6,
+			"60000000 0040 33 40 " + ip6Src + "06 04 0000 | 00001000 | 00000001 | 000102030405060708090a0b" + tcpSYN, true, pktFull, v6},
+		{"ipv6 64-byte destination options past the snapshot", unix.NFPROTO_IPV6,
+			"60000000 0068 3c 40 " + ip6Src + "06 07 | 01 3c" + strings.Repeat("00", 60) + tcpSYN, false, pktAddrs, v6a},
+		{"ipv6 ESP", unix.NFPROTO_IPV6, "60000000 0030 32 40 " + ip6Src + "00001000 00000001" + tcpSYN, false, pktAddrs, v6a},
+		{"ipv6 no next header", unix.NFPROTO_IPV6, "60000000 0000 3b 40 " + ip6Src, false, pktAddrs, v6a},
+		{"ipv6 cut in an extension header", unix.NFPROTO_IPV6, "60000000 0030 3c 40 " + ip6Src + "06", false, pktAddrs, v6a},
+		{"ipv6 cut in the ports", unix.NFPROTO_IPV6, ip6TCP + "9c41c3", false, pktAddrs, v6a},
+		{"ipv6 extension length past the packet", unix.NFPROTO_IPV6, "60000000 0030 3c 40 " + ip6Src + "06 ff 0104 00000000" + tcpSYN, false, pktAddrs, v6a},
+		{"ipv6 header cut", unix.NFPROTO_IPV6, "60000000 0028 06 40 20010db8000100000000000000000010", false, pktNone, flowPkt{}},
+		{"ipv6 packet under ipv4 family", unix.NFPROTO_IPV4, ip6TCP + tcpSYN, false, pktNone, flowPkt{}},
+		{"ipv4 packet under ipv6 family", unix.NFPROTO_IPV6, "45000028 1c464000 4006 0000 " + ip4Src + tcpSYN + tcpSYN, false, pktNone, flowPkt{}},
+		{"garbage", unix.NFPROTO_IPV6, strings.Repeat("deadbeef", 16), false, pktNone, flowPkt{}},
+		{"other family", unix.NFPROTO_ARP, ip6TCP + tcpSYN, false, pktNone, flowPkt{}},
+		{"empty payload", unix.NFPROTO_IPV4, "", false, pktNone, flowPkt{}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pkt := hx(c.pkt)
+			if !c.whole && len(pkt) > flowLogSnap {
+				pkt = pkt[:flowLogSnap]
+			}
+			p, read := parseFlowLogPacket(nflogMsg(t, c.family, pkt))
+			if read != c.read || p != c.want {
+				t.Fatalf("got %s (read %d), want %s (read %d)", p, read, c.want, c.read)
+			}
+		})
+	}
+	// Messages that carry no packet at all.
+	for name, msg := range map[string][]byte{
+		"no payload attribute":  appendNfgen(nil, unix.NFPROTO_IPV6, 2121),
+		"shorter than nfgenmsg": {unix.NFPROTO_IPV6, 0},
+		"bad attribute":         append(appendNfgen(nil, unix.NFPROTO_IPV6, 2121), 0xff, 0xff, 9, 0),
+	} {
+		if p, read := parseFlowLogPacket(msg); read != pktNone {
+			t.Errorf("%s: read %d (%s), want nothing", name, read, p)
+		}
+	}
+}
+
+// One message the log cannot read is counted lost and costs only the holes
+// it may have used: the log stays up, and holes armed after a message that
+// names no hole at all are still complete.
+func TestFlowLogDeliver(t *testing.T) {
+	var seen, unsure []string
+	l := &flowLog{h: flowHandlers{
+		seen: func(src netip.Addr, sport uint16, dst netip.Addr, dport uint16) {
+			seen = append(seen, netip.AddrPortFrom(src, sport).String()+">"+netip.AddrPortFrom(dst, dport).String())
+		},
+		unsure: func(src, dst netip.Addr) { unsure = append(unsure, src.String()+">"+dst.String()) },
+		onErr:  func(error) { t.Error("onErr called") },
+	}}
+	msg := func(family uint8, pkt string) []byte { return nflogMsg(t, family, hx(pkt)) }
+	before := time.Now()
+	time.Sleep(time.Millisecond)
+
+	for range 3 {
+		l.deliver(msg(unix.NFPROTO_IPV6, "60000000 0030 3c 40 "+ip6Src+dstOpts+tcpSYN))
+	}
+	if len(seen) != 3 || seen[0] != "[2001:db8:1::10]:40001>[2001:db8:2::20]:50000" || l.events.Load() != 3 || l.lost.Load() != 0 {
+		t.Fatalf("destination options: seen %v, events %d, lost %d", seen, l.events.Load(), l.lost.Load())
+	}
+	if !l.marksUsed() {
+		t.Fatal("the log does not mark used holes after readable messages")
+	}
+
+	l.deliver(msg(unix.NFPROTO_IPV6, "60000000 0030 2c 40 "+ip6Src+"06 00 05c8 8badf00d"+tcpSYN))
+	if len(unsure) != 1 || unsure[0] != "2001:db8:1::10>2001:db8:2::20" || l.lost.Load() != 1 {
+		t.Fatalf("later fragment: unsure %v, lost %d", unsure, l.lost.Load())
+	}
+	if !l.trusted() || !l.completeSince(before, true) {
+		t.Fatal("a message naming its addresses turned the log off, or made every hole incomplete")
+	}
+	if l.marksUsed() || !l.marksUsed() {
+		t.Fatal("after an unreadable message, one scan of the sets is due, and only one")
+	}
+
+	l.deliver(msg(unix.NFPROTO_IPV6, strings.Repeat("deadbeef", 16)))
+	time.Sleep(time.Millisecond)
+	after := time.Now()
+	if l.lost.Load() != 2 || len(seen) != 3 || len(unsure) != 1 {
+		t.Fatalf("garbage: lost %d, seen %v, unsure %v", l.lost.Load(), seen, unsure)
+	}
+	if !l.trusted() {
+		t.Fatal("a message naming no hole turned the log off")
+	}
+	if l.completeSince(before, true) || l.completeSince(time.Time{}, false) || !l.completeSince(after, true) {
+		t.Fatal("a message naming no hole: holes armed before it must be incomplete, holes armed after it complete")
+	}
+	if l.marksUsed() {
+		t.Fatal("no scan of the sets after a message naming no hole")
+	}
+}
