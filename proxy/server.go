@@ -242,10 +242,7 @@ func (s *Server) Drain(ctx context.Context) {
 
 // dialUpstream connects to the server with the configured timeout.
 func (s *Server) dialUpstream(ctx context.Context, dst netip.AddrPort, timeout time.Duration) (*net.TCPConn, error) {
-	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
-	if s.cfg.UpstreamMark != 0 {
-		d.Control = markControl(s.cfg.UpstreamMark)
-	}
+	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second, Control: upstreamControl(s.cfg.UpstreamMark)}
 	c, err := d.DialContext(ctx, "tcp", dst.String())
 	if err != nil {
 		return nil, err

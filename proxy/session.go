@@ -92,6 +92,11 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn) {
 		server.Close()
 		return
 	}
+	// The upstream socket got it before connecting (upstreamControl).
+	if err := oobInlineConn(client); err != nil {
+		// Only an urgent ABOR suffers: relay anyway.
+		log.Warn("client's urgent data not read in line; an urgent ABOR will be refused", "err", err)
+	}
 	ss := &session{srv: s, id: id, log: log, client: client, server: server, eng: eng, idle: rt.IdleTimeout}
 	ss.touch()
 	mode := s.cfg.Policy.Mode.String()
@@ -165,6 +170,7 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 	buf := make([]byte, readBufSize)
 	var toPeer, toSender []byte
 	var revokes []alg.Hole
+	var urgent int // toPeer[:urgent] goes out as urgent data
 	idle := ss.idle
 	for {
 		src.SetReadDeadline(time.Now().Add(idle))
@@ -172,8 +178,8 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 		if n > 0 {
 			ss.touch()
 			toPeer, toSender = toPeer[:0], toSender[:0]
-			revokes = revokes[:0]
-			ferr := ss.feed(ctx, from, buf[:n], &toPeer, &toSender, &revokes)
+			revokes, urgent = revokes[:0], 0
+			ferr := ss.feed(ctx, from, buf[:n], &toPeer, &toSender, &revokes, &urgent)
 			// Superseded holes are closed before the line that superseded
 			// them is passed on, not after. The write wakes the peer, and
 			// a socket wake-up is a "sync" one: the scheduler expects this
@@ -183,7 +189,7 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 			ss.revoke(ctx, revokes)
 			var werr error
 			if len(toPeer) > 0 {
-				werr = ss.write(dst, toPeer)
+				werr = ss.writeUrgent(dst, toPeer, urgent)
 			}
 			if werr != nil {
 				ss.end("write to "+peerName(otherSide(from))+" failed", "")
@@ -236,7 +242,7 @@ func (ss *session) stillAlive(idle time.Duration) bool {
 // Holes are opened under the lock, before the line that announces them is
 // sent; socket writes and the revocation of superseded holes happen after,
 // outside it.
-func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer, toSender *[]byte, revokes *[]alg.Hole) error {
+func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer, toSender *[]byte, revokes *[]alg.Hole, urgent *int) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	toClient := toSender
@@ -273,6 +279,10 @@ func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer,
 		}
 		switch a.Verdict {
 		case alg.Forward, alg.Rewrite:
+			if a.Urgent > 0 {
+				// TCP has one urgent pointer: the latest mark wins.
+				*urgent = len(*toPeer) + min(a.Urgent, len(a.Output))
+			}
 			*toPeer = append(*toPeer, a.Output...)
 		case alg.Answer:
 			*toSender = append(*toSender, a.Output...)
@@ -336,7 +346,11 @@ func (ss *session) remember(h natrules.Hole) {
 	ss.opened = append(ss.opened, h)
 }
 
-func (ss *session) write(c *net.TCPConn, b []byte) error {
+func (ss *session) write(c *net.TCPConn, b []byte) error { return ss.writeUrgent(c, b, 0) }
+
+// writeUrgent writes b to c, its first urgent bytes (if any) as TCP urgent
+// data, all under one lock and deadline.
+func (ss *session) writeUrgent(c *net.TCPConn, b []byte, urgent int) error {
 	mu := &ss.serverW
 	if c == ss.client {
 		mu = &ss.clientW
@@ -344,6 +358,15 @@ func (ss *session) write(c *net.TCPConn, b []byte) error {
 	mu.Lock()
 	defer mu.Unlock()
 	c.SetWriteDeadline(time.Now().Add(ss.srv.cfg.WriteTimeout))
+	if urgent > 0 {
+		if err := sendUrgent(c, b[:urgent]); err != nil {
+			return err
+		}
+		b = b[urgent:]
+		if len(b) == 0 {
+			return nil
+		}
+	}
 	_, err := c.Write(b)
 	return err
 }
