@@ -108,6 +108,10 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn) {
 	ctx = context.WithoutCancel(ctx)
 	s.sessions.Store(id, ss)
 	defer s.sessions.Delete(id)
+	if s.stopping.Load() {
+		// Drain's sweep may have missed it.
+		go ss.shutdown()
+	}
 	log.Info("session started", "server_facing", peers.ServerFacing.String())
 
 	done := make(chan struct{})
@@ -358,6 +362,11 @@ func (ss *session) writeUrgent(c *net.TCPConn, b []byte, urgent int) error {
 	mu.Lock()
 	defer mu.Unlock()
 	c.SetWriteDeadline(time.Now().Add(ss.srv.cfg.WriteTimeout))
+	if ss.srv.stopping.Load() {
+		// Checked after setting the deadline: a shutdown that cut
+		// deadlines short before this point is seen here.
+		c.SetWriteDeadline(time.Now().Add(shutdownWrite))
+	}
 	if urgent > 0 {
 		if err := sendUrgent(c, b[:urgent]); err != nil {
 			return err
@@ -402,15 +411,19 @@ func (ss *session) cleanup(start time.Time) {
 	ss.opened = nil
 	audited := ss.audited
 	ss.mu.Unlock()
+	auditWait, cleanupWait := 2*time.Second, 10*time.Second
+	if ss.srv.stopping.Load() {
+		auditWait, cleanupWait = shutdownCleanup/2, shutdownCleanup/2
+	}
 	if audited {
 		// The audit needs the flows' counters before cleanup deletes them.
-		actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		actx, cancel := context.WithTimeout(context.Background(), auditWait)
 		ss.srv.audit.sync(actx)
 		cancel()
 	}
 	if len(opened) > 0 {
 		// Not the session's context: cleanup must run during shutdown too.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupWait)
 		if err := ss.srv.holes.CloseSession(ctx, open, opened); err != nil {
 			ss.log.Error("session cleanup failed", "holes", len(opened), "err", err)
 		}
