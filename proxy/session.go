@@ -45,6 +45,7 @@ type session struct {
 	idle       time.Duration
 	lastActive atomic.Int64 // unix nanos of the last byte either way
 	xferStart  time.Time    // guarded by mu
+	refusals   refusalLog   // guarded by mu
 	audited    bool         // guarded by mu: a transfer record was queued
 	endOnce    sync.Once
 	reason     atomic.Pointer[string]
@@ -247,6 +248,8 @@ func (ss *session) stillAlive(idle time.Duration) bool {
 // sent; socket writes and the revocation of superseded holes happen after,
 // outside it.
 func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer, toSender *[]byte, revokes *[]alg.Hole, urgent *int) error {
+	var notes []refusalNote
+	defer func() { ss.logRefusals(notes) }() // after the unlock
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	toClient := toSender
@@ -258,7 +261,9 @@ func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer,
 		*revokes = append(*revokes, a.Revoke...)
 		if a.Refusal != alg.RefusedNone {
 			ss.srv.metrics.Refused.WithLabelValues(string(a.Refusal)).Inc()
-			ss.log.Info("input refused", "from", from.String(), "reason", string(a.Refusal), "verdict", a.Verdict.String())
+			if n, ok := ss.refusals.note(time.Now(), from, a); ok {
+				notes = append(notes, n)
+			}
 		}
 		if a.Open != nil {
 			h := *a.Open
@@ -410,7 +415,11 @@ func (ss *session) cleanup(start time.Time) {
 	opened := ss.opened
 	ss.opened = nil
 	audited := ss.audited
+	summary, ok := ss.refusals.flush()
 	ss.mu.Unlock()
+	if ok {
+		ss.logRefusals([]refusalNote{summary})
+	}
 	auditWait, cleanupWait := 2*time.Second, 10*time.Second
 	if ss.srv.stopping.Load() {
 		auditWait, cleanupWait = shutdownCleanup/2, shutdownCleanup/2
