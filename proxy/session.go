@@ -177,6 +177,10 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 	var revokes []alg.Hole
 	var urgent int // toPeer[:urgent] goes out as urgent data
 	idle := ss.idle
+	pace := newPacer(paceClientRate, paceClientBurst)
+	if from == alg.FromServer {
+		pace = newPacer(paceServerRate, paceServerBurst)
+	}
 	for {
 		src.SetReadDeadline(time.Now().Add(idle))
 		n, rerr := src.Read(buf)
@@ -207,6 +211,9 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 			if ferr != nil {
 				ss.closeBoth()
 				return
+			}
+			if d := pace.charge(time.Now(), n); d > 0 {
+				time.Sleep(d)
 			}
 		}
 		if rerr == nil {
