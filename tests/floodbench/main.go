@@ -97,7 +97,7 @@ func run(bin string, procs, attacks []string, reps, nfiles int) error {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("floodbench: %d files of 1 KiB mirrored by lftp through ftpalg (forward mode, log level info), %d runs per setting, interleaved; %d CPUs; load average at the end: %s\n\n",
 		nfiles, reps, numCPU(), strings.TrimSpace(string(load)))
-	fmt.Println("| GOMAXPROCS | attack | victim median | victim worst | attack lines/s | daemon log lines/s | daemon CPU per run (median) |")
+	fmt.Println("| GOMAXPROCS | attack | victim median | victim worst | attack answers/s | daemon log lines/s | daemon CPU per run (median) |")
 	fmt.Println("|---|---|---|---|---|---|---|")
 	for _, p := range procs {
 		for _, a := range attacks {
