@@ -227,6 +227,11 @@ type Action struct {
 	// Transfer, if not nil, reports the start (client command forwarded) or
 	// end (server's final reply) of a data transfer, for the audit log.
 	Transfer *Transfer
+	// Urgent, if > 0, says the first Urgent bytes of Output go out as TCP
+	// urgent data: the last of them is the urgent byte (ABOR, RFC 959 4.1.3;
+	// servers such as vsftpd only notice an ABOR during a transfer by its
+	// SIGURG).
+	Urgent int
 }
 
 // TransferPhase says which end of a transfer a Transfer event marks.

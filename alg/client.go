@@ -51,6 +51,12 @@ func (s *Session) clientLine(raw, text []byte, flags uint8) Action {
 			a.Transfer = s.startTransfer(v, arg)
 		}
 		return a
+	case vABOR:
+		a := s.forward(raw, entry{kind: cmdOther})
+		if a.Verdict == Forward {
+			a.Urgent = urgentEnd(raw)
+		}
+		return a
 	}
 	return s.forward(raw, entry{kind: cmdOther})
 }

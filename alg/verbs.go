@@ -20,6 +20,7 @@ const (
 	vUSER // USER, PASS, ACCT
 	vREIN
 	vTransfer
+	vABOR
 )
 
 // classify maps a verb (ASCII letters, any case) to its kind without
@@ -52,6 +53,8 @@ func classify(v []byte) verb {
 		return vREIN
 	case "RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD":
 		return vTransfer
+	case "ABOR":
+		return vABOR
 	}
 	return vOther
 }

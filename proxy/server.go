@@ -80,6 +80,9 @@ type Server struct {
 	active   atomic.Int64
 	sessions sync.Map // id -> *session, for shutdown only
 	wg       sync.WaitGroup
+	// stopping is set when the shutdown grace is over: writes and cleanup
+	// get the short bounds of shutdown.go from then on.
+	stopping atomic.Bool
 }
 
 // New builds a server. holes must not be nil (use natrules.Fake in tests).
@@ -224,7 +227,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // Drain waits for sessions to end on their own until ctx is done, then
-// closes the rest. Callers stop the listeners first.
+// ends the rest, all at once, and waits at most drainWait for them: it
+// returns within the grace plus that bound whatever the clients do.
+// Callers stop the listeners first.
 func (s *Server) Drain(ctx context.Context) {
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
@@ -233,22 +238,24 @@ func (s *Server) Drain(ctx context.Context) {
 		return
 	case <-ctx.Done():
 	}
+	s.stopping.Store(true)
 	n := 0
 	s.sessions.Range(func(_, v any) bool {
-		v.(*session).end("gateway shutting down", "421 Gateway shutting down, closing control connection.\r\n")
+		go v.(*session).shutdown()
 		n++
 		return true
 	})
-	s.log.Info("shutdown grace over, closed remaining sessions", "sessions", n)
-	<-done
+	s.log.Info("shutdown grace over, closing remaining sessions", "sessions", n)
+	select {
+	case <-done:
+	case <-time.After(drainWait):
+		s.log.Warn("sessions still closing after the grace; stopping anyway", "waited", drainWait)
+	}
 }
 
 // dialUpstream connects to the server with the configured timeout.
 func (s *Server) dialUpstream(ctx context.Context, dst netip.AddrPort, timeout time.Duration) (*net.TCPConn, error) {
-	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
-	if s.cfg.UpstreamMark != 0 {
-		d.Control = markControl(s.cfg.UpstreamMark)
-	}
+	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second, Control: upstreamControl(s.cfg.UpstreamMark)}
 	c, err := d.DialContext(ctx, "tcp", dst.String())
 	if err != nil {
 		return nil, err

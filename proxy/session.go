@@ -45,6 +45,7 @@ type session struct {
 	idle       time.Duration
 	lastActive atomic.Int64 // unix nanos of the last byte either way
 	xferStart  time.Time    // guarded by mu
+	refusals   refusalLog   // guarded by mu
 	audited    bool         // guarded by mu: a transfer record was queued
 	endOnce    sync.Once
 	reason     atomic.Pointer[string]
@@ -99,6 +100,11 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn) {
 		server.Close()
 		return
 	}
+	// The upstream socket got it before connecting (upstreamControl).
+	if err := oobInlineConn(client); err != nil {
+		// Only an urgent ABOR suffers: relay anyway.
+		log.Warn("client's urgent data not read in line; an urgent ABOR will be refused", "err", err)
+	}
 	ss := &session{srv: s, id: id, log: log, client: client, server: server, eng: eng, idle: rt.IdleTimeout}
 	ss.touch()
 	mode := s.cfg.Policy.Mode.String()
@@ -110,6 +116,10 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn) {
 	ctx = context.WithoutCancel(ctx)
 	s.sessions.Store(id, ss)
 	defer s.sessions.Delete(id)
+	if s.stopping.Load() {
+		// Drain's sweep may have missed it.
+		go ss.shutdown()
+	}
 	log.Info("session started", "server_facing", peers.ServerFacing.String())
 
 	done := make(chan struct{})
@@ -172,15 +182,20 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 	buf := make([]byte, readBufSize)
 	var toPeer, toSender []byte
 	var revokes []alg.Hole
+	var urgent int // toPeer[:urgent] goes out as urgent data
 	idle := ss.idle
+	pace := newPacer(paceClientRate, paceClientBurst)
+	if from == alg.FromServer {
+		pace = newPacer(paceServerRate, paceServerBurst)
+	}
 	for {
 		src.SetReadDeadline(time.Now().Add(idle))
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			ss.touch()
 			toPeer, toSender = toPeer[:0], toSender[:0]
-			revokes = revokes[:0]
-			ferr := ss.feed(ctx, from, buf[:n], &toPeer, &toSender, &revokes)
+			revokes, urgent = revokes[:0], 0
+			ferr := ss.feed(ctx, from, buf[:n], &toPeer, &toSender, &revokes, &urgent)
 			// Superseded holes are closed before the line that superseded
 			// them is passed on, not after. The write wakes the peer, and
 			// a socket wake-up is a "sync" one: the scheduler expects this
@@ -190,7 +205,7 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 			ss.revoke(ctx, revokes)
 			var werr error
 			if len(toPeer) > 0 {
-				werr = ss.write(dst, toPeer)
+				werr = ss.writeUrgent(dst, toPeer, urgent)
 			}
 			if werr != nil {
 				ss.end("write to "+peerName(otherSide(from))+" failed", "")
@@ -203,6 +218,9 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 			if ferr != nil {
 				ss.closeBoth()
 				return
+			}
+			if d := pace.charge(time.Now(), n); d > 0 {
+				time.Sleep(d)
 			}
 		}
 		if rerr == nil {
@@ -243,7 +261,9 @@ func (ss *session) stillAlive(idle time.Duration) bool {
 // Holes are opened under the lock, before the line that announces them is
 // sent; socket writes and the revocation of superseded holes happen after,
 // outside it.
-func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer, toSender *[]byte, revokes *[]alg.Hole) error {
+func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer, toSender *[]byte, revokes *[]alg.Hole, urgent *int) error {
+	var notes []refusalNote
+	defer func() { ss.logRefusals(notes) }() // after the unlock
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	toClient := toSender
@@ -262,7 +282,9 @@ func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer,
 		}
 		if a.Refusal != alg.RefusedNone {
 			ss.srv.metrics.Refused.WithLabelValues(string(a.Refusal)).Inc()
-			ss.log.Info("input refused", "from", from.String(), "reason", string(a.Refusal), "verdict", a.Verdict.String())
+			if n, ok := ss.refusals.note(time.Now(), from, a); ok {
+				notes = append(notes, n)
+			}
 		}
 		if a.Open != nil {
 			h := *a.Open
@@ -287,6 +309,10 @@ func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer,
 		}
 		switch a.Verdict {
 		case alg.Forward, alg.Rewrite:
+			if a.Urgent > 0 {
+				// TCP has one urgent pointer: the latest mark wins.
+				*urgent = len(*toPeer) + min(a.Urgent, len(a.Output))
+			}
 			*toPeer = append(*toPeer, a.Output...)
 		case alg.Answer:
 			*toSender = append(*toSender, a.Output...)
@@ -350,7 +376,11 @@ func (ss *session) remember(h natrules.Hole) {
 	ss.opened = append(ss.opened, h)
 }
 
-func (ss *session) write(c *net.TCPConn, b []byte) error {
+func (ss *session) write(c *net.TCPConn, b []byte) error { return ss.writeUrgent(c, b, 0) }
+
+// writeUrgent writes b to c, its first urgent bytes (if any) as TCP urgent
+// data, all under one lock and deadline.
+func (ss *session) writeUrgent(c *net.TCPConn, b []byte, urgent int) error {
 	mu := &ss.serverW
 	if c == ss.client {
 		mu = &ss.clientW
@@ -358,6 +388,20 @@ func (ss *session) write(c *net.TCPConn, b []byte) error {
 	mu.Lock()
 	defer mu.Unlock()
 	c.SetWriteDeadline(time.Now().Add(ss.srv.cfg.WriteTimeout))
+	if ss.srv.stopping.Load() {
+		// Checked after setting the deadline: a shutdown that cut
+		// deadlines short before this point is seen here.
+		c.SetWriteDeadline(time.Now().Add(shutdownWrite))
+	}
+	if urgent > 0 {
+		if err := sendUrgent(c, b[:urgent]); err != nil {
+			return err
+		}
+		b = b[urgent:]
+		if len(b) == 0 {
+			return nil
+		}
+	}
 	_, err := c.Write(b)
 	return err
 }
@@ -392,16 +436,24 @@ func (ss *session) cleanup(start time.Time) {
 	opened := ss.opened
 	ss.opened = nil
 	audited := ss.audited
+	summary, ok := ss.refusals.flush()
 	ss.mu.Unlock()
+	if ok {
+		ss.logRefusals([]refusalNote{summary})
+	}
+	auditWait, cleanupWait := 2*time.Second, 10*time.Second
+	if ss.srv.stopping.Load() {
+		auditWait, cleanupWait = shutdownCleanup/2, shutdownCleanup/2
+	}
 	if audited {
 		// The audit needs the flows' counters before cleanup deletes them.
-		actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		actx, cancel := context.WithTimeout(context.Background(), auditWait)
 		ss.srv.audit.sync(actx)
 		cancel()
 	}
 	if len(opened) > 0 {
 		// Not the session's context: cleanup must run during shutdown too.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupWait)
 		if err := ss.srv.holes.CloseSession(ctx, open, opened); err != nil {
 			ss.log.Error("session cleanup failed", "holes", len(opened), "err", err)
 		}

@@ -32,7 +32,9 @@ func main() {
 	// and with idle Ps the runtime also wakes a thread to look for work
 	// that is not there. With the sysmon setting of the Makefile build it
 	// took the daemon's CPU per small file from ~550 to ~290 µs. The data
-	// path is in the kernel.
+	// path is in the kernel. Re-decided against flooding clients: with
+	// reads paced per session, one P keeps the other sessions as fast as
+	// two do (docs/limits-and-defaults.md).
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
 	}
