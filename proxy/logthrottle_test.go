@@ -13,9 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/ftpalg/ftpalg/alg"
 	"github.com/ftpalg/ftpalg/natrules"
 )
@@ -190,13 +187,4 @@ func waitUntil(d time.Duration, ok func() bool) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
-}
-
-func counterValue(t *testing.T, c prometheus.Counter) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
 }
