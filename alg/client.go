@@ -169,8 +169,12 @@ func (s *Session) activeChecked(kind verb, arg []byte) Action {
 	if !s.holeOK(&h) {
 		return answer(msgForbiddenAddr, RefusedAddress, "data endpoint on a forbidden address")
 	}
+	var revoked []Hole
 	p, err := s.allocate(s.server) // the server connects through it
-	if err != nil {
+	if errors.Is(err, ErrPoolExhausted) {
+		p, revoked = s.takeOverActive()
+	}
+	if p == 0 {
 		return answer(msgNoPort, RefusedPool, err.Error())
 	}
 	h = s.activeHole(hk, ap, p)
@@ -184,7 +188,26 @@ func (s *Session) activeChecked(kind verb, arg []byte) Action {
 		// An EPRT, or a PORT that cannot carry an IPv6 address.
 		s.out = parse.AppendEPRT(s.out[:0], adv)
 	}
-	return Action{Verdict: Rewrite, Output: s.out, Open: open}
+	return Action{Verdict: Rewrite, Output: s.out, Open: open, Revoke: revoked}
+}
+
+// takeOverActive gives this PORT the port of the server's current active
+// endpoint when the server's share of the pool is empty and no command
+// awaits a reply. The old hole is revoked (before the new one is opened)
+// but its port stays with the session: if the server refused this PORT and
+// kept the old endpoint, what it sends there still reaches this client, and
+// no other session. Zero if there is none to take.
+func (s *Session) takeOverActive() (uint16, []Hole) {
+	if s.pending.n != 0 || s.current == 0 {
+		return 0, nil
+	}
+	h, ok := s.hole(s.current)
+	if !ok || (h.Kind != KindPORT && h.Kind != KindEPRT) || h.PoolPort == 0 {
+		return 0, nil
+	}
+	s.forget(h.ID) // not released: the new hole holds its port
+	s.current = 0
+	return h.PoolPort, []Hole{h}
 }
 
 // startTransfer remembers the transfer command for its end event. The hole

@@ -43,6 +43,12 @@ type Config struct {
 	TTL time.Duration
 	// MaxHoles caps live holes per family (ipset maxelem).
 	MaxHoles int
+	// FlowTable caps the flow log's table: one slot per hole armed and
+	// per data connection seen, kept until the hole's session closes or
+	// forgets it (Forget). Zero means 4 * MaxHoles. Size it for every
+	// hole sessions may still ask about: their live holes plus the
+	// history each session keeps.
+	FlowTable int
 	// ProxyMark, if non-zero, is the fwmark (SO_MARK) of the proxy's own
 	// upstream sockets; capture rules skip it so the proxy never captures
 	// itself.

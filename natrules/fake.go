@@ -116,7 +116,7 @@ func (f *Fake) revokeLocked(h Hole) {
 	if err != nil {
 		return
 	}
-	if _, ok := f.live[keyOf(n)]; ok {
+	if old, ok := f.live[keyOf(n)]; ok && old == n {
 		delete(f.live, keyOf(n))
 		f.stats.Revoked++
 	}
@@ -130,6 +130,13 @@ func (f *Fake) CloseSession(ctx context.Context, open, opened []Hole) error {
 	}
 	f.record(FakeCall{Op: "CloseSession", Holes: slices.Clone(open), Opened: slices.Clone(opened)})
 	return nil
+}
+
+// Forget records the call; the fake keeps no flows.
+func (f *Fake) Forget(h Hole) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record(FakeCall{Op: "Forget", Hole: h})
 }
 
 // Run blocks until ctx is done.

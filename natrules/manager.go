@@ -176,7 +176,7 @@ func newManager(cfg Config, log *slog.Logger, ns netns.NsHandle) (*Manager, erro
 
 		entryHoles: map[setEntry][]*holeState{},
 		recent:     map[setEntry]recentHole{},
-		flows:      newFlowTable(4 * cfg.MaxHoles),
+		flows:      newFlowTable(cfg.FlowTable),
 	}
 	if cfg.IPv4 {
 		m.fams = append(m.fams, IPv4)
@@ -212,6 +212,12 @@ func validate(c *Config) error {
 	}
 	if c.MaxHoles < 1 || c.MaxHoles > 1<<24 {
 		errs = append(errs, fmt.Errorf("MaxHoles %d out of range [1, %d]", c.MaxHoles, 1<<24))
+	}
+	if c.FlowTable == 0 {
+		c.FlowTable = 4 * c.MaxHoles
+	}
+	if c.FlowTable < 0 || c.FlowTable > 1<<30 {
+		errs = append(errs, fmt.Errorf("FlowTable %d out of range [0, %d]", c.FlowTable, 1<<30))
 	}
 	if c.Capture {
 		if c.CapturePort == 0 {
@@ -1025,7 +1031,9 @@ func (m *Manager) Revoke(ctx context.Context, h Hole) error {
 	defer m.mu.Unlock()
 	k := keyOf(h)
 	st, ok := m.holes[k]
-	if !ok {
+	if !ok || st.h != h {
+		// Unknown, or another session's hole on the same key (this one
+		// expired and its port was lent again): not ours to close.
 		return nil
 	}
 	if st.refs > 1 {
@@ -1192,6 +1200,23 @@ func (m *Manager) CloseSession(ctx context.Context, open, opened []Hole) error {
 		return fmt.Errorf("close session: %w", err)
 	}
 	return nil
+}
+
+// Forget says a session no longer needs what the flow log learnt about h
+// (it fell out of the session's history): unless h is live again, its
+// flows leave the table, so a long session keeps a bounded share of it.
+func (m *Manager) Forget(h Hole) {
+	h, err := normalize(h)
+	if err != nil {
+		return
+	}
+	k := keyOf(h)
+	m.mu.Lock()
+	_, live := m.holes[k]
+	m.mu.Unlock()
+	if !live {
+		m.flows.drop(k)
+	}
 }
 
 // ---------------------------------------------------------------- background

@@ -424,6 +424,42 @@ func TestRootOpenFailsExplicitly(t *testing.T) {
 	}
 }
 
+// A revoke names the whole hole: a session whose hole expired and whose
+// port was lent again must not close the next hole on the same key.
+func TestRootRevokeOnlyItsOwnHole(t *testing.T) {
+	needRoot(t)
+	ns := newNS(t, "own")
+	m := newTestManager(t, ns, Config{IPv4: true})
+	ctx := t.Context()
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	old := Hole{From: ad("198.51.100.7"), To: ap("198.51.100.1:50000"), DNAT: ap("192.0.2.10:40000")}
+	next := old
+	next.DNAT = ap("192.0.2.66:40001")
+	if err := m.Open(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Revoke(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Open(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Revoke(ctx, old); err != nil {
+		t.Fatalf("late revoke of the old hole: %v", err)
+	}
+	if err := m.CloseSession(ctx, []Hole{old}, []Hole{old}); err != nil {
+		t.Fatalf("close of the old session: %v", err)
+	}
+	if s := m.Stats(); s.Live != 1 {
+		t.Fatalf("the other session's hole was closed by a revoke of the old one: live %d, want 1", s.Live)
+	}
+	if out := ns.exec(t, "ipset", "list", "FTPALG-FWD4"); !strings.Contains(out, "198.51.100.7,tcp:40001,192.0.2.66") {
+		t.Fatalf("the next hole's filter entry is gone:\n%s", out)
+	}
+}
+
 func TestRootRecoverFromFlush(t *testing.T) {
 	needRoot(t)
 	ns := newNS(t, "fl")

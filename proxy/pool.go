@@ -94,3 +94,58 @@ func (p *portPool) peers() int {
 }
 
 var _ alg.Allocator = (*portPool)(nil)
+
+// sessionPorts is one session's view of the pool. A port its engine gives
+// back returns to the shared pool only after the pump that fed the engine
+// has revoked the hole in the kernel (returnPorts): until then another
+// session with the same peer could be lent the port while the old hole
+// still catches that peer's SYNs. The engine runs under the session lock,
+// so every method here does too, and none makes a system call.
+type sessionPorts struct {
+	pool  *portPool
+	side  alg.Side      // the side whose Feed runs now
+	freed [2][]peerPort // given back by the engine, per side, kernel not yet told
+}
+
+type peerPort struct {
+	peer netip.Addr
+	port uint16
+}
+
+// Allocate lends from the shared pool; when the peer's share is empty, a
+// port this side's pump freed in the same step serves again: its hole is
+// among the revocations the session carries out before the next open.
+func (sp *sessionPorts) Allocate(peer netip.Addr) (uint16, error) {
+	port, err := sp.pool.Allocate(peer)
+	if err == nil {
+		return port, nil
+	}
+	f := sp.freed[sp.side]
+	for i, pp := range f {
+		if pp.peer == peer {
+			sp.freed[sp.side] = append(f[:i], f[i+1:]...)
+			return pp.port, nil
+		}
+	}
+	return 0, err
+}
+
+func (sp *sessionPorts) Release(peer netip.Addr, port uint16) {
+	sp.freed[sp.side] = append(sp.freed[sp.side], peerPort{peer, port})
+}
+
+// take hands over what side freed, for the shared pool once its holes are
+// out of the kernel.
+func (sp *sessionPorts) take(side alg.Side) []peerPort {
+	f := sp.freed[side]
+	sp.freed[side] = nil
+	return f
+}
+
+func (p *portPool) releaseAll(ps []peerPort) {
+	for _, pp := range ps {
+		p.Release(pp.peer, pp.port)
+	}
+}
+
+var _ alg.Allocator = (*sessionPorts)(nil)

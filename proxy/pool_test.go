@@ -84,3 +84,37 @@ func TestPortPool(t *testing.T) {
 		})
 	}
 }
+
+// A port the engine gives back stays out of the shared pool until the pump
+// has revoked its hole; meanwhile only the same side of the same session
+// may reuse it.
+func TestSessionPortsReturnAfterRevoke(t *testing.T) {
+	srv := netip.MustParseAddr("198.51.100.20")
+	pool := newPortPool(50000, 50000)
+	a := &sessionPorts{pool: pool, side: alg.FromClient}
+	b := &sessionPorts{pool: pool, side: alg.FromClient}
+	p, err := a.Allocate(srv)
+	if err != nil || p != 50000 {
+		t.Fatalf("first allocation: %d %v", p, err)
+	}
+	a.Release(srv, p) // the engine revoked the hole; the kernel not yet told
+	if p, err := b.Allocate(srv); !errors.Is(err, alg.ErrPoolExhausted) {
+		t.Fatalf("another session was lent port %d before the kernel dropped the old hole (err %v)", p, err)
+	}
+	a.side = alg.FromServer
+	if p, err := a.Allocate(srv); !errors.Is(err, alg.ErrPoolExhausted) {
+		t.Fatalf("the other side of the session reused port %d whose revoke it does not carry (err %v)", p, err)
+	}
+	a.side = alg.FromClient
+	if p, err := a.Allocate(srv); err != nil || p != 50000 {
+		t.Fatalf("same side, same step: want the freed port back, got %d %v", p, err)
+	}
+	a.Release(srv, 50000)
+	pool.releaseAll(a.take(alg.FromClient))
+	if p, err := b.Allocate(srv); err != nil || p != 50000 {
+		t.Fatalf("after the revoke the port is the pool's again: got %d %v", p, err)
+	}
+	if got := a.take(alg.FromClient); len(got) != 0 {
+		t.Fatalf("take twice: %v", got)
+	}
+}

@@ -26,6 +26,9 @@ type Pinholes interface {
 	// CloseSession revokes the outstanding holes (open) and removes what
 	// is still tracked of every hole the session opened.
 	CloseSession(ctx context.Context, open, opened []natrules.Hole) error
+	// Forget says the session no longer asks about h (it fell out of the
+	// session's history); in memory only.
+	Forget(h natrules.Hole)
 }
 
 // Config is the proxy's part of the daemon configuration.

@@ -21,9 +21,10 @@ import (
 // framer buffers partial lines itself.
 const readBufSize = 2048
 
-// maxRemembered bounds the per-session list of holes kept for the final
-// conntrack cleanup; older data connections are long finished.
-const maxRemembered = 64
+// HoleHistory bounds the per-session list of holes kept for the final
+// conntrack cleanup; older data connections are long finished, and the
+// firewall layer is told to forget them. Size its flow table with it.
+const HoleHistory = 64
 
 var errSessionEnded = errors.New("session ended")
 
@@ -38,6 +39,7 @@ type session struct {
 
 	mu      sync.Mutex // guards eng, opened, endMsg
 	eng     *alg.Session
+	ports   *sessionPorts   // the engine's allocator
 	opened  []natrules.Hole // every hole opened, for conntrack cleanup
 	clientW sync.Mutex      // serialises writes to client
 	serverW sync.Mutex      // serialises writes to server
@@ -92,7 +94,8 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn) {
 		Server:       addrPortOf(server.RemoteAddr()),
 		Public:       s.cfg.PublicAddr,
 	}
-	eng, err := alg.NewSession(rt.Policy, peers, s.pool)
+	ports := &sessionPorts{pool: s.pool}
+	eng, err := alg.NewSession(rt.Policy, peers, ports)
 	if err != nil {
 		log.Warn("session refused", "reason", err.Error())
 		writeLine(client, "421 Service not available: gateway refused the session.\r\n", time.Second)
@@ -105,7 +108,7 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn) {
 		// Only an urgent ABOR suffers: relay anyway.
 		log.Warn("client's urgent data not read in line; an urgent ABOR will be refused", "err", err)
 	}
-	ss := &session{srv: s, id: id, log: log, client: client, server: server, eng: eng, idle: rt.IdleTimeout}
+	ss := &session{srv: s, id: id, log: log, client: client, server: server, eng: eng, ports: ports, idle: rt.IdleTimeout}
 	ss.touch()
 	mode := s.cfg.Policy.Mode.String()
 	s.metrics.SessionsTotal.WithLabelValues(mode).Inc()
@@ -203,6 +206,7 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 			// work done after the write delays the peer's answer (measured
 			// on a 2-CPU gateway: files/s 857 after, 916 before).
 			ss.revoke(ctx, revokes)
+			ss.returnPorts(from)
 			var werr error
 			if len(toPeer) > 0 {
 				werr = ss.writeUrgent(dst, toPeer, urgent)
@@ -271,6 +275,7 @@ func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer,
 		toClient = toPeer
 	}
 	wasOpaque := ss.eng.Opaque()
+	ss.ports.side = from
 	err := ss.eng.Feed(from, data, func(a alg.Action) error {
 		*revokes = append(*revokes, a.Revoke...)
 		if a.Open != nil && len(*revokes) > 0 {
@@ -369,7 +374,8 @@ func (ss *session) remember(h natrules.Hole) {
 	if slices.Contains(ss.opened, h) {
 		return
 	}
-	if len(ss.opened) >= maxRemembered {
+	if len(ss.opened) >= HoleHistory {
+		ss.srv.holes.Forget(ss.opened[0])
 		copy(ss.opened, ss.opened[1:])
 		ss.opened = ss.opened[:len(ss.opened)-1]
 	}
@@ -459,6 +465,8 @@ func (ss *session) cleanup(start time.Time) {
 		}
 		cancel()
 	}
+	ss.returnPorts(alg.FromClient)
+	ss.returnPorts(alg.FromServer)
 	holes := opened
 	reason := "closed"
 	if r := ss.reason.Load(); r != nil && *r != "" {
@@ -467,31 +475,11 @@ func (ss *session) cleanup(start time.Time) {
 	ss.log.Info("session ended", "reason", reason, "duration", time.Since(start).Round(time.Millisecond), "holes", len(holes))
 }
 
-func writeLine(c *net.TCPConn, s string, timeout time.Duration) {
-	c.SetWriteDeadline(time.Now().Add(timeout))
-	c.Write([]byte(s))
-}
-
-func peerName(s alg.Side) string { return s.String() }
-
-func toNat(h alg.Hole) natrules.Hole {
-	return natrules.Hole{From: h.From, To: h.To, DNAT: h.DNAT, SNAT: h.SNAT}
-}
-
-func holeString(h alg.Hole) string {
-	s := h.Kind.String() + " " + h.From.String() + " -> " + h.To.String()
-	if h.DNAT.IsValid() {
-		s += " dnat " + h.DNAT.String()
-	}
-	if h.SNAT.IsValid() {
-		s += " snat " + h.SNAT.String()
-	}
-	return s
-}
-
-func otherSide(s alg.Side) alg.Side {
-	if s == alg.FromClient {
-		return alg.FromServer
-	}
-	return alg.FromClient
+// returnPorts gives the shared pool the ports side's engine calls freed,
+// once the pump has revoked their holes in the kernel.
+func (ss *session) returnPorts(side alg.Side) {
+	ss.mu.Lock()
+	ps := ss.ports.take(side)
+	ss.mu.Unlock()
+	ss.srv.pool.releaseAll(ps)
 }

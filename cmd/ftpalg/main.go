@@ -154,7 +154,9 @@ func (d *daemon) serve(ctx context.Context, hup <-chan struct{}) error {
 		OpenListener:  mode != alg.ModeForward,
 		TTL:           cfg.PinholeTTL,
 		MaxHoles:      2 * (int(hi) - int(lo) + 1 + cfg.MaxSessions),
-		FlowLogGroup:  uint16(cfg.NflogGroup),
+		// Each session may still ask about the holes in its history.
+		FlowTable:    2 * (2*(int(hi)-int(lo)+1+cfg.MaxSessions) + cfg.MaxSessions*proxy.HoleHistory),
+		FlowLogGroup: uint16(cfg.NflogGroup),
 	}, log)
 	if err != nil {
 		return fmt.Errorf("firewall configuration: %w", err)
