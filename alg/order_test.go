@@ -144,7 +144,10 @@ func TestOrderedRevocation(t *testing.T) {
 func TestPipelinedPortKeepsPoolPort(t *testing.T) {
 	x := newModeTester(t, ModeForward)
 	x.login()
-	got, _ := x.feed(FromClient, "PASV\r\nPORT 192,168,1,10,195,80\r\n")
+	got, err := x.feed(FromClient, "PASV\r\nPORT 192,168,1,10,195,80\r\n")
+	if err != nil || len(got) != 2 || got[1].Open == nil {
+		t.Fatalf("PASV and PORT pipelined: %+v, %v; want two actions, the second opening a hole", got, err)
+	}
 	port := got[1].Open
 	held := func(when string) {
 		t.Helper()
@@ -156,8 +159,10 @@ func TestPipelinedPortKeepsPoolPort(t *testing.T) {
 	held("after the 227")
 	x.server("200 ok\r\n")
 	held("after the 200")
-	x.feed(FromClient, "RETR f\r\n")
-	x.feed(FromServer, "150 go\r\n226 done\r\n")
+	x.client("RETR f\r\n")
+	if _, err := x.feed(FromServer, "150 go\r\n226 done\r\n"); err != nil {
+		t.Fatalf("transfer replies: %v", err)
+	}
 	held("after the transfer")
 	if a := x.client("NOOP\r\n"); len(a.Revoke) != 0 {
 		t.Fatal(a)
@@ -282,5 +287,52 @@ func TestRefusedRun(t *testing.T) {
 	}
 	if DefaultPolicy().MaxRefusedRun != 16 {
 		t.Fatal("default MaxRefusedRun is not 16")
+	}
+}
+
+// With the server's share of the pool empty, a session's next PORT takes
+// the port of its own idle active endpoint (the old hole revoked first, the
+// port never back in the pool), and only when nothing awaits a reply.
+func TestPortTakesOverIdleActivePort(t *testing.T) {
+	x := newModeTester(t, ModeReverse)
+	x.login()
+	first := x.client("PORT 198,51,100,77,195,80\r\n")
+	if first.Open == nil {
+		t.Fatalf("first PORT: %+v", first)
+	}
+	x.server("200 ok\r\n")
+	for _, in := range []struct {
+		from Side
+		data string
+	}{{FromClient, "RETR f\r\n"}, {FromServer, "150 go\r\n226 done\r\n"}} {
+		if _, err := x.feed(in.from, in.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x.alloc.dry = true // the server's share is used up
+	got, err := x.feed(FromClient, "PORT 198,51,100,77,195,81\r\nPORT 198,51,100,77,195,82\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("want two actions, got %+v", got)
+	}
+	second, third := got[0], got[1]
+	if second.Open == nil || second.Open.PoolPort != first.Open.PoolPort {
+		t.Fatalf("idle session's PORT: want the pool port %d taken over, got %+v", first.Open.PoolPort, second)
+	}
+	if len(second.Revoke) != 1 || second.Revoke[0].ID != first.Open.ID {
+		t.Fatalf("the old active hole must be revoked with it: %+v", second.Revoke)
+	}
+	if !x.alloc.live[lent{revPeers.Server.Addr(), first.Open.PoolPort}] {
+		t.Fatal("the taken-over port went back to the pool")
+	}
+	// The second PORT still awaits its reply: nothing more to take.
+	if third.Open != nil || third.Refusal != RefusedPool {
+		t.Fatalf("PORT with a command awaiting a reply: want 425 pool_exhausted, got %+v", third)
+	}
+	x.server("200 ok\r\n")
+	if hs := x.finish(); len(hs) != 1 || hs[0].ID != second.Open.ID {
+		t.Fatalf("Close: %+v", hs)
 	}
 }

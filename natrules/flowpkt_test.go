@@ -134,7 +134,6 @@ func TestFlowLogDeliver(t *testing.T) {
 	}}
 	msg := func(family uint8, pkt string) []byte { return nflogMsg(t, family, hx(pkt)) }
 	before := time.Now()
-	time.Sleep(time.Millisecond)
 
 	for range 3 {
 		l.deliver(msg(unix.NFPROTO_IPV6, "60000000 0030 3c 40 "+ip6Src+dstOpts+tcpSYN))
@@ -158,16 +157,32 @@ func TestFlowLogDeliver(t *testing.T) {
 	}
 
 	l.deliver(msg(unix.NFPROTO_IPV6, strings.Repeat("deadbeef", 16)))
-	time.Sleep(time.Millisecond)
-	after := time.Now()
 	if l.lost.Load() != 2 || len(seen) != 3 || len(unsure) != 1 {
 		t.Fatalf("garbage: lost %d, seen %v, unsure %v", l.lost.Load(), seen, unsure)
 	}
 	if !l.trusted() {
 		t.Fatal("a message naming no hole turned the log off")
 	}
-	if l.completeSince(before, true) || l.completeSince(time.Time{}, false) || !l.completeSince(after, true) {
-		t.Fatal("a message naming no hole: holes armed before it must be incomplete, holes armed after it complete")
+	// The log stamps the message with the wall clock: holes armed up to
+	// that instant are incomplete, holes armed after it complete.
+	blindAt := time.Unix(0, l.lastBlind.Load())
+	if blindAt.Before(before) {
+		t.Fatalf("message naming no hole stamped %v, before the test began (%v)", blindAt, before)
+	}
+	for _, c := range []struct {
+		name     string
+		armed    time.Time
+		known    bool
+		complete bool
+	}{
+		{"armed at the start", before, true, false},
+		{"armed at the message", blindAt, true, false},
+		{"armed just after it", blindAt.Add(time.Nanosecond), true, true},
+		{"forgotten", time.Time{}, false, false},
+	} {
+		if got := l.completeSince(c.armed, c.known); got != c.complete {
+			t.Errorf("a message naming no hole, hole %s: complete %v, want %v", c.name, got, c.complete)
+		}
 	}
 	if l.marksUsed() {
 		t.Fatal("no scan of the sets after a message naming no hole")

@@ -10,10 +10,11 @@ import (
 )
 
 // A peer that sends nothing but bad lines must not turn each into a log
-// line (a bare-LF flood made 2 million of them in 10 s). Per session, the
-// first refusalBurst refusals are logged one by one; later ones are
-// counted by reason and logged as one summary line per refusalEvery, and
-// at the session's end. The metric still counts every refusal.
+// line: a flood would fill the disk (docs/limits-and-defaults.md has the
+// measurements). Per session, the first refusalBurst refusals are logged
+// one by one; later ones are counted by reason and logged as one summary
+// line per refusalEvery, and at the session's end. The metric still counts
+// every refusal.
 const (
 	refusalBurst = 5
 	refusalEvery = 10 * time.Second

@@ -4,11 +4,10 @@ import "time"
 
 // Reading is paced per session and direction so that one busy session
 // cannot starve the others: a goroutine that always finds input never
-// parks, and the Go scheduler then looks for other sessions' network
-// events only every ~10 ms (docs/limits-and-defaults.md has the figures:
-// two connections flooding bare LFs slowed another client's 100 files
-// from 0.15 s to 13 s on two CPUs). Past its burst, a session is read no
-// faster than its rate; TCP then slows the sender. The rates are far above
+// parks, and the Go scheduler then rarely looks for other sessions'
+// network events, so a few flooding connections slow every other session
+// (docs/limits-and-defaults.md has the measurements). Past its burst, a
+// session is read no faster than its rate; TCP then slows the sender. The rates are far above
 // what FTP clients and servers send on a control connection.
 const (
 	paceClientRate  = 64 << 10 // bytes/s from the client

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -130,11 +131,11 @@ func (a *Arrival) refresh(now time.Time) *arrivalSnap {
 func interfaceAddrs(name string) ([]netip.Addr, error) {
 	ifi, err := net.InterfaceByName(name)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("interface %s: %w", name, err)
 	}
 	addrs, err := ifi.Addrs()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("addresses of interface %s: %w", name, err)
 	}
 	out := make([]netip.Addr, 0, len(addrs))
 	for _, ad := range addrs {

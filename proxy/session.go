@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,12 +36,15 @@ type session struct {
 	client *net.TCPConn
 	server *net.TCPConn
 
-	mu      sync.Mutex // guards eng, opened, endMsg
-	eng     *alg.Session
-	ports   *sessionPorts   // the engine's allocator
-	opened  []natrules.Hole // every hole opened, for conntrack cleanup
-	clientW sync.Mutex      // serialises writes to client
-	serverW sync.Mutex      // serialises writes to server
+	mu  sync.Mutex // guards eng, opened, endMsg
+	eng *alg.Session
+	// urgentIn: the client sent urgent data not yet passed on (client
+	// pump only).
+	urgentIn bool
+	ports    *sessionPorts   // the engine's allocator
+	opened   []natrules.Hole // every hole opened, for conntrack cleanup
+	clientW  sync.Mutex      // serialises writes to client
+	serverW  sync.Mutex      // serialises writes to server
 
 	idle       time.Duration
 	lastActive atomic.Int64 // unix nanos of the last byte either way
@@ -191,9 +193,21 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 	if from == alg.FromServer {
 		pace = newPacer(paceServerRate, paceServerBurst)
 	}
+	var marks *markReader // the client's urgent marks, see feed
+	if from == alg.FromClient {
+		marks, _ = newMarkReader(src) // nil: plain reads, no mark passed on
+	}
 	for {
 		src.SetReadDeadline(time.Now().Add(idle))
-		n, rerr := src.Read(buf)
+		var n int
+		var rerr error
+		if marks != nil {
+			var mark bool
+			n, mark, rerr = marks.read(buf)
+			ss.urgentIn = ss.urgentIn || mark
+		} else {
+			n, rerr = src.Read(buf)
+		}
 		if n > 0 {
 			ss.touch()
 			toPeer, toSender = toPeer[:0], toSender[:0]
@@ -314,9 +328,14 @@ func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer,
 		}
 		switch a.Verdict {
 		case alg.Forward, alg.Rewrite:
-			if a.Urgent > 0 {
-				// TCP has one urgent pointer: the latest mark wins.
+			// The first line the client completes after its urgent
+			// mark carries it, if that line is an ABOR. TCP has one
+			// urgent pointer: the latest mark wins.
+			if a.Urgent > 0 && ss.urgentIn {
 				*urgent = len(*toPeer) + min(a.Urgent, len(a.Output))
+			}
+			if from == alg.FromClient {
+				ss.urgentIn = false
 			}
 			*toPeer = append(*toPeer, a.Output...)
 		case alg.Answer:
@@ -347,39 +366,6 @@ func (ss *session) revoke(ctx context.Context, holes []alg.Hole) {
 			ss.log.Warn("revoke pinhole failed", "hole", holeString(h), "err", err)
 		}
 	}
-}
-
-// transfer tracks a transfer's start and queues its audit record at the end.
-func (ss *session) transfer(t *alg.Transfer) {
-	now := time.Now()
-	if t.Phase == alg.TransferStart {
-		ss.xferStart = now
-		return
-	}
-	start := ss.xferStart
-	if start.IsZero() {
-		start = now
-	}
-	ss.xferStart = time.Time{}
-	ss.audited = true
-	ss.srv.audit.add(auditRecord{
-		session: ss.id, client: addrPortOf(ss.client.RemoteAddr()), server: addrPortOf(ss.server.RemoteAddr()),
-		mode: ss.srv.cfg.Policy.Mode.String(), command: t.Command, file: t.Arg, code: t.Code,
-		hole: toNat(t.Hole), hasHole: t.HasHole, start: start, end: now,
-	})
-}
-
-// remember adds h to the session's history of holes (once).
-func (ss *session) remember(h natrules.Hole) {
-	if slices.Contains(ss.opened, h) {
-		return
-	}
-	if len(ss.opened) >= HoleHistory {
-		ss.srv.holes.Forget(ss.opened[0])
-		copy(ss.opened, ss.opened[1:])
-		ss.opened = ss.opened[:len(ss.opened)-1]
-	}
-	ss.opened = append(ss.opened, h)
 }
 
 func (ss *session) write(c *net.TCPConn, b []byte) error { return ss.writeUrgent(c, b, 0) }

@@ -21,7 +21,7 @@ func setOOBInline(c syscall.RawConn) error {
 	if err := c.Control(func(fd uintptr) {
 		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_OOBINLINE, 1)
 	}); err != nil {
-		return err
+		return fmt.Errorf("set SO_OOBINLINE: socket control: %w", err)
 	}
 	if serr != nil {
 		return fmt.Errorf("set SO_OOBINLINE: %w", serr)

@@ -44,6 +44,27 @@ func readUrgent(c *net.TCPConn, inline int) string {
 	if err != nil {
 		return err.Error()
 	}
+	if inline < 0 { // no mark expected: the whole line in line, nothing urgent
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line := make([]byte, -inline)
+		if _, err := io.ReadFull(c, line); err != nil {
+			return "in line: " + err.Error()
+		}
+		var n int
+		var perr error
+		if err := rc.Control(func(fd uintptr) {
+			n, perr = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLPRI}}, 0)
+		}); err != nil || perr != nil {
+			return fmt.Sprintf("poll: %v %v", err, perr)
+		}
+		if n != 0 {
+			return fmt.Sprintf("urgent data pending after %q", line)
+		}
+		if _, err := io.WriteString(c, "225 ABOR ok\r\n"); err != nil {
+			return "reply: " + err.Error()
+		}
+		return fmt.Sprintf("plain %q", line)
+	}
 	var oob byte
 	var perr error
 	rc.Control(func(fd uintptr) {
@@ -76,8 +97,10 @@ func readUrgent(c *net.TCPConn, inline int) string {
 	return fmt.Sprintf("urgent 0x%02x in line %q", oob, rest)
 }
 
-// ABOR reaches the server marked urgent in each form clients send it, and
-// a client's own urgent byte is read in line, not lost.
+// ABOR reaches the server marked urgent where the client marked it, in
+// each form clients send it, a client's own urgent byte is read in line,
+// not lost, and a plain ABOR stays plain (a server reading urgent data out
+// of line would lose a byte of it).
 func TestAbortUrgentRelay(t *testing.T) {
 	for _, tc := range []struct {
 		name                  string
@@ -86,11 +109,15 @@ func TestAbortUrgentRelay(t *testing.T) {
 	}{
 		{"lftp: IAC IP IAC, DM urgent, ABOR", "\xff\xf4\xff", "\xf2", "ABOR\r\n", `urgent 0xf2 in line "\xff\xf4\xffABOR\r\n"`},
 		{"ftplib: ABOR CRLF all urgent", "", "ABOR\r\n", "", `urgent 0x0a in line "ABOR\r"`},
-		{"curl: plain ABOR", "ABOR\r\n", "", "", `urgent 0x0a in line "ABOR\r"`},
+		{"curl: plain ABOR", "ABOR\r\n", "", "", `plain "ABOR\r\n"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			line := tc.plain + tc.urgent + tc.plain2
-			addr, got := urgentServer(t, len(line)-1)
+			inline := len(line) - 1 // the urgent byte is out of line
+			if tc.urgent == "" {
+				inline = -len(line)
+			}
+			addr, got := urgentServer(t, inline)
 			pa, _ := startProxy(t, netip.MustParseAddrPort(addr), nil)
 			c := dial(t, pa)
 			if r := c.reply(t); r != "220 ready" {
@@ -99,7 +126,7 @@ func TestAbortUrgentRelay(t *testing.T) {
 			tc2 := c.c.(*net.TCPConn)
 			if tc.plain != "" {
 				c.send(t, tc.plain)
-				time.Sleep(10 * time.Millisecond) // separate segments, as lftp's
+				waitAcked(t, tc2) // the urgent byte goes in a segment of its own, as lftp's
 			}
 			if tc.urgent != "" {
 				tc2.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -122,6 +149,34 @@ func TestAbortUrgentRelay(t *testing.T) {
 				t.Fatalf("reply %q", r)
 			}
 		})
+	}
+}
+
+// waitAcked waits until the peer has acknowledged every byte written to c,
+// so that the next write starts a new segment.
+func waitAcked(t *testing.T, c *net.TCPConn) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var queued int
+		var qerr error
+		if err := rc.Control(func(fd uintptr) { queued, qerr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) }); err != nil {
+			t.Fatal(err)
+		}
+		if qerr != nil {
+			t.Fatalf("SIOCOUTQ: %v", qerr)
+		}
+		if queued == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes still unacknowledged after 5 s", queued)
+		}
+		time.Sleep(time.Millisecond) // poll
 	}
 }
 

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -60,7 +61,7 @@ func TestDrainStuckClients(t *testing.T) {
 	inARow := 0
 	var last string
 	err := b.WaitFor(20*time.Second, func() bool {
-		ok, state := gatewayStuck(b, locals)
+		ok, state := gatewayStuck(t, b, locals)
 		last = state
 		if !ok {
 			inARow = 0
@@ -107,7 +108,8 @@ func TestDrainStuckClients(t *testing.T) {
 // gatewayStuck reports whether, for every client address in clients, the
 // gateway's socket to it has unsent bytes and the session's socket to the
 // server has unread ones. state describes what ss showed.
-func gatewayStuck(b *bed.Bed, clients []netip.AddrPort) (bool, string) {
+func gatewayStuck(t *testing.T, b *bed.Bed, clients []netip.AddrPort) (bool, string) {
+	t.Helper()
 	out, err := b.Exec(b.Gateway, 5*time.Second, "ss", "-tnH", "state", "established")
 	if err != nil {
 		return false, err.Error()
@@ -121,8 +123,11 @@ func gatewayStuck(b *bed.Bed, clients []netip.AddrPort) (bool, string) {
 		if len(f) < 4 {
 			continue
 		}
-		r, _ := strconv.Atoi(f[0])
-		s, _ := strconv.Atoi(f[1])
+		r, rerr := strconv.Atoi(f[0])
+		s, serr := strconv.Atoi(f[1])
+		if err := errors.Join(rerr, serr); err != nil {
+			t.Fatalf("ss line %q: queue sizes: %v", l, err)
+		}
 		if strings.HasSuffix(f[3], ":21") {
 			toServer = append(toServer, q{r, s})
 			continue

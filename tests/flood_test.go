@@ -51,7 +51,7 @@ func TestFlood(t *testing.T) {
 		answered := lfRuns(t, b, rounds, run)
 		waitMetric(t, b, activeSessions, 0, 10*time.Second)
 		delta := metricsOf(t, b, b.Gateway)[malformed] - before
-		logs := refusalLogs(proc.Out.String(), bed.Attacker4)
+		logs := refusalLogs(t, proc.Out.String(), bed.Attacker4)
 		if len(logs) == 0 {
 			t.Fatalf("no session of the attacker in the log:\n%s", tail(proc.Out.String(), 40))
 		}
@@ -248,7 +248,8 @@ var (
 
 // refusalLogs reads the daemon's log (text format) and returns, per session
 // of a client at addr, its lines about refused malformed input.
-func refusalLogs(log string, addr netip.Addr) map[string]refusalSession {
+func refusalLogs(t *testing.T, log string, addr netip.Addr) map[string]refusalSession {
+	t.Helper()
 	out := map[string]refusalSession{}
 	for _, l := range strings.Split(log, "\n") {
 		m := logSession.FindStringSubmatch(l)
@@ -265,12 +266,18 @@ func refusalLogs(log string, addr netip.Addr) map[string]refusalSession {
 		case strings.Contains(l, `msg="input refused, `):
 			s.lines++
 			if sm := logSummed.FindStringSubmatch(l); sm != nil {
-				n, _ := strconv.Atoi(sm[1])
+				n, err := strconv.Atoi(sm[1])
+				if err != nil {
+					t.Fatalf("log line %q: count: %v", l, err)
+				}
 				s.suppressed += n
 			}
 		case strings.Contains(l, `msg="session ended"`):
 			if d := logDuration.FindStringSubmatch(l); d != nil {
-				s.duration, _ = time.ParseDuration(d[1])
+				var err error
+				if s.duration, err = time.ParseDuration(d[1]); err != nil {
+					t.Fatalf("log line %q: duration: %v", l, err)
+				}
 			}
 		}
 		out[m[1]] = s

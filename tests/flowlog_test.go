@@ -111,10 +111,14 @@ func quit(t *testing.T, b *bed.Bed, f *ftpConn) {
 
 // auditedBytes returns the byte counts of the transfer records logged so
 // far, oldest first.
-func auditedBytes(p *bed.Proc) []float64 {
+func auditedBytes(t *testing.T, p *bed.Proc) []float64 {
+	t.Helper()
 	var out []float64
 	for _, r := range auditLines(p.Out.String()) {
-		n, _ := r["bytes"].(float64)
+		n, ok := r["bytes"].(float64)
+		if !ok {
+			t.Fatalf("transfer record without a byte count: %v", r)
+		}
 		out = append(out, n)
 	}
 	return out
@@ -144,7 +148,7 @@ func TestFlowLogIPv6ExtensionHeaders(t *testing.T) {
 	waitAudit := func(t *testing.T, n int) {
 		t.Helper()
 		var got []float64
-		if err := b.WaitFor(10*time.Second, func() bool { got = auditedBytes(p); return len(got) >= n }, "audit lines"); err != nil || len(got) != n {
+		if err := b.WaitFor(10*time.Second, func() bool { got = auditedBytes(t, p); return len(got) >= n }, "audit lines"); err != nil || len(got) != n {
 			t.Fatalf("%d transfer records, want %d: %v", len(got), n, err)
 		}
 		for i, v := range got {

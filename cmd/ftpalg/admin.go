@@ -26,6 +26,11 @@ type adminLimits struct {
 	// scrape is some tens of KiB), idle a keep-alive connection between
 	// requests.
 	readHeader, read, write, idle time.Duration
+	// silent is how long a connection may stay open without a request
+	// before it can be closed at the cap: a probe sends its request at
+	// once, and the header timeout alone would let connections that never
+	// send one, reopened as they time out, keep the probes out.
+	silent time.Duration
 }
 
 var defaultAdminLimits = adminLimits{
@@ -34,6 +39,7 @@ var defaultAdminLimits = adminLimits{
 	read:       10 * time.Second,
 	write:      30 * time.Second,
 	idle:       30 * time.Second,
+	silent:     time.Second,
 }
 
 // startAdmin serves /livez, /readyz and /metrics on addr (nothing if
@@ -65,7 +71,7 @@ func adminMux(ready func() bool, reg *prometheus.Registry) *http.ServeMux {
 
 // serveAdmin serves h on ln within lim until the server is closed.
 func serveAdmin(ln net.Listener, lim adminLimits, h http.Handler, log *slog.Logger) *http.Server {
-	cl := newConnCap(ln, lim.maxConns)
+	cl := newConnCap(ln, lim.maxConns, lim.silent)
 	hs := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: lim.readHeader,
@@ -84,26 +90,36 @@ func serveAdmin(ln net.Listener, lim adminLimits, h http.Handler, log *slog.Logg
 }
 
 // connCap is a listener that serves at most max connections at once. At
-// the cap, the connection idle longest (a keep-alive between requests) is
-// closed to make room; only requests in progress, bounded by the read and
-// write timeouts, make a new connection wait, in the kernel's accept queue
-// (no descriptor of ours). golang.org/x/net/netutil.LimitListener only
-// waits: a few hundred idle keep-alive connections would keep the probes
-// out for rounds of the idle timeout.
+// the cap, the connection that has waited longest without a request is
+// closed to make room: one idle between keep-alive requests, or one open
+// for longer than silent without a complete request. Only requests in
+// progress, bounded by the read and write timeouts, and connections younger
+// than silent make a new connection wait, in the kernel's accept queue (no
+// descriptor of ours). golang.org/x/net/netutil.LimitListener only waits: a
+// few hundred idle keep-alive connections would keep the probes out for
+// rounds of the idle timeout.
 type connCap struct {
 	net.Listener
-	slots   chan struct{} // a token per connection served
-	idleNow chan struct{} // a connection went idle (capacity 1)
-	done    chan struct{}
-	once    sync.Once
+	silent time.Duration
+	slots  chan struct{} // a token per connection served
+	wake   chan struct{} // a connection went idle (capacity 1)
+	done   chan struct{}
+	once   sync.Once
 
-	mu   sync.Mutex
-	idle map[net.Conn]time.Time // connections between requests, since when
+	mu      sync.Mutex
+	waiting map[net.Conn]waitingConn // connections without a request in progress
 }
 
-func newConnCap(ln net.Listener, max int) *connCap {
-	return &connCap{Listener: ln, slots: make(chan struct{}, max), idleNow: make(chan struct{}, 1),
-		done: make(chan struct{}), idle: map[net.Conn]time.Time{}}
+// waitingConn is a connection without a request in progress: idle since a
+// keep-alive answer, or new (no complete request yet) since accepted.
+type waitingConn struct {
+	idle  bool
+	since time.Time
+}
+
+func newConnCap(ln net.Listener, max int, silent time.Duration) *connCap {
+	return &connCap{Listener: ln, silent: silent, slots: make(chan struct{}, max), wake: make(chan struct{}, 1),
+		done: make(chan struct{}), waiting: map[net.Conn]waitingConn{}}
 }
 
 func (l *connCap) Accept() (net.Conn, error) {
@@ -113,17 +129,40 @@ func (l *connCap) Accept() (net.Conn, error) {
 			return l.accept()
 		default:
 		}
-		if l.shed() {
-			continue // its Close gave its slot back
+		victim, wait := l.pick(time.Now())
+		if victim != nil {
+			victim.Close() // gives its slot back
+			continue
+		}
+		if l.waitSlot(wait) {
+			return l.accept()
 		}
 		select {
-		case l.slots <- struct{}{}:
-			return l.accept()
-		case <-l.idleNow:
 		case <-l.done:
 			return nil, net.ErrClosed
+		default:
 		}
 	}
+}
+
+// waitSlot waits for a free slot (true), a connection going idle, the
+// closing of the listener, or wait if not 0: then a new connection turns
+// silent.
+func (l *connCap) waitSlot(wait time.Duration) bool {
+	var silent <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		silent = t.C
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return true
+	case <-l.wake:
+	case <-silent:
+	case <-l.done:
+	}
+	return false
 }
 
 // accept takes the next connection; the caller holds a slot.
@@ -136,38 +175,46 @@ func (l *connCap) accept() (net.Conn, error) {
 	return &cappedConn{Conn: c, l: l}, nil
 }
 
-// shed closes the connection idle longest; false if none is idle.
-func (l *connCap) shed() bool {
+// pick removes and returns the connection to close at the cap: of the idle
+// ones and the new ones older than silent, the one waiting since the
+// earliest. If there is none, wait is how long until the oldest new
+// connection turns silent (0 if there is no new connection).
+func (l *connCap) pick(now time.Time) (victim net.Conn, wait time.Duration) {
 	l.mu.Lock()
-	var oldest net.Conn
+	defer l.mu.Unlock()
 	var since time.Time
-	for c, t := range l.idle {
-		if oldest == nil || t.Before(since) {
-			oldest, since = c, t
+	for c, w := range l.waiting {
+		if left := w.since.Add(l.silent).Sub(now); !w.idle && left > 0 {
+			if wait == 0 || left < wait {
+				wait = left
+			}
+			continue
+		}
+		if victim == nil || w.since.Before(since) {
+			victim, since = c, w.since
 		}
 	}
-	delete(l.idle, oldest)
-	l.mu.Unlock()
-	if oldest == nil {
-		return false
+	if victim == nil {
+		return nil, wait
 	}
-	oldest.Close()
-	return true
+	delete(l.waiting, victim)
+	return victim, 0
 }
 
-// track is the server's ConnState hook: it keeps the set of idle
-// connections.
+// track is the server's ConnState hook: it keeps the set of connections
+// without a request in progress.
 func (l *connCap) track(c net.Conn, s http.ConnState) {
 	l.mu.Lock()
-	if s == http.StateIdle {
-		l.idle[c] = time.Now()
-	} else {
-		delete(l.idle, c)
+	switch s {
+	case http.StateNew, http.StateIdle:
+		l.waiting[c] = waitingConn{idle: s == http.StateIdle, since: time.Now()}
+	default:
+		delete(l.waiting, c)
 	}
 	l.mu.Unlock()
 	if s == http.StateIdle {
 		select {
-		case l.idleNow <- struct{}{}:
+		case l.wake <- struct{}{}:
 		default:
 		}
 	}
@@ -190,7 +237,7 @@ func (c *cappedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
 		c.l.mu.Lock()
-		delete(c.l.idle, c)
+		delete(c.l.waiting, c)
 		c.l.mu.Unlock()
 		<-c.l.slots
 	})

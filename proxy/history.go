@@ -1,0 +1,45 @@
+package proxy
+
+import (
+	"slices"
+	"time"
+
+	"github.com/ftpalg/ftpalg/alg"
+	"github.com/ftpalg/ftpalg/natrules"
+)
+
+// A session's records: its transfers for the audit, its holes for the
+// final cleanup.
+
+// transfer tracks a transfer's start and queues its audit record at the end.
+func (ss *session) transfer(t *alg.Transfer) {
+	now := time.Now()
+	if t.Phase == alg.TransferStart {
+		ss.xferStart = now
+		return
+	}
+	start := ss.xferStart
+	if start.IsZero() {
+		start = now
+	}
+	ss.xferStart = time.Time{}
+	ss.audited = true
+	ss.srv.audit.add(auditRecord{
+		session: ss.id, client: addrPortOf(ss.client.RemoteAddr()), server: addrPortOf(ss.server.RemoteAddr()),
+		mode: ss.srv.cfg.Policy.Mode.String(), command: t.Command, file: t.Arg, code: t.Code,
+		hole: toNat(t.Hole), hasHole: t.HasHole, start: start, end: now,
+	})
+}
+
+// remember adds h to the session's history of holes (once).
+func (ss *session) remember(h natrules.Hole) {
+	if slices.Contains(ss.opened, h) {
+		return
+	}
+	if len(ss.opened) >= HoleHistory {
+		ss.srv.holes.Forget(ss.opened[0])
+		copy(ss.opened, ss.opened[1:])
+		ss.opened = ss.opened[:len(ss.opened)-1]
+	}
+	ss.opened = append(ss.opened, h)
+}
