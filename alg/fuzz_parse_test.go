@@ -2,6 +2,8 @@ package alg
 
 import (
 	"bytes"
+	"regexp"
+	"strconv"
 	"testing"
 
 	"github.com/ftpalg/ftpalg/alg/parse"
@@ -44,6 +46,8 @@ func FuzzParseCommand(f *testing.F) {
 	})
 }
 
+var digitRuns = regexp.MustCompile(`[0-9]+`)
+
 // FuzzParseReply checks the reply-side parsers.
 func FuzzParseReply(f *testing.F) {
 	for _, s := range []string{"227 Entering Passive Mode (10,0,0,1,195,80).", "227 =10,0,0,1,4,1", "229 Entering Extended Passive Mode (|||6446|)", "230-hello", "229 (|1|2|3|)"} {
@@ -70,11 +74,17 @@ func FuzzParseReply(f *testing.F) {
 			if err != nil || back != ap {
 				t.Fatalf("227 round trip %v -> %q -> %v %v", ap, out, back, err)
 			}
-			// The tuple we read is the first digit run: what a client
-			// scanning for digits reads too.
-			i := bytes.IndexAny(text, "0123456789")
-			if i < 0 || bytes.IndexAny(text[:i], "0123456789") >= 0 {
-				t.Fatalf("227 %q read a tuple not at the first digit", text)
+			// The tuple we read is the first six digit runs: what a
+			// client scanning for digits reads too.
+			runs := digitRuns.FindAll(text, 6)
+			if len(runs) < 6 {
+				t.Fatalf("227 %q -> %v from fewer than six digit runs", text, ap)
+			}
+			a4, port := ap.Addr().As4(), ap.Port()
+			for k, want := range [6]int{int(a4[0]), int(a4[1]), int(a4[2]), int(a4[3]), int(port >> 8), int(port & 0xff)} {
+				if n, err := strconv.Atoi(string(runs[k])); err != nil || n != want {
+					t.Fatalf("227 %q -> %v: digit run %d is %q, want %d", text, ap, k, runs[k], want)
+				}
 			}
 		}
 		if p, err := parse.Epsv229(text); err == nil {
