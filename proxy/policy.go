@@ -97,7 +97,7 @@ func (a *Arrival) Missing() []string {
 // On reports whether local, the accepted connection's local address, is
 // an address of a capture interface.
 func (a *Arrival) On(local netip.Addr) bool {
-	local = local.Unmap().WithZone("")
+	local = arrivalKey(local, local.Zone())
 	now := time.Now()
 	sn := a.snap.Load()
 	if sn != nil && now.Sub(sn.at) < arrivalFresh {
@@ -121,11 +121,22 @@ func (a *Arrival) refresh(now time.Time) *arrivalSnap {
 			continue // gone (or not there yet): nothing arrives on it
 		}
 		for _, ad := range addrs {
-			sn.addrs[ad.Unmap().WithZone("")] = struct{}{}
+			sn.addrs[arrivalKey(ad, n)] = struct{}{}
 		}
 	}
 	a.snap.Store(sn)
 	return sn
+}
+
+// arrivalKey names an address of interface iface. A link-local address
+// keeps the interface as its zone: VLANs of one NIC share their link-local
+// address, so the address alone does not say which one a SYN came in on.
+func arrivalKey(a netip.Addr, iface string) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() && a.IsLinkLocalUnicast() {
+		return a.WithZone(iface)
+	}
+	return a.WithZone("")
 }
 
 func interfaceAddrs(name string) ([]netip.Addr, error) {

@@ -150,13 +150,16 @@ func TestAdmissionReload(t *testing.T) {
 func TestArrivalCache(t *testing.T) {
 	var calls atomic.Int32
 	lan := netip.MustParseAddr("192.0.2.1")
-	a := fakeArrival(map[string][]netip.Addr{"lan0": {lan, netip.MustParseAddr("2001:db8:1::1")}}, &calls)
+	ll := netip.MustParseAddr("fe80::1")
+	a := fakeArrival(map[string][]netip.Addr{"lan0": {lan, netip.MustParseAddr("2001:db8:1::1"), ll}}, &calls)
 	for _, tc := range []struct {
 		addr string
 		on   bool
 	}{
 		{"192.0.2.1", true}, {"::ffff:192.0.2.1", true}, {"2001:db8:1::1", true},
 		{"198.51.100.1", false}, {"2001:db8:2::1", false},
+		// A shared link-local address counts only on the capture interface.
+		{"fe80::1%lan0", true}, {"fe80::1%wan0", false}, {"fe80::1", false},
 	} {
 		if got := a.On(netip.MustParseAddr(tc.addr)); got != tc.on {
 			t.Errorf("On(%s) = %v, want %v", tc.addr, got, tc.on)
