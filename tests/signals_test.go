@@ -130,6 +130,13 @@ func TestSignalsDuringStartup(t *testing.T) {
 
 	t.Run("burst of SIGHUPs while it sets up", func(t *testing.T) {
 		p, _ := startWatched(t, b)
+		// Until its first line the process may still be ip(8) entering
+		// the namespace, or the Go runtime before any code of ftpalg
+		// runs: no program can catch a signal there. The first line
+		// comes before the firewall set-up, which the burst then hits.
+		if err := b.WaitFor(10*time.Second, func() bool { return p.Out.String() != "" || !p.Running() }, "ftpalg's first line"); err != nil {
+			t.Fatal(err)
+		}
 		stop := make(chan struct{})
 		type counts struct{ sent, early int }
 		res := make(chan counts, 1)
