@@ -39,6 +39,15 @@ func sidecarBed(t *testing.T, extraEnv ...string) (*bed.Bed, *bed.Proc, string) 
 			t.Fatal(err)
 		}
 	}
+	// The pod's own pool ports are closed, so its kernel answers a SYN that
+	// no hole translated with an RST, as it would a forwarded one to a
+	// closed server port. A NetworkPolicy-like drop of untranslated SYNs to
+	// the pool (INPUT sees the port after ftpalg's DNAT) leaves a
+	// listening server the only thing that can answer: a closed hole is
+	// then a timeout (mustDrop).
+	if _, err := b.Exec(b.Client, 10*time.Second, strings.Fields("iptables -w -A INPUT -p tcp --syn -m multiport --dports 30000:30009 -j DROP")...); err != nil {
+		t.Fatal(err)
+	}
 	env := append([]string{"FTPALG_MODE=sidecar", "FTPALG_LISTEN=:21", "FTPALG_UPSTREAM=127.0.0.1:" + podPort,
 		"FTPALG_PUBLIC_ADDR=198.51.100.1", "FTPALG_DATA_PORTS=" + sidecarPool, "FTPALG_PINHOLE_TTL=3s"}, extraEnv...)
 	p, err := b.StartFtpalgIn(b.Client, env...)
