@@ -6,6 +6,7 @@ package tests
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -23,19 +24,31 @@ import (
 // listener stands in for the assertion.
 func mustDropListening(t *testing.T, b *bed.Bed, ns string, dst netip.AddrPort, finNS string, fin netip.AddrPort, why string) {
 	t.Helper()
-	ln, err := b.Listen(finNS, fin)
+	// The port may be held a moment by a closing data connection of the
+	// server's (bound, not listening): retry until one of the two listens.
+	var ln net.Listener
+	var who, ss string
+	var lerr error
+	err := b.WaitFor(5*time.Second, func() bool {
+		if ln, lerr = b.Listen(finNS, fin); lerr == nil {
+			return true
+		}
+		if !errors.Is(lerr, syscall.EADDRINUSE) {
+			return true
+		}
+		who, ss = listenerAt(t, b, finNS, fin)
+		return who != ""
+	}, "a listener at "+fin.String())
 	switch {
-	case err == nil:
+	case err != nil:
+		t.Fatalf("%s: %s in %s is in use but nothing listens there with room in its queue:\n%s", why, fin, finNS, ss)
+	case lerr == nil:
 		defer ln.Close()
 		t.Logf("listening: test listener on %s in %s", fin, finNS)
-	case errors.Is(err, syscall.EADDRINUSE):
-		who, ss := listenerAt(t, b, finNS, fin)
-		if who == "" {
-			t.Fatalf("%s: %s in %s is in use but nothing listens there with room in its queue:\n%s", why, fin, finNS, ss)
-		}
+	case who != "":
 		t.Logf("listening: %s on %s in %s", who, fin, finNS)
 	default:
-		t.Fatalf("%s: listen on %s in %s: %v", why, fin, finNS, err)
+		t.Fatalf("%s: listen on %s in %s: %v", why, fin, finNS, lerr)
 	}
 	mustDrop(t, b, ns, dst, why)
 }
