@@ -32,8 +32,8 @@ import (
 func TestFaultKill9(t *testing.T) {
 	requireRoot(t)
 	b := newBed(t)
-	big, _ := b.WriteFile("pub/big.bin", 8<<20)
-	small, _ := b.WriteFile("pub/small.bin", 1<<10)
+	big := writeFile(t, b, "pub/big.bin", 8<<20)
+	small := writeFile(t, b, "pub/small.bin", 1<<10)
 	const ttl = 3 * time.Second
 	p := startFtpalg(t, b, "FTPALG_PINHOLE_TTL=3s")
 	static := snapshot(t, b)
@@ -55,18 +55,24 @@ func TestFaultKill9(t *testing.T) {
 	ln, lport, portCmd := clientListener(t, b)
 	defer ln.Close()
 	expect(t, fa, portCmd, 200)
-	nat, _ := b.Exec(b.Gateway, 5*time.Second, "nft", "list", "map", "ip", "ftpalg", "dnat4")
+	nat, err := b.Exec(b.Gateway, 5*time.Second, "nft", "list", "map", "ip", "ftpalg", "dnat4")
+	if err != nil {
+		t.Fatalf("nft list map dnat4: %v %s", err, nat)
+	}
 	m := regexp.MustCompile(`198\.51\.100\.20 \. 198\.51\.100\.1 \. (\d+)`).FindStringSubmatch(nat)
 	if m == nil {
 		t.Fatalf("no DNAT element for the active hole:\n%s", nat)
 	}
-	port, _ := strconv.Atoi(m[1])
+	port, err := strconv.ParseUint(m[1], 10, 16)
+	if err != nil {
+		t.Fatalf("DNAT element port %q: %v", m[1], err)
+	}
 	activeEP := netip.AddrPortFrom(bed.GwWAN4, uint16(port))
-	if n, _ := b.LiveHoles(); n != 3 { // passive entry, active entry, DNAT element
+	if n := liveHoles(t, b); n != 3 { // passive entry, active entry, DNAT element
 		t.Fatalf("want 3 live hole members before the kill, have %d", n)
 	}
-	if got, _ := os.Stat(out); got == nil || got.Size() >= 8<<20 {
-		t.Fatal("the transfer was not in flight at the kill")
+	if got, err := os.Stat(out); err != nil || got.Size() >= 8<<20 {
+		t.Fatalf("the transfer was not in flight at the kill: %v", err)
 	}
 
 	killed := time.Now()
@@ -75,14 +81,13 @@ func TestFaultKill9(t *testing.T) {
 	}
 	t.Logf("ok: ftpalg killed with SIGKILL mid-transfer, holes pending: passive %s, active %s -> %d", pasvEP, activeEP, lport)
 	wait() // curl loses its control connection; the outcome does not matter
-	time.Sleep(time.Until(killed.Add(ttl + 1500*time.Millisecond)))
-
-	if n, err := b.LiveHoles(); err != nil || n != 0 {
-		t.Fatalf("%d hole members left %s after the kill (TTL %s): %v", n, time.Since(killed).Round(time.Millisecond), ttl, err)
-	}
-	mustDrop(t, b, b.Client, pasvEP, "rightful client on its expired passive hole")
-	mustDrop(t, b, b.Server, activeEP, "rightful server on its expired active hole")
-	mustDrop(t, b, b.Attacker, pasvEP, "third host on the expired passive hole")
+	waitHoles(t, b, b.Gateway, 0, time.Until(killed.Add(ttl+1500*time.Millisecond)))
+	t.Logf("ok: no hole member left %s after the kill (TTL %s)", time.Since(killed).Round(time.Millisecond), ttl)
+	// The passive hole leads to the server's passive port (its listener
+	// went with the session), the active one to the client's listener.
+	mustDropListening(t, b, b.Client, pasvEP, b.Server, pasvEP, "rightful client on its expired passive hole")
+	mustDropListening(t, b, b.Server, activeEP, b.Client, netip.AddrPortFrom(bed.Client4, lport), "rightful server on its expired active hole")
+	mustDropListening(t, b, b.Attacker, pasvEP, b.Server, pasvEP, "third host on the expired passive hole")
 	if left := snapshot(t, b); left != static {
 		t.Fatalf("after the kill and the TTL the ruleset is not the static structure:\n--- static:\n%s\n--- now:\n%s", static, left)
 	}
@@ -104,7 +109,7 @@ func TestFaultKill9(t *testing.T) {
 		if msg, err := b.Curl(b.Client, append(tc.flags, "-o", o, bed.URL(bed.Server4, tc.path))...); err != nil {
 			t.Fatalf("%s transfer after the restart: %v\n%s", tc.name, err, msg)
 		}
-		if h, _ := bed.HashFile(o); h != tc.hash {
+		if h := hashFile(t, o); h != tc.hash {
 			t.Fatalf("%s transfer after the restart: sha256 %s, want %s", tc.name, h, tc.hash)
 		}
 		t.Logf("ok: %s transfer after the restart, sha256 %s… matches", tc.name, tc.hash[:12])
@@ -121,8 +126,8 @@ func TestFaultKill9(t *testing.T) {
 func TestFaultFirewallReload(t *testing.T) {
 	requireRoot(t)
 	b := newBed(t)
-	big, _ := b.WriteFile("pub/big.bin", 4<<20)
-	small, _ := b.WriteFile("pub/small.bin", 1<<10)
+	big := writeFile(t, b, "pub/big.bin", 4<<20)
+	small := writeFile(t, b, "pub/small.bin", 1<<10)
 	// The operator's firewall as a reload would put it back.
 	saved := map[string]string{}
 	for _, fam := range []string{"iptables", "ip6tables"} {
@@ -211,11 +216,10 @@ func TestFaultFirewallReload(t *testing.T) {
 					t.Logf("note: %s download in flight across the NAT table flush is not required to survive; not awaited", r.name)
 					continue
 				}
-				err := r.wait()
-				h, _ := bed.HashFile(r.out)
-				if err != nil {
+				if err := r.wait(); err != nil {
 					t.Fatalf("running %s download across the reload: %v", r.name, err)
 				}
+				h := hashFile(t, r.out)
 				if h != big {
 					t.Fatalf("running %s download across the reload: sha256 %s, want %s", r.name, h, big)
 				}
@@ -238,7 +242,7 @@ func TestFaultFirewallReload(t *testing.T) {
 				if msg, err := b.Curl(b.Client, append(flags, "-o", o, bed.URL(bed.Server4, "pub/small.bin"))...); err != nil {
 					t.Fatalf("new transfer %v after the reload: %v\n%s", flags, err, msg)
 				}
-				if h, _ := bed.HashFile(o); h != small {
+				if h := hashFile(t, o); h != small {
 					t.Fatalf("new transfer %v: sha256 %s, want %s", flags, h, small)
 				}
 			}
@@ -258,7 +262,7 @@ func TestFaultFirewallReload(t *testing.T) {
 func TestFaultHoleInstallFailure(t *testing.T) {
 	requireRoot(t)
 	b := newBed(t)
-	small, _ := b.WriteFile("pub/small.bin", 1<<10)
+	small := writeFile(t, b, "pub/small.bin", 1<<10)
 	startFtpalg(t, b, "FTPALG_DATA_PORTS=50000-50004", "FTPALG_MAX_SESSIONS=5")
 	static := snapshot(t, b)
 	hdr, err := b.Exec(b.Gateway, 5*time.Second, "ipset", "list", "-t", "FTPALG-FWD4")
@@ -328,9 +332,12 @@ func TestFaultHoleInstallFailure(t *testing.T) {
 	if err != nil || code != 257 {
 		t.Fatalf("PWD after the failed PORT: %d %q %v", code, text, err)
 	}
-	f.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if n, _ := f.r.Read(make([]byte, 512)); n != 0 || f.r.Buffered() != 0 {
-		t.Fatal("an extra reply is waiting: the server saw the PORT")
+	// Had the server seen the PORT, its reply would be waiting ahead of
+	// this NOOP's: the replies stay in step only if it did not.
+	code, text, err = f.cmd("NOOP")
+	seen.WriteString(text)
+	if err != nil || text != "200 NOOP ok.\r\n" || f.r.Buffered() != 0 {
+		t.Fatalf("second NOOP after the failed PORT: %d %q %v, %d bytes more waiting (the server saw the PORT?)", code, text, err, f.r.Buffered())
 	}
 	if v := scrape(t, b, b.Gateway, "ftpalg_hole_install_failures_total"); v != failures+2 {
 		t.Fatalf("hole_install_failures_total %v, want %v", v, failures+2)
@@ -343,7 +350,7 @@ func TestFaultHoleInstallFailure(t *testing.T) {
 			t.Fatalf("a hole member %q exists although the install failed", mem)
 		}
 	}
-	if n, _ := b.LiveHoles(); n != 20 {
+	if n := liveHoles(t, b); n != 20 {
 		t.Fatalf("live members %d, want the 20 junk entries only", n)
 	}
 	t.Logf("ok: PORT with the set full -> 425, never sent to the server (NOOP, PWD replies in step), no 227 and no rewritten PORT reached the client, failures now %v", failures+2)
@@ -384,7 +391,7 @@ func TestFaultSessions(t *testing.T) {
 	requireRoot(t)
 	b := newBed(t)
 	b.WriteFile("pub/big.bin", 8<<20)
-	slow, _ := b.WriteFile("pub/slow.bin", 3<<20)
+	slow := writeFile(t, b, "pub/slow.bin", 3<<20)
 	// 198.51.100.22 exists on the server but drops every SYN to port 21.
 	for _, c := range []string{"ip addr add 198.51.100.22/24 dev eth0", "iptables -w -A INPUT -d 198.51.100.22 -p tcp --dport 21 -j DROP"} {
 		if _, err := b.Exec(b.Server, 10*time.Second, strings.Fields(c)...); err != nil {
@@ -462,7 +469,10 @@ func TestFaultSessions(t *testing.T) {
 		flow := []string{"conntrack", "-L", "-p", "tcp", "--orig-src", bed.Client4.String(), "--orig-dst", ep.Addr().String(), "--dport", strconv.Itoa(int(ep.Port()))}
 		// One line per entry (both of its tuples name the port).
 		countFlows := func() int {
-			out, _ := b.Exec(b.Gateway, 5*time.Second, flow...)
+			out, err := b.Exec(b.Gateway, 5*time.Second, flow...)
+			if err != nil {
+				t.Fatalf("conntrack -L: %v %s", err, out)
+			}
 			n := 0
 			for _, l := range strings.Split(out, "\n") {
 				if strings.HasPrefix(l, "tcp ") {
@@ -506,10 +516,10 @@ func TestFaultSessions(t *testing.T) {
 		if took < idle-100*time.Millisecond || took > idle+1500*time.Millisecond {
 			t.Fatalf("idle 421 after %s, want about %s", took, idle)
 		}
-		if n, _ := b.LiveHoles(); n != 0 {
+		if n := liveHoles(t, b); n != 0 {
 			t.Fatalf("%d holes live after the idle close", n)
 		}
-		mustDrop(t, b, b.Client, ep, "client on the hole of its idled-out session")
+		mustDropListening(t, b, b.Client, ep, b.Server, ep, "client on the hole of its idled-out session")
 		assertClean(t, b, static)
 		t.Logf("ok: %q %s after the 227; hole removed (TTL is 30 s)", strings.TrimSpace(got), took.Round(time.Millisecond))
 	})
@@ -539,7 +549,7 @@ func TestFaultSessions(t *testing.T) {
 				if err := r.wait(); err != nil {
 					t.Fatalf("%s: %v", r.name, err)
 				}
-				if h, _ := bed.HashFile(r.out); h != slow {
+				if h := hashFile(t, r.out); h != slow {
 					t.Fatalf("%s: sha256 %s, want %s", r.name, h, slow)
 				}
 			}
