@@ -1,4 +1,4 @@
-// Reliability suite, faults (issue 7): a daemon killed with SIGKILL, an
+// Reliability suite, faults (issue 7): a daemon killed with SIGKILL (faults_kill9_test.go), an
 // external firewall reload, a hole that cannot be installed, an upstream
 // that never answers, clients that vanish, a long transfer under a short
 // idle timeout. Bounce PORT/EPRT, a third host racing a hole, refused and
@@ -16,101 +16,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ftpalg/ftpalg/tests/bed"
 )
-
-// kill -9 in the middle of a transfer and with two unused holes pending (a
-// passive filter hole and an active NAT hole). What must hold: the kernel
-// expires both after FTPALG_PINHOLE_TTL, so no SYN passes afterwards, not
-// even from the rightful host; the ruleset left behind is exactly the
-// static structure; a restart installs exactly the same static structure;
-// new sessions work.
-func TestFaultKill9(t *testing.T) {
-	requireRoot(t)
-	b := newBed(t)
-	big, _ := b.WriteFile("pub/big.bin", 8<<20)
-	small, _ := b.WriteFile("pub/small.bin", 1<<10)
-	const ttl = 3 * time.Second
-	p := startFtpalg(t, b, "FTPALG_PINHOLE_TTL=3s")
-	static := snapshot(t, b)
-
-	// A transfer in flight: 8 MiB throttled to 1 MiB/s.
-	smallBuffers(t, b)
-	out := b.ClientPath("inflight.bin")
-	wait := curlBackground(t, b, out, "--limit-rate", "1M", bed.URL(bed.Server4, "pub/big.bin"))
-	waitGrowing(t, b, out)
-
-	// A passive hole the client never uses.
-	fp := dialFTP(t, b, b.Client, bed.Server4)
-	pasvEP, err := fp.pasv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// An active hole (filter entry + DNAT element) the server never uses.
-	fa := dialFTP(t, b, b.Client, bed.Server4)
-	ln, lport, portCmd := clientListener(t, b)
-	defer ln.Close()
-	expect(t, fa, portCmd, 200)
-	nat, _ := b.Exec(b.Gateway, 5*time.Second, "nft", "list", "map", "ip", "ftpalg", "dnat4")
-	m := regexp.MustCompile(`198\.51\.100\.20 \. 198\.51\.100\.1 \. (\d+)`).FindStringSubmatch(nat)
-	if m == nil {
-		t.Fatalf("no DNAT element for the active hole:\n%s", nat)
-	}
-	port, _ := strconv.Atoi(m[1])
-	activeEP := netip.AddrPortFrom(bed.GwWAN4, uint16(port))
-	if n, _ := b.LiveHoles(); n != 3 { // passive entry, active entry, DNAT element
-		t.Fatalf("want 3 live hole members before the kill, have %d", n)
-	}
-	if got, _ := os.Stat(out); got == nil || got.Size() >= 8<<20 {
-		t.Fatal("the transfer was not in flight at the kill")
-	}
-
-	killed := time.Now()
-	if err := p.Signal(syscall.SIGKILL, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("ok: ftpalg killed with SIGKILL mid-transfer, holes pending: passive %s, active %s -> %d", pasvEP, activeEP, lport)
-	wait() // curl loses its control connection; the outcome does not matter
-	time.Sleep(time.Until(killed.Add(ttl + 1500*time.Millisecond)))
-
-	if n, err := b.LiveHoles(); err != nil || n != 0 {
-		t.Fatalf("%d hole members left %s after the kill (TTL %s): %v", n, time.Since(killed).Round(time.Millisecond), ttl, err)
-	}
-	mustDrop(t, b, b.Client, pasvEP, "rightful client on its expired passive hole")
-	mustDrop(t, b, b.Server, activeEP, "rightful server on its expired active hole")
-	mustDrop(t, b, b.Attacker, pasvEP, "third host on the expired passive hole")
-	if left := snapshot(t, b); left != static {
-		t.Fatalf("after the kill and the TTL the ruleset is not the static structure:\n--- static:\n%s\n--- now:\n%s", static, left)
-	}
-	t.Logf("ok: after the TTL no hole member is left and the ruleset is exactly the static structure")
-
-	startFtpalg(t, b, "FTPALG_PINHOLE_TTL=3s")
-	if again := snapshot(t, b); again != static {
-		t.Fatalf("restart does not leave exactly the static structure:\n--- first start:\n%s\n--- restart:\n%s", static, again)
-	}
-	t.Logf("ok: restart leaves exactly the static structure of the first start")
-	for _, tc := range []struct {
-		name, path, hash string
-		flags            []string
-	}{
-		{"passive", "pub/big.bin", big, nil},
-		{"active", "pub/small.bin", small, []string{"-P", "-"}},
-	} {
-		o := b.ClientPath("after-" + tc.name)
-		if msg, err := b.Curl(b.Client, append(tc.flags, "-o", o, bed.URL(bed.Server4, tc.path))...); err != nil {
-			t.Fatalf("%s transfer after the restart: %v\n%s", tc.name, err, msg)
-		}
-		if h, _ := bed.HashFile(o); h != tc.hash {
-			t.Fatalf("%s transfer after the restart: sha256 %s, want %s", tc.name, h, tc.hash)
-		}
-		t.Logf("ok: %s transfer after the restart, sha256 %s… matches", tc.name, tc.hash[:12])
-	}
-	assertClean(t, b, static)
-}
 
 // A firewall reload while sessions run, two ways: iptables-restore of the
 // bed's own (pre-ftpalg) filter and nat tables, and `nft flush ruleset`
@@ -121,8 +31,8 @@ func TestFaultKill9(t *testing.T) {
 func TestFaultFirewallReload(t *testing.T) {
 	requireRoot(t)
 	b := newBed(t)
-	big, _ := b.WriteFile("pub/big.bin", 4<<20)
-	small, _ := b.WriteFile("pub/small.bin", 1<<10)
+	big := writeFile(t, b, "pub/big.bin", 4<<20)
+	small := writeFile(t, b, "pub/small.bin", 1<<10)
 	// The operator's firewall as a reload would put it back.
 	saved := map[string]string{}
 	for _, fam := range []string{"iptables", "ip6tables"} {
@@ -211,11 +121,10 @@ func TestFaultFirewallReload(t *testing.T) {
 					t.Logf("note: %s download in flight across the NAT table flush is not required to survive; not awaited", r.name)
 					continue
 				}
-				err := r.wait()
-				h, _ := bed.HashFile(r.out)
-				if err != nil {
+				if err := r.wait(); err != nil {
 					t.Fatalf("running %s download across the reload: %v", r.name, err)
 				}
+				h := hashFile(t, r.out)
 				if h != big {
 					t.Fatalf("running %s download across the reload: sha256 %s, want %s", r.name, h, big)
 				}
@@ -238,7 +147,7 @@ func TestFaultFirewallReload(t *testing.T) {
 				if msg, err := b.Curl(b.Client, append(flags, "-o", o, bed.URL(bed.Server4, "pub/small.bin"))...); err != nil {
 					t.Fatalf("new transfer %v after the reload: %v\n%s", flags, err, msg)
 				}
-				if h, _ := bed.HashFile(o); h != small {
+				if h := hashFile(t, o); h != small {
 					t.Fatalf("new transfer %v: sha256 %s, want %s", flags, h, small)
 				}
 			}
@@ -258,7 +167,7 @@ func TestFaultFirewallReload(t *testing.T) {
 func TestFaultHoleInstallFailure(t *testing.T) {
 	requireRoot(t)
 	b := newBed(t)
-	small, _ := b.WriteFile("pub/small.bin", 1<<10)
+	small := writeFile(t, b, "pub/small.bin", 1<<10)
 	startFtpalg(t, b, "FTPALG_DATA_PORTS=50000-50004", "FTPALG_MAX_SESSIONS=5")
 	static := snapshot(t, b)
 	hdr, err := b.Exec(b.Gateway, 5*time.Second, "ipset", "list", "-t", "FTPALG-FWD4")
@@ -328,9 +237,12 @@ func TestFaultHoleInstallFailure(t *testing.T) {
 	if err != nil || code != 257 {
 		t.Fatalf("PWD after the failed PORT: %d %q %v", code, text, err)
 	}
-	f.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if n, _ := f.r.Read(make([]byte, 512)); n != 0 || f.r.Buffered() != 0 {
-		t.Fatal("an extra reply is waiting: the server saw the PORT")
+	// Had the server seen the PORT, its reply would be waiting ahead of
+	// this NOOP's: the replies stay in step only if it did not.
+	code, text, err = f.cmd("NOOP")
+	seen.WriteString(text)
+	if err != nil || text != "200 NOOP ok.\r\n" || f.r.Buffered() != 0 {
+		t.Fatalf("second NOOP after the failed PORT: %d %q %v, %d bytes more waiting (the server saw the PORT?)", code, text, err, f.r.Buffered())
 	}
 	if v := scrape(t, b, b.Gateway, "ftpalg_hole_install_failures_total"); v != failures+2 {
 		t.Fatalf("hole_install_failures_total %v, want %v", v, failures+2)
@@ -343,7 +255,7 @@ func TestFaultHoleInstallFailure(t *testing.T) {
 			t.Fatalf("a hole member %q exists although the install failed", mem)
 		}
 	}
-	if n, _ := b.LiveHoles(); n != 20 {
+	if n := liveHoles(t, b); n != 20 {
 		t.Fatalf("live members %d, want the 20 junk entries only", n)
 	}
 	t.Logf("ok: PORT with the set full -> 425, never sent to the server (NOOP, PWD replies in step), no 227 and no rewritten PORT reached the client, failures now %v", failures+2)
@@ -384,7 +296,7 @@ func TestFaultSessions(t *testing.T) {
 	requireRoot(t)
 	b := newBed(t)
 	b.WriteFile("pub/big.bin", 8<<20)
-	slow, _ := b.WriteFile("pub/slow.bin", 3<<20)
+	slow := writeFile(t, b, "pub/slow.bin", 3<<20)
 	// 198.51.100.22 exists on the server but drops every SYN to port 21.
 	for _, c := range []string{"ip addr add 198.51.100.22/24 dev eth0", "iptables -w -A INPUT -d 198.51.100.22 -p tcp --dport 21 -j DROP"} {
 		if _, err := b.Exec(b.Server, 10*time.Second, strings.Fields(c)...); err != nil {
@@ -462,7 +374,10 @@ func TestFaultSessions(t *testing.T) {
 		flow := []string{"conntrack", "-L", "-p", "tcp", "--orig-src", bed.Client4.String(), "--orig-dst", ep.Addr().String(), "--dport", strconv.Itoa(int(ep.Port()))}
 		// One line per entry (both of its tuples name the port).
 		countFlows := func() int {
-			out, _ := b.Exec(b.Gateway, 5*time.Second, flow...)
+			out, err := b.Exec(b.Gateway, 5*time.Second, flow...)
+			if err != nil {
+				t.Fatalf("conntrack -L: %v %s", err, out)
+			}
 			n := 0
 			for _, l := range strings.Split(out, "\n") {
 				if strings.HasPrefix(l, "tcp ") {
@@ -506,10 +421,10 @@ func TestFaultSessions(t *testing.T) {
 		if took < idle-100*time.Millisecond || took > idle+1500*time.Millisecond {
 			t.Fatalf("idle 421 after %s, want about %s", took, idle)
 		}
-		if n, _ := b.LiveHoles(); n != 0 {
+		if n := liveHoles(t, b); n != 0 {
 			t.Fatalf("%d holes live after the idle close", n)
 		}
-		mustDrop(t, b, b.Client, ep, "client on the hole of its idled-out session")
+		mustDropListening(t, b, b.Client, ep, b.Server, ep, "client on the hole of its idled-out session")
 		assertClean(t, b, static)
 		t.Logf("ok: %q %s after the 227; hole removed (TTL is 30 s)", strings.TrimSpace(got), took.Round(time.Millisecond))
 	})
@@ -539,7 +454,7 @@ func TestFaultSessions(t *testing.T) {
 				if err := r.wait(); err != nil {
 					t.Fatalf("%s: %v", r.name, err)
 				}
-				if h, _ := bed.HashFile(r.out); h != slow {
+				if h := hashFile(t, r.out); h != slow {
 					t.Fatalf("%s: sha256 %s, want %s", r.name, h, slow)
 				}
 			}

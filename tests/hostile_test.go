@@ -268,7 +268,7 @@ func fuzzSeeds(t *testing.T, target string) []string {
 func TestHostileFuzz(t *testing.T) {
 	requireRoot(t)
 	b := newBed(t)
-	big, _ := b.WriteFile("pub/big.bin", 8<<20)
+	big := writeFile(t, b, "pub/big.bin", 8<<20)
 	cmdSeeds := fuzzSeeds(t, "FuzzParseCommand")
 	replySeeds := fuzzSeeds(t, "FuzzParseReply")
 	fake := startFake(t, b, netip.AddrPortFrom(bed.Outsider4, 21))
@@ -300,7 +300,10 @@ func TestHostileFuzz(t *testing.T) {
 					t.Fatalf("client %s: session not closed, read %q", tc.name, got)
 				}
 			} else {
-				_, got, _ = f.reply()
+				var err error
+				if _, got, err = f.reply(); err != nil {
+					t.Fatalf("client %s: no reply: %v", tc.name, err)
+				}
 			}
 			if got != tc.want {
 				t.Fatalf("client %s: read %q, want %q", tc.name, got, tc.want)
@@ -423,7 +426,7 @@ func TestHostileFuzz(t *testing.T) {
 		if err := wait(); err != nil {
 			t.Fatalf("transfer alongside the fuzz: %v", err)
 		}
-		if h, _ := bed.HashFile(out); h != big {
+		if h := hashFile(t, out); h != big {
 			t.Fatalf("transfer alongside the fuzz: sha256 %s, want %s", h, big)
 		}
 		t.Logf("ok: %d exchanges over %d sessions (%d ended by the gateway or the peer) in %s from 24 concurrent clients; an 8 MiB download alongside arrived byte-exact",

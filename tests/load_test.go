@@ -121,7 +121,10 @@ func TestLoadGen(t *testing.T) {
 	wg.Wait()
 	res.Sessions, res.Transfers = int(sessions.Load()), int(transfers.Load())
 	res.Passive, res.Active, res.Intact = int(passive.Load()), int(active.Load()), int(intact.Load())
-	out, _ := json.Marshal(res)
+	out, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
 	fmt.Printf("LOADGEN-RESULT %s\n", out)
 }
 
@@ -224,7 +227,7 @@ func TestLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Close)
-	hash, _ := b.WriteFile("pub/1k.bin", 1<<10)
+	hash := writeFile(t, b, "pub/1k.bin", 1<<10)
 	// vsftpd's accept loop falls behind while 2,000 sessions transfer: its
 	// SYN queue overflows and connects are retried by the kernel (1, 3, 7,
 	// 15 s). A 30 s upstream timeout lets the retries land instead of
@@ -241,7 +244,10 @@ func TestLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	spec, _ := json.Marshal(loadSpec{Server: bed.Server4.String(), Workers: loadWorkers, LoginRate: loadLoginRate, Duration: loadDuration, Path: "pub/1k.bin", Hash: hash})
+	spec, err := json.Marshal(loadSpec{Server: bed.Server4.String(), Workers: loadWorkers, LoginRate: loadLoginRate, Duration: loadDuration, Path: "pub/1k.bin", Hash: hash})
+	if err != nil {
+		t.Fatal(err)
+	}
 	gen, err := b.Start(b.Client, "loadgen", []string{"LOADGEN_SPEC=" + string(spec)}, os.Args[0], "-test.run=^TestLoadGen$", "-test.timeout=10m")
 	if err != nil {
 		t.Fatal(err)

@@ -27,7 +27,10 @@ func scrape(t *testing.T, b *bed.Bed, ns, sample string) float64 {
 	if m == nil {
 		return 0
 	}
-	v, _ := strconv.ParseFloat(m[1], 64)
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatalf("sample %s: value %q: %v", sample, m[1], err)
+	}
 	return v
 }
 
@@ -47,7 +50,7 @@ func TestOperations(t *testing.T) {
 	requireRoot(t)
 	b := newBed(t)
 	const size = 3 << 20
-	hash, _ := b.WriteFile("pub/big.bin", size)
+	hash := writeFile(t, b, "pub/big.bin", size)
 	envFile := filepath.Join(b.Dir, "ftpalg.env")
 	os.WriteFile(envFile, []byte("FTPALG_LOG_LEVEL=info\n"), 0o644)
 	p := startFtpalg(t, b, "FTPALG_LOG_FORMAT=json", "FTPALG_ENV_FILE="+envFile)
@@ -58,17 +61,19 @@ func TestOperations(t *testing.T) {
 			if msg, err := b.Curl(b.Client, append(flags, "-o", out, bed.URL(bed.Server4, "pub/big.bin"))...); err != nil {
 				t.Fatalf("%v\n%s", err, msg)
 			}
-			if h, _ := bed.HashFile(out); h != hash {
+			if h := hashFile(t, out); h != hash {
 				t.Fatal("content differs")
 			}
 		}
 		var recs []map[string]any
-		b.WaitFor(5*time.Second, func() bool { recs = auditLines(p.Out.String()); return len(recs) >= 2 }, "audit lines")
-		if len(recs) != 2 {
+		if err := b.WaitFor(5*time.Second, func() bool { recs = auditLines(p.Out.String()); return len(recs) >= 2 }, "audit lines"); err != nil || len(recs) != 2 {
 			t.Fatalf("want 2 audit lines, got %d:\n%s", len(recs), p.Out.String())
 		}
 		for _, r := range recs {
-			bytes, _ := r["bytes"].(float64)
+			bytes, ok := r["bytes"].(float64)
+			if !ok {
+				t.Fatalf("audit record without a numeric bytes field: %v", r)
+			}
 			if r["command"] != "RETR" || r["file"] != "big.bin" || r["code"] != float64(226) || r["mode"] != "forward" ||
 				r["client"] == nil || r["server"] == nil || r["session"] == nil || r["duration_ms"] == nil {
 				t.Fatalf("audit record incomplete: %v", r)
@@ -136,8 +141,8 @@ func TestOperations(t *testing.T) {
 			t.Fatalf("%v\n%s", err, p.Out.String())
 		}
 		f := dialFTP(t, b, b.Client, bed.Server4)
-		if code, text, _ := f.cmd("NLST"); code != 502 {
-			t.Fatalf("NLST after reload: %d %q, want 502", code, text)
+		if code, text, err := f.cmd("NLST"); err != nil || code != 502 {
+			t.Fatalf("NLST after reload: %d %q %v, want 502", code, text, err)
 		}
 		f.close()
 		os.WriteFile(envFile, []byte("FTPALG_LOG_LEVEL=loud\n"), 0o644)
@@ -146,8 +151,8 @@ func TestOperations(t *testing.T) {
 			t.Fatal(err)
 		}
 		f = dialFTP(t, b, b.Client, bed.Server4)
-		if code, text, _ := f.cmd("NLST"); code != 502 {
-			t.Fatalf("bad reload changed the running configuration: NLST %d %q", code, text)
+		if code, text, err := f.cmd("NLST"); err != nil || code != 502 {
+			t.Fatalf("bad reload changed the running configuration: NLST %d %q %v", code, text, err)
 		}
 		f.close()
 		t.Logf("ok: reload applied DENY_COMMANDS, ignored DATA_PORTS (restart), refused LOG_LEVEL=loud")

@@ -114,8 +114,8 @@ func TestReverse(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Close)
-	big, _ := b.WriteFile("pub/big.bin", 8<<20)
-	small, _ := b.WriteFile("pub/small.bin", 1<<10)
+	big := writeFile(t, b, "pub/big.bin", 8<<20)
+	small := writeFile(t, b, "pub/small.bin", 1<<10)
 	upload := filepath.Join(b.Dir, "upload.bin")
 	upHash := writeRandom(t, upload, 2<<20)
 	baseline := snapshot(t, b)
@@ -136,13 +136,11 @@ func TestReverse(t *testing.T) {
 		if ep.Addr() != bed.GwWAN4 || ep.Port() < 50000 || ep.Port() > 50999 {
 			t.Fatalf("227 announced %s, want %s and a port in 50000-50999", ep, bed.GwWAN4)
 		}
-		mustRefuse(t, b, b.Outsider, ep, "another outside host racing the passive hole")
-		c, err := b.Dial(outside, ep, 3*time.Second)
-		if err != nil {
-			t.Fatalf("rightful client could not use its hole: %v", err)
-		}
-		c.Close()
-		mustRefuse(t, b, outside, ep, "second SYN to a used hole")
+		// The hole leads to vsftpd's passive port on the inside server.
+		fin := natFinal(t, b, b.Gateway, bed.Server4, ep)
+		mustDropListening(t, b, b.Outsider, ep, b.Client, fin, "another outside host racing the passive hole")
+		usePassive(t, b, f, outside, ep, "pub")
+		mustDropListening(t, b, outside, ep, b.Client, fin, "second SYN to a used hole")
 		f.cmd("QUIT")
 		f.close()
 		assertClean(t, b, static)
@@ -154,8 +152,9 @@ func TestReverse(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(4 * time.Second)
-		mustRefuse(t, b, outside, ep, "hole past its TTL")
+		fin := natFinal(t, b, b.Gateway, bed.Server4, ep)
+		waitHoles(t, b, b.Gateway, 0, 3*time.Second+3*time.Second)
+		mustDropListening(t, b, outside, ep, b.Client, fin, "hole past its TTL")
 		f.close()
 		assertClean(t, b, static)
 	})
@@ -168,7 +167,7 @@ func TestReverse(t *testing.T) {
 				t.Fatalf("%s: got %d %q %v, want 501", cmd, code, strings.TrimSpace(text), err)
 			}
 		}
-		if n, _ := b.LiveHoles(); n != 0 {
+		if n := liveHoles(t, b); n != 0 {
 			t.Fatalf("%d holes opened", n)
 		}
 		f.close()

@@ -28,18 +28,6 @@ func dialFTP(t *testing.T, b *bed.Bed, ns string, server netip.Addr) *ftpConn {
 	return f
 }
 
-// mustRefuse asserts that a TCP connection from ns to dst does not get
-// through (the gateway drops the SYN).
-func mustRefuse(t *testing.T, b *bed.Bed, ns string, dst netip.AddrPort, why string) {
-	t.Helper()
-	c, err := b.Dial(ns, dst, 1500*time.Millisecond)
-	if err == nil {
-		c.Close()
-		t.Fatalf("%s: connection from %s to %s got through", why, ns, dst)
-	}
-	t.Logf("ok: %s: %s -> %s refused (%v)", why, ns, dst, err)
-}
-
 func TestForwardHostile(t *testing.T) {
 	requireRoot(t)
 	b := newBed(t)
@@ -59,16 +47,13 @@ func TestForwardHostile(t *testing.T) {
 		if ep.Addr() != bed.Server4 {
 			t.Fatalf("forward mode must keep the server's address in 227, got %s", ep)
 		}
-		if n, _ := b.LiveHoles(); n != 1 {
+		if n := liveHoles(t, b); n != 1 {
 			t.Fatalf("want exactly 1 live hole, have %d", n)
 		}
-		mustRefuse(t, b, b.Attacker, ep, "third host racing the passive hole")
-		c, err := b.Dial(b.Client, ep, 3*time.Second)
-		if err != nil {
-			t.Fatalf("rightful client could not use its hole: %v", err)
-		}
-		c.Close()
-		mustRefuse(t, b, b.Client, ep, "second SYN to a used hole")
+		// A passive hole in forward mode leads to the server itself.
+		mustDropListening(t, b, b.Attacker, ep, b.Server, ep, "third host racing the passive hole")
+		usePassive(t, b, f, b.Client, ep, "pub")
+		mustDropListening(t, b, b.Client, ep, b.Server, ep, "second SYN to a used hole")
 		f.cmd("QUIT")
 		f.close()
 		assertClean(t, b, static)
@@ -80,11 +65,11 @@ func TestForwardHostile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(ttl + time.Second)
-		if n, _ := b.LiveHoles(); n != 0 {
-			t.Fatalf("%d holes still live after the TTL", n)
+		if n := liveHoles(t, b); n != 1 {
+			t.Fatalf("want exactly 1 live hole after PASV, have %d", n)
 		}
-		mustRefuse(t, b, b.Client, ep, "hole past its TTL")
+		waitHoles(t, b, b.Gateway, 0, ttl+3*time.Second)
+		mustDropListening(t, b, b.Client, ep, b.Server, ep, "hole past its TTL")
 		f.close()
 		assertClean(t, b, static)
 	})
@@ -109,7 +94,7 @@ func TestForwardHostile(t *testing.T) {
 			if code != 501 {
 				t.Fatalf("%s: got %d %q, want 501", cmd, code, strings.TrimSpace(text))
 			}
-			if n, _ := b.LiveHoles(); n != 0 {
+			if n := liveHoles(t, b); n != 0 {
 				t.Fatalf("%s opened %d holes", cmd, n)
 			}
 			t.Logf("ok: %-32s -> %s", cmd, strings.TrimSpace(text))
@@ -124,7 +109,7 @@ func TestForwardHostile(t *testing.T) {
 
 	t.Run("attacker cannot use a client's active hole", func(t *testing.T) {
 		f := dialFTP(t, b, b.Client, bed.Server4)
-		ln, _, portCmd := clientListener(t, b)
+		ln, port, portCmd := clientListener(t, b)
 		defer ln.Close()
 		code, text, err := f.cmd(portCmd)
 		if err != nil || code != 200 {
@@ -132,7 +117,10 @@ func TestForwardHostile(t *testing.T) {
 		}
 		// The NAT half of a hole is an element of the nftables map
 		// "ip ftpalg dnat4": from . to-addr . to-port : dnat-addr . dnat-port.
-		out, _ := b.Exec(b.Gateway, 10*time.Second, "nft", "list", "map", "ip", "ftpalg", "dnat4")
+		out, err := b.Exec(b.Gateway, 10*time.Second, "nft", "list", "map", "ip", "ftpalg", "dnat4")
+		if err != nil {
+			t.Fatalf("nft list map dnat4: %v %s", err, out)
+		}
 		var pub netip.AddrPort
 		for _, mm := range regexp.MustCompile(`(\S+) \. (\S+) \. (\d+)(?: timeout \S+)?(?: expires \S+)? :`).FindAllStringSubmatch(out, -1) {
 			if mm[1] == bed.Server4.String() {
@@ -145,8 +133,13 @@ func TestForwardHostile(t *testing.T) {
 		if pub.Addr() != bed.GwWAN4 {
 			t.Fatalf("active hole on %s, want the gateway's outer address %s", pub, bed.GwWAN4)
 		}
-		// Only the server may use the hole on the gateway's outer address.
-		mustRefuse(t, b, b.Attacker, pub, "third host using the client's active hole")
+		// Only the server may use the hole on the gateway's outer address;
+		// it leads to the client's listener, still open here.
+		fin := netip.AddrPortFrom(bed.Client4, port)
+		if got := natFinal(t, b, b.Gateway, bed.Server4, pub); got != fin {
+			t.Fatalf("active hole %s leads to %s, want the client's listener %s", pub, got, fin)
+		}
+		mustDropListening(t, b, b.Attacker, pub, b.Client, fin, "third host using the client's active hole")
 		code, text, err = f.cmd("LIST pub")
 		if err != nil || code != 150 {
 			t.Fatalf("LIST: %d %q %v", code, text, err)
@@ -156,15 +149,18 @@ func TestForwardHostile(t *testing.T) {
 		if err != nil {
 			t.Fatalf("server's active data connection never arrived: %v", err)
 		}
-		listing, _ := io.ReadAll(dc)
+		listing, err := io.ReadAll(dc)
 		dc.Close()
+		if err != nil {
+			t.Fatalf("reading the listing: %v", err)
+		}
 		if !strings.Contains(string(listing), "f.bin") {
 			t.Fatalf("listing over the active connection: %q", listing)
 		}
 		if code, text, err := f.reply(); err != nil || code != 226 {
 			t.Fatalf("after LIST: %d %q %v", code, text, err)
 		}
-		mustRefuse(t, b, b.Server, pub, "server reusing a used active hole")
+		mustDropListening(t, b, b.Server, pub, b.Client, fin, "server reusing a used active hole")
 		f.cmd("QUIT")
 		f.close()
 		assertClean(t, b, static)
@@ -173,15 +169,20 @@ func TestForwardHostile(t *testing.T) {
 	t.Run("hostile passive reply never opens a hole", func(t *testing.T) {
 		// A client that sends a 227 is breaking the protocol: the session ends.
 		f := dialFTP(t, b, b.Client, bed.Server4)
-		f.c.Write([]byte("227 Entering Passive Mode (192,0,2,66,195,80)\r\n"))
-		f.c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		buf := make([]byte, 512)
-		n, _ := f.r.Read(buf)
-		_, err := f.r.Read(buf)
-		if err == nil {
-			t.Fatalf("session still open after a client-sent 227 (got %q)", buf[:n])
+		if err := f.send("227 Entering Passive Mode (192,0,2,66,195,80)\r\n"); err != nil {
+			t.Fatal(err)
 		}
-		if n, _ := b.LiveHoles(); n != 0 {
+		// The gateway must close the session (EOF or RST): a read that
+		// merely times out is a session still open.
+		got, closed := f.rest(5 * time.Second)
+		if !closed {
+			t.Fatalf("session still open 5 s after a client-sent 227 (read %q)", got)
+		}
+		if got != msgClosing {
+			t.Fatalf("after a client-sent 227: read %q, want %q", got, msgClosing)
+		}
+		t.Logf("ok: client-sent 227 -> %q, session closed", strings.TrimSpace(got))
+		if n := liveHoles(t, b); n != 0 {
 			t.Fatalf("%d holes opened", n)
 		}
 		assertClean(t, b, static)
