@@ -2,7 +2,7 @@
 // short-lived, exact pinholes that let FTP data connections cross it in the
 // kernel: ipset entries for the filter half of a hole and, for its NAT,
 // elements of nftables maps in the tables "ip ftpalg" and "ip6 ftpalg"
-// (per-hole iptables rules when nf_tables is unavailable). See README.md.
+// (per-hole iptables rules when nf_tables is unavailable). See docs/design/natrules.md.
 package natrules
 
 import (
