@@ -228,17 +228,14 @@ func failedTests(out string) []string {
 	return r
 }
 
-// firstError is the last assertion logged before the first --- FAIL
-// (usually the Fatalf that stopped the test), shortened for the console.
+// firstError is the first assertion-like line of the failing run (t.Logf
+// progress lines skipped), shortened for the console; the log has the rest.
 func firstError(out string) string {
-	if i := strings.Index(out, "--- FAIL"); i >= 0 {
-		out = out[:i]
-	}
 	ls := failLinesList(out)
 	if len(ls) == 0 {
 		return ""
 	}
-	l := strings.TrimSpace(ls[len(ls)-1])
+	l := strings.TrimSpace(ls[0])
 	if len(l) > 160 {
 		l = l[:160] + "..."
 	}
@@ -248,7 +245,7 @@ func firstError(out string) string {
 func failLinesList(out string) []string {
 	var r []string
 	for _, l := range errorRE.FindAllString(out, -1) {
-		if !strings.Contains(l, "ok:") {
+		if !strings.Contains(l, "ok:") && !strings.Contains(l, ": listening: ") && !strings.HasSuffix(l, ":") {
 			r = append(r, l)
 		}
 	}
