@@ -8,7 +8,7 @@ DEB_PKGS := nftables vsftpd lftp curl iptables ipset conntrack iproute2 procps c
 # command -> package, to install only what is missing
 DEB_CMDS := nft:nftables vsftpd:vsftpd lftp:lftp curl:curl iptables:iptables ipset:ipset conntrack:conntrack ip:iproute2 ss:iproute2 sysctl:procps
 
-.PHONY: all build test unit e2e demo bench deps vet fuzz clean
+.PHONY: all build test unit e2e demo bench deps vet fuzz mutants clean
 
 all: build
 
@@ -60,6 +60,12 @@ bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./alg/...
 	$(GO) test -run '^$$' -bench . -benchtime 300x ./natrules/...
 	$(GO) run ./tests/bench $(BENCH_ARGS)
+
+# Mutation check (root; not part of `make test`): breaks each guarded
+# security property in a copy of the tree and fails unless its tests fail.
+# MUTANTS_ARGS=-only=one-shot runs one; -keep keeps the copies and logs.
+mutants: build
+	$(GO) run ./tests/mutants $(MUTANTS_ARGS)
 
 fuzz:
 	for f in $$($(GO) test -list 'Fuzz.*' ./alg/... | grep ^Fuzz); do $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 30s ./alg/...; done

@@ -1,0 +1,82 @@
+package main
+
+// A mutant breaks one guarded property on purpose. Each edit's Old must occur
+// exactly once in its file: after a refactor the runner stops loudly instead
+// of silently testing an unbroken product.
+
+type edit struct {
+	File, Old, New string
+}
+
+// spec is one `go test` run: a package and a -run pattern.
+type spec struct {
+	Pkg, Run string
+}
+
+type mutant struct {
+	Property, Name string
+	Edits          []edit
+	Tests          []spec
+}
+
+var (
+	hostile  = spec{"./tests/", "^TestForwardHostile$"}
+	install  = spec{"./tests/", "^TestFaultHoleInstallFailure$"}
+	pipeline = spec{"./tests/", "^TestPoolPipelinedForward$"}
+	bounce   = spec{"./alg/", "^TestActiveCommands$"}
+	order    = spec{"./alg/", "^TestOrderedRevocation$"}
+)
+
+var mutants = []mutant{
+	{
+		Property: "one-shot",
+		Name:     "filter hole chain keeps the set entry (no --del-set)",
+		Edits: []edit{{"natrules/rules.go",
+			`rule(tFilter, chHole, "-j", "SET", "--del-set", fwd, "src,dst,dst"),`, ``}},
+		Tests: []spec{hostile},
+	},
+	{
+		Property: "pinned source",
+		Name:     "filter set entry and match ignore the source (dst,dst,dst)",
+		Edits: []edit{
+			{"natrules/rules.go",
+				`"--del-set", fwd, "src,dst,dst"`, `"--del-set", fwd, "dst,dst,dst"`},
+			{"natrules/rules.go",
+				`"--match-set", fwd, "src,dst,dst", "-j", chHole}`, `"--match-set", fwd, "dst,dst,dst", "-j", chHole}`},
+			{"natrules/rules.go",
+				`es := []setEntry{{fwdSet(fam), h.From, dst.Port(), dst.Addr()}}`,
+				`es := []setEntry{{fwdSet(fam), dst.Addr(), dst.Port(), dst.Addr()}}`},
+		},
+		Tests: []spec{hostile},
+	},
+	{
+		Property: "time to live",
+		Name:     "ipset entries added with timeout 0 (permanent)",
+		Edits: []edit{{"natrules/ipset.go",
+			`nl.NLA_F_NET_BYTEORDER, byte(ttl>>24), byte(ttl>>16), byte(ttl>>8), byte(ttl))`,
+			`nl.NLA_F_NET_BYTEORDER, 0, 0, 0, 0)`}},
+		Tests: []spec{hostile},
+	},
+	{
+		Property: "bounce refusal",
+		Name:     "PORT/EPRT to an address not the client's accepted",
+		Edits: []edit{{"alg/client.go",
+			`case ap.Addr() != s.client:`, `case false && ap.Addr() != s.client:`}},
+		Tests: []spec{bounce, hostile},
+	},
+	{
+		Property: "fail-closed on install failure",
+		Name:     "failed Open still sends the rewritten line (no 425)",
+		Edits: []edit{{"proxy/session.go",
+			"if err != nil {\n\t\t\t\t// Fail closed",
+			"if err != nil && false {\n\t\t\t\t// Fail closed"}},
+		Tests: []spec{install},
+	},
+	{
+		Property: "command/reply order",
+		Name:     "a 227/229 revokes every hole, not only older ones",
+		Edits: []edit{{"alg/server.go",
+			`revoked := s.revokeBefore(e.seq)`, `revoked := s.revokeBefore(^uint64(0))`}},
+		Tests: []spec{order, pipeline},
+	},
+}
