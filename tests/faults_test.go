@@ -188,7 +188,9 @@ func TestFaultHoleInstallFailure(t *testing.T) {
 			sb.WriteString("\n")
 		}
 		file := filepath.Join(b.Dir, "junk-"+op)
-		os.WriteFile(file, []byte(sb.String()), 0o600)
+		if err := os.WriteFile(file, []byte(sb.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		if out, err := b.Exec(b.Gateway, 5*time.Second, "ipset", "restore", "-file", file); err != nil {
 			t.Fatalf("ipset %s junk: %v\n%s", op, err, out)
 		}
