@@ -144,6 +144,7 @@ func (d *daemon) serve(ctx context.Context, hup <-chan struct{}) error {
 	reg.MustRegister(buildInfo)
 	metrics := proxy.NewMetrics(reg)
 
+	maxHoles := 2 * (int(hi) - int(lo) + 1 + cfg.MaxSessions)
 	rules, err := natrules.New(natrules.Config{
 		IPv4:          true,
 		IPv6:          cfg.IPv6,
@@ -153,9 +154,9 @@ func (d *daemon) serve(ctx context.Context, hup <-chan struct{}) error {
 		ListenPort:    listen.Port(),
 		OpenListener:  mode != alg.ModeForward,
 		TTL:           cfg.PinholeTTL,
-		MaxHoles:      2 * (int(hi) - int(lo) + 1 + cfg.MaxSessions),
+		MaxHoles:      maxHoles,
 		// Each session may still ask about the holes in its history.
-		FlowTable:    2 * (2*(int(hi)-int(lo)+1+cfg.MaxSessions) + cfg.MaxSessions*proxy.HoleHistory),
+		FlowTable:    2 * (maxHoles + cfg.MaxSessions*proxy.HoleHistory),
 		FlowLogGroup: uint16(cfg.NflogGroup),
 	}, log)
 	if err != nil {
