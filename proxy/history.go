@@ -11,12 +11,13 @@ import (
 // A session's records: its transfers for the audit, its holes for the
 // final cleanup.
 
-// transfer tracks a transfer's start and queues its audit record at the end.
-func (ss *session) transfer(t *alg.Transfer) {
+// transfer tracks a transfer's start and returns its audit record at the
+// end, for the caller to queue after releasing ss.mu. Caller holds ss.mu.
+func (ss *session) transfer(t *alg.Transfer) (auditRecord, bool) {
 	now := time.Now()
 	if t.Phase == alg.TransferStart {
 		ss.xferStart = now
-		return
+		return auditRecord{}, false
 	}
 	start := ss.xferStart
 	if start.IsZero() {
@@ -24,11 +25,11 @@ func (ss *session) transfer(t *alg.Transfer) {
 	}
 	ss.xferStart = time.Time{}
 	ss.audited = true
-	ss.srv.audit.add(auditRecord{
+	return auditRecord{
 		session: ss.id, client: addrPortOf(ss.client.RemoteAddr()), server: addrPortOf(ss.server.RemoteAddr()),
 		mode: ss.srv.cfg.Policy.Mode.String(), command: t.Command, file: t.Arg, code: t.Code,
 		hole: toNat(t.Hole), hasHole: t.HasHole, start: start, end: now,
-	})
+	}, true
 }
 
 // remember adds h to the session's history of holes (once).

@@ -36,8 +36,10 @@ type session struct {
 	client *net.TCPConn
 	server *net.TCPConn
 
-	mu  sync.Mutex // guards eng, opened, endMsg
+	mu  sync.Mutex // guards eng, opened, endMsg; never held across a system call
 	eng *alg.Session
+	// opaque: TLS passthrough engaged; chunks are fed whole.
+	opaque atomic.Bool
 	// urgentIn: the client sent urgent data not yet passed on (client
 	// pump only).
 	urgentIn bool
@@ -273,89 +275,6 @@ func (ss *session) stillAlive(idle time.Duration) bool {
 	busy := ss.eng.Transferring()
 	ss.mu.Unlock()
 	return busy
-}
-
-// feed runs the engine under the session lock and carries out its actions.
-// Holes are opened under the lock, before the line that announces them is
-// sent; socket writes and the revocation of superseded holes happen after,
-// outside it.
-func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer, toSender *[]byte, revokes *[]alg.Hole, urgent *int) error {
-	var notes []refusalNote
-	defer func() { ss.logRefusals(notes) }() // after the unlock
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	toClient := toSender
-	if from == alg.FromServer {
-		toClient = toPeer
-	}
-	wasOpaque := ss.eng.Opaque()
-	ss.ports.side = from
-	err := ss.eng.Feed(from, data, func(a alg.Action) error {
-		*revokes = append(*revokes, a.Revoke...)
-		if a.Open != nil && len(*revokes) > 0 {
-			// The new hole may reuse a pool port that a revoked one
-			// held (revoked by this line or an earlier one of the
-			// chunk): the kernel must drop the old hole first.
-			ss.revoke(ctx, *revokes)
-			*revokes = (*revokes)[:0]
-		}
-		if a.Refusal != alg.RefusedNone {
-			ss.srv.metrics.Refused.WithLabelValues(string(a.Refusal)).Inc()
-			if n, ok := ss.refusals.note(time.Now(), from, a); ok {
-				notes = append(notes, n)
-			}
-		}
-		if a.Open != nil {
-			h := *a.Open
-			t0 := time.Now()
-			err := ss.srv.holes.Open(ctx, toNat(h))
-			ss.srv.metrics.RuleInstall.Observe(time.Since(t0).Seconds())
-			if err != nil {
-				// Fail closed: the rewritten endpoint is never sent.
-				ss.srv.metrics.HoleFailures.Inc()
-				ss.log.Error("open pinhole failed; endpoint withheld", "hole", holeString(h), "err", err)
-				*toClient = append(*toClient, ss.eng.OpenFailed(h)...)
-				return nil
-			}
-			ss.srv.metrics.Endpoints.WithLabelValues(h.Kind.String()).Inc()
-			ss.remember(toNat(h))
-			if ss.log.Enabled(ctx, slog.LevelDebug) { // holeString formats
-				ss.log.Debug("pinhole opened", "hole", holeString(h))
-			}
-		}
-		if t := a.Transfer; t != nil {
-			ss.transfer(t)
-		}
-		switch a.Verdict {
-		case alg.Forward, alg.Rewrite:
-			// The first line the client completes after its urgent
-			// mark carries it, if that line is an ABOR. TCP has one
-			// urgent pointer: the latest mark wins.
-			if a.Urgent > 0 && ss.urgentIn {
-				*urgent = len(*toPeer) + min(a.Urgent, len(a.Output))
-			}
-			if from == alg.FromClient {
-				ss.urgentIn = false
-			}
-			*toPeer = append(*toPeer, a.Output...)
-		case alg.Answer:
-			*toSender = append(*toSender, a.Output...)
-		case alg.End:
-			*toClient = append(*toClient, a.Output...)
-			r := a.Reason
-			ss.reason.CompareAndSwap(nil, &r)
-			return errSessionEnded
-		}
-		return nil
-	})
-	if !wasOpaque && ss.eng.Opaque() {
-		ss.log.Warn("AUTH TLS passthrough engaged: control channel no longer inspected, no data holes will be opened for this session")
-	}
-	if err != nil && !errors.Is(err, errSessionEnded) && !errors.Is(err, alg.ErrEnded) {
-		r := "engine: " + err.Error()
-		ss.reason.CompareAndSwap(nil, &r)
-	}
-	return err
 }
 
 // revoke closes superseded holes.
