@@ -25,6 +25,7 @@ var (
 	pipeline = spec{"./tests/", "^TestPoolPipelinedForward$"}
 	bounce   = spec{"./alg/", "^TestActiveCommands$"}
 	order    = spec{"./alg/", "^TestOrderedRevocation$"}
+	withheld = spec{"./proxy/", "^TestOpenFailureWithheld$"}
 )
 
 var mutants = []mutant{
@@ -67,10 +68,10 @@ var mutants = []mutant{
 	{
 		Property: "fail-closed on install failure",
 		Name:     "failed Open still sends the rewritten line (no 425)",
-		Edits: []edit{{"proxy/session.go",
-			"if err != nil {\n\t\t\t\t// Fail closed",
-			"if err != nil && false {\n\t\t\t\t// Fail closed"}},
-		Tests: []spec{install},
+		Edits: []edit{{"proxy/feed.go",
+			"if err != nil {\n\t\tss.srv.metrics.HoleFailures.Inc()",
+			"if err != nil && false {\n\t\tss.srv.metrics.HoleFailures.Inc()"}},
+		Tests: []spec{install, withheld},
 	},
 	{
 		Property: "command/reply order",
