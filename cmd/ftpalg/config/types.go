@@ -127,6 +127,9 @@ func (l *ListenAddr) UnmarshalText(b []byte) error {
 
 func (l ListenAddr) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
 
+// AppendText hides netip.AddrPort's, which writes no address as "invalid".
+func (l ListenAddr) AppendText(b []byte) ([]byte, error) { return append(b, l.String()...), nil }
+
 func (l ListenAddr) String() string {
 	switch {
 	case l.Port() == 0:

@@ -2,7 +2,9 @@ package config
 
 import (
 	"errors"
+	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -115,4 +117,20 @@ func must(b []byte, err error) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// Logged values read as an operator writes them, in text and JSON logs.
+func TestLoggedValues(t *testing.T) {
+	c := load(t, append(slices.Clone(valid), "FTPALG_LISTEN=:21", "FTPALG_LOG_FORMAT=json"))
+	var b strings.Builder
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("x", "listen", c.Listen, "admin", c.AdminListen, "mode", c.Mode, "ports", c.DataPorts, "format", c.LogFormat)
+	want := `"listen":":21","admin":"127.0.0.1:9180","mode":"forward","ports":"50000-50999","format":"json"`
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("json: %s, want %s", b.String(), want)
+	}
+	b.Reset()
+	slog.New(slog.NewTextHandler(&b, nil)).Info("x", "listen", c.Listen, "mode", c.Mode, "ports", c.DataPorts)
+	if want := `listen=:21 mode=forward ports=50000-50999`; !strings.Contains(b.String(), want) {
+		t.Errorf("text: %s, want %s", b.String(), want)
+	}
 }
