@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ftpalg/ftpalg/cmd/ftpalg/config"
 )
 
 // adminLimits bound what clients of the admin listener can hold: each
@@ -43,12 +45,12 @@ var defaultAdminLimits = adminLimits{
 }
 
 // startAdmin serves /livez, /readyz and /metrics on addr (nothing if
-// empty) until the returned Closer is closed.
-func startAdmin(addr string, ready func() bool, reg *prometheus.Registry, log *slog.Logger) (io.Closer, error) {
-	if addr == "" {
+// not set) until the returned Closer is closed.
+func startAdmin(addr config.ListenAddr, ready func() bool, reg *prometheus.Registry, log *slog.Logger) (io.Closer, error) {
+	if !addr.IsSet() {
 		return io.NopCloser(strings.NewReader("")), nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.ListenTCP("tcp", addr.TCPAddr())
 	if err != nil {
 		return nil, fmt.Errorf("admin listener %s: %w", addr, err)
 	}

@@ -6,13 +6,10 @@ package config
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"reflect"
-	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -22,42 +19,38 @@ import (
 // Prefix starts every variable name.
 const Prefix = "FTPALG_"
 
-// Config is the whole daemon configuration. The `help` tag feeds `ftpalg -h`
-// and the README table, so the documentation cannot drift from the code.
+// Config is the whole daemon configuration, parsed. The struct is the
+// table of variables: `help` feeds `ftpalg -h` and the README table,
+// `expect` says what a value that does not parse should look like, and
+// `reload` marks what SIGHUP applies to a running daemon and how (see
+// reload.go); any other change needs a restart.
 type Config struct {
-	Mode           string        `env:"MODE" envDefault:"forward" help:"forward (LAN clients to outside servers), reverse or sidecar (publish one server)"`
-	Listen         string        `env:"LISTEN" envDefault:":2121" help:"control-channel listener, host:port"`
-	Upstream       string        `env:"UPSTREAM" help:"reverse/sidecar: the FTP server, address:port; one per family, comma-separated, for IPv4 and IPv6 clients"`
+	Mode           Mode          `env:"MODE" envDefault:"forward" expect:"forward, reverse or sidecar" help:"forward (LAN clients to outside servers), reverse or sidecar (publish one server)"`
+	Listen         ListenAddr    `env:"LISTEN" envDefault:":2121" expect:"[address]:port with a literal address, e.g. :2121 or 192.0.2.1:21" help:"control-channel listener, host:port"`
+	Upstream       Upstreams     `env:"UPSTREAM" expect:"address:port with a literal IP, at most one IPv4 and one IPv6, e.g. 192.0.2.10:21,[2001:db8::10]:21" help:"reverse/sidecar: the FTP server, address:port; one per family, comma-separated, for IPv4 and IPv6 clients"`
 	Capture        bool          `env:"CAPTURE" envDefault:"true" help:"forward: install the REDIRECT of forwarded TCP/21 to the listener"`
 	CaptureIfaces  []string      `env:"CAPTURE_IFACES" envSeparator:"," help:"forward: the LAN interfaces to serve (comma list, e.g. lan0): FTP arriving on them is captured, and only connections that arrived on them are relayed; required when FTPALG_CAPTURE=true"`
-	PublicAddr     string        `env:"PUBLIC_ADDR" help:"address written into rewritten endpoints; empty = found from the routing table / the connection"`
-	DataPorts      string        `env:"DATA_PORTS" envDefault:"50000-50999" help:"pool of gateway ports for translated data endpoints, lo-hi"`
+	PublicAddr     netip.Addr    `env:"PUBLIC_ADDR" expect:"a unicast IP address, or empty to find it automatically" help:"address written into rewritten endpoints; empty = found from the routing table / the connection"`
+	DataPorts      PortRange     `env:"DATA_PORTS" envDefault:"50000-50999" expect:"lo-hi within 1024-65535 with lo <= hi, e.g. 50000-50999" help:"pool of gateway ports for translated data endpoints, lo-hi"`
 	PinholeTTL     time.Duration `env:"PINHOLE_TTL" envDefault:"30s" help:"lifetime of an unused pinhole, enforced by the kernel"`
-	NflogGroup     int           `env:"NFLOG_GROUP" envDefault:"2121" help:"NFLOG group the pinhole chain logs each data connection's first SYN to (headers only), so byte counts and cleanup are exact conntrack lookups; 0 = off (table walks)"`
-	MaxSessions    int           `env:"MAX_SESSIONS" envDefault:"10000" help:"concurrent control sessions; more are answered 421"`
-	IdleTimeout    time.Duration `env:"IDLE_TIMEOUT" envDefault:"15m" help:"idle control channel timeout (never while a transfer runs)"`
-	ConnectTimeout time.Duration `env:"CONNECT_TIMEOUT" envDefault:"10s" help:"upstream dial timeout; the client gets 421 after it"`
-	AllowClients   []string      `env:"ALLOW_CLIENTS" envSeparator:"," help:"clients that may use the gateway: comma list of CIDRs (an address alone is one host); empty = all; others get 421"`
-	AllowServers   []string      `env:"ALLOW_SERVERS" envSeparator:"," help:"forward: FTP servers that may be reached, comma list of CIDRs; empty = all; others get 421 (reverse/sidecar: the upstream must be allowed)"`
-	DenyServers    []string      `env:"DENY_SERVERS" envSeparator:"," help:"FTP servers that may never be reached, comma list of CIDRs; wins over FTPALG_ALLOW_SERVERS"`
+	NflogGroup     uint16        `env:"NFLOG_GROUP" envDefault:"2121" expect:"an NFLOG group number between 1 and 65535, or 0 for off" help:"NFLOG group the pinhole chain logs each data connection's first SYN to (headers only), so byte counts and cleanup are exact conntrack lookups; 0 = off (table walks)"`
+	MaxSessions    int           `env:"MAX_SESSIONS" envDefault:"10000" reload:"sessions" help:"concurrent control sessions; more are answered 421"`
+	IdleTimeout    time.Duration `env:"IDLE_TIMEOUT" envDefault:"15m" reload:"sessions" help:"idle control channel timeout (never while a transfer runs)"`
+	ConnectTimeout time.Duration `env:"CONNECT_TIMEOUT" envDefault:"10s" reload:"sessions" help:"upstream dial timeout; the client gets 421 after it"`
+	AllowClients   Prefixes      `env:"ALLOW_CLIENTS" expect:"a comma list of CIDRs or addresses, e.g. 192.0.2.0/24,2001:db8::/32,198.51.100.7" reload:"sessions" help:"clients that may use the gateway: comma list of CIDRs (an address alone is one host); empty = all; others get 421"`
+	AllowServers   Prefixes      `env:"ALLOW_SERVERS" expect:"a comma list of CIDRs or addresses, e.g. 192.0.2.0/24,2001:db8::/32,198.51.100.7" reload:"sessions" help:"forward: FTP servers that may be reached, comma list of CIDRs; empty = all; others get 421 (reverse/sidecar: the upstream must be allowed)"`
+	DenyServers    Prefixes      `env:"DENY_SERVERS" expect:"a comma list of CIDRs or addresses, e.g. 192.0.2.0/24,2001:db8::/32,198.51.100.7" reload:"sessions" help:"FTP servers that may never be reached, comma list of CIDRs; wins over FTPALG_ALLOW_SERVERS"`
 	ShutdownGrace  time.Duration `env:"SHUTDOWN_GRACE" envDefault:"30s" help:"on SIGTERM, time given to sessions before the rules are removed"`
 	IPv6           bool          `env:"IPV6" envDefault:"true" help:"also install the IPv6 (ip6tables) structure"`
-	AuthTLS        string        `env:"AUTH_TLS" envDefault:"deny" help:"deny (answer AUTH with 534) or passthrough (stop inspecting after 234)"`
-	DenyCommands   []string      `env:"DENY_COMMANDS" envSeparator:"," help:"commands answered 502 locally, comma list (e.g. SITE EXEC,SITE CHMOD)"`
-	PassiveFixup   bool          `env:"PASSIVE_FIXUP" envDefault:"true" help:"rewrite a private/loopback address in a 227 to the server's address"`
-	MaxLine        int           `env:"MAX_LINE" envDefault:"512" help:"longest control line in bytes; longer ends the session"`
-	LogFormat      string        `env:"LOG_FORMAT" envDefault:"text" help:"text or json"`
-	LogLevel       string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
-	AdminListen    string        `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9180" help:"admin HTTP listener (/livez, /readyz, /metrics); loopback only by default, e.g. :9180 to be reached from other hosts; empty disables"`
-	EnvFile        string        `env:"ENV_FILE" help:"file of FTPALG_*=value lines read over the environment at start and again on SIGHUP"`
-}
-
-// Reloadable names the variables SIGHUP applies to a running daemon; any
-// other change needs a restart.
-var Reloadable = map[string]bool{
-	"LOG_LEVEL": true, "DENY_COMMANDS": true, "MAX_SESSIONS": true, "IDLE_TIMEOUT": true,
-	"CONNECT_TIMEOUT": true, "PASSIVE_FIXUP": true, "AUTH_TLS": true, "MAX_LINE": true,
-	"ALLOW_CLIENTS": true, "ALLOW_SERVERS": true, "DENY_SERVERS": true,
+	AuthTLS        AuthTLS       `env:"AUTH_TLS" envDefault:"deny" expect:"deny or passthrough" reload:"sessions" help:"deny (answer AUTH with 534) or passthrough (stop inspecting after 234)"`
+	DenyCommands   []string      `env:"DENY_COMMANDS" envSeparator:"," reload:"sessions" help:"commands answered 502 locally, comma list (e.g. SITE EXEC,SITE CHMOD)"`
+	PassiveFixup   bool          `env:"PASSIVE_FIXUP" envDefault:"true" reload:"sessions" help:"rewrite a private/loopback address in a 227 to the server's address"`
+	MaxLine        int           `env:"MAX_LINE" envDefault:"512" reload:"sessions" help:"longest control line in bytes; longer ends the session"`
+	LogFormat      LogFormat     `env:"LOG_FORMAT" envDefault:"text" expect:"text or json" help:"text or json"`
+	LogLevel       LogLevel      `env:"LOG_LEVEL" envDefault:"info" expect:"debug, info, warn or error" reload:"log" help:"debug, info, warn or error"`
+	// An explicitly empty value is no listener, not the default.
+	AdminListen ListenAddr `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9180" emptyIsZero:"true" expect:"[address]:port, or empty to disable" help:"admin HTTP listener (/livez, /readyz, /metrics); loopback only by default, e.g. :9180 to be reached from other hosts; empty disables"`
+	EnvFile     string     `env:"ENV_FILE" help:"file of FTPALG_*=value lines read over the environment at start and again on SIGHUP"`
 }
 
 // Problem is one bad variable.
@@ -109,8 +102,14 @@ func Load(environ []string) (*Config, error) {
 	if err != nil {
 		probs = append(probs, parseProblems(err, vars)...)
 	}
+	c.emptyIsZero(vars)
+	c.PublicAddr = c.PublicAddr.Unmap()
 	probs = append(probs, unknownVars(vars)...)
-	probs = append(probs, c.validate(vars, probs)...)
+	failed := map[string]bool{}
+	for _, p := range probs {
+		failed[p.Var] = true
+	}
+	probs = append(probs, c.validate(func(name string) string { return vars[Prefix+name] }, failed)...)
 	if len(probs) > 0 {
 		sort.SliceStable(probs, func(i, j int) bool { return probs[i].Var < probs[j].Var })
 		return nil, &Error{Problems: probs}
@@ -118,9 +117,23 @@ func Load(environ []string) (*Config, error) {
 	return &c, nil
 }
 
+// emptyIsZero gives the fields tagged so their zero value when their
+// variable is set empty: env would take the default.
+func (c *Config) emptyIsZero(vars map[string]string) {
+	v := reflect.ValueOf(c).Elem()
+	for i := range v.NumField() {
+		f := v.Type().Field(i)
+		if val, set := vars[Prefix+f.Tag.Get("env")]; set && val == "" && f.Tag.Get("emptyIsZero") == "true" {
+			v.Field(i).SetZero()
+		}
+	}
+}
+
 // Field describes one variable for help output and drift tests.
 type Field struct {
 	Name, Default, Help string
+	// Reload is how SIGHUP applies the variable; NeedsRestart if it does not.
+	Reload Effect
 }
 
 // Fields lists every variable in declaration order.
@@ -129,13 +142,18 @@ func Fields() []Field {
 	out := make([]Field, 0, t.NumField())
 	for i := range t.NumField() {
 		f := t.Field(i)
-		out = append(out, Field{Name: Prefix + f.Tag.Get("env"), Default: f.Tag.Get("envDefault"), Help: f.Tag.Get("help")})
+		out = append(out, Field{Name: Prefix + f.Tag.Get("env"), Default: f.Tag.Get("envDefault"), Help: f.Tag.Get("help"),
+			Reload: effects[f.Tag.Get("reload")]})
 	}
 	return out
 }
 
-// expected describes what a field of each type accepts, for parse errors.
-func expectedFor(f reflect.StructField) string {
+// expected says what a variable accepts, for parse errors: its `expect`
+// tag, or what its type accepts.
+func expected(f reflect.StructField) string {
+	if e := f.Tag.Get("expect"); e != "" {
+		return "expected " + e
+	}
 	switch f.Type {
 	case reflect.TypeFor[time.Duration]():
 		return "expected a duration such as 30s or 5m"
@@ -145,6 +163,23 @@ func expectedFor(f reflect.StructField) string {
 		return "expected an integer"
 	}
 	return "could not be parsed: " + f.Type.String()
+}
+
+// expectOf is expected for the variable name (without the prefix).
+func expectOf(name string) string {
+	f, _ := field(name)
+	return expected(f)
+}
+
+// field is the struct field of the variable name (without the prefix).
+func field(name string) (reflect.StructField, bool) {
+	t := reflect.TypeFor[Config]()
+	for i := range t.NumField() {
+		if f := t.Field(i); f.Tag.Get("env") == name {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 func parseProblems(err error, vars map[string]string) []Problem {
@@ -160,7 +195,12 @@ func parseProblems(err error, vars map[string]string) []Problem {
 		if errors.As(e, &pe) {
 			if f, ok := t.FieldByName(pe.Name); ok {
 				name := f.Tag.Get("env")
-				out = append(out, Problem{Var: name, Value: vars[Prefix+name], Expected: expectedFor(f)})
+				exp := expected(f)
+				var detail detailError
+				if errors.As(pe.Err, &detail) {
+					exp += "; " + detail.Error()
+				}
+				out = append(out, Problem{Var: name, Value: vars[Prefix+name], Expected: exp})
 				continue
 			}
 		}
@@ -181,165 +221,6 @@ func unknownVars(vars map[string]string) []Problem {
 		}
 	}
 	return out
-}
-
-// validate checks meaning; fields that failed to parse are skipped.
-func (c *Config) validate(vars map[string]string, already []Problem) []Problem {
-	failed := map[string]bool{}
-	for _, p := range already {
-		failed[p.Var] = true
-	}
-	var out []Problem
-	bad := func(name, expected string) {
-		if !failed[name] {
-			out = append(out, Problem{Var: name, Value: vars[Prefix+name], Expected: expected})
-			failed[name] = true
-		}
-	}
-	switch c.Mode {
-	case "forward":
-		if c.Capture && len(c.CaptureIfaces) == 0 {
-			// Capture on every interface would let a WAN host reach LAN
-			// FTP servers, and any host beyond, through the gateway.
-			bad("CAPTURE_IFACES", "required in forward mode with FTPALG_CAPTURE=true: name the LAN interfaces whose FTP is captured, "+
-				"e.g. FTPALG_CAPTURE_IFACES=lan0 (never the WAN side); or set FTPALG_CAPTURE=false if you install the REDIRECT yourself")
-		}
-	case "reverse", "sidecar":
-		if c.Upstream == "" {
-			bad("UPSTREAM", "required in "+c.Mode+" mode: the server's address:port")
-		}
-	default:
-		bad("MODE", "expected forward, reverse or sidecar")
-	}
-	if _, err := ParseListen(c.Listen); err != nil {
-		bad("LISTEN", "expected [address]:port with a literal address, e.g. :2121 or 192.0.2.1:21")
-	}
-	if c.Upstream != "" {
-		if _, err := ParseUpstreams(c.Upstream); err != nil {
-			bad("UPSTREAM", "expected address:port with a literal IP, at most one IPv4 and one IPv6, e.g. 192.0.2.10:21,[2001:db8::10]:21")
-		}
-	}
-	if c.PublicAddr != "" {
-		if a, err := netip.ParseAddr(c.PublicAddr); err != nil || a.Zone() != "" || !a.IsGlobalUnicast() && !a.IsPrivate() {
-			bad("PUBLIC_ADDR", "expected a unicast IP address, or empty to find it automatically")
-		}
-	}
-	if _, _, err := ParsePortRange(c.DataPorts); err != nil {
-		bad("DATA_PORTS", "expected lo-hi within 1024-65535 with lo <= hi, e.g. 50000-50999")
-	}
-	for name, list := range map[string][]string{"ALLOW_CLIENTS": c.AllowClients, "ALLOW_SERVERS": c.AllowServers, "DENY_SERVERS": c.DenyServers} {
-		if _, err := ParsePrefixes(list); err != nil {
-			bad(name, "expected a comma list of CIDRs or addresses, e.g. 192.0.2.0/24,2001:db8::/32,198.51.100.7; "+err.Error())
-		}
-	}
-	if c.Mode != "forward" && !failed["UPSTREAM"] && !failed["ALLOW_SERVERS"] && !failed["DENY_SERVERS"] {
-		if denied := c.DeniedUpstreams(); len(denied) > 0 {
-			bad("UPSTREAM", "the server policy refuses "+strings.Join(denied, ", ")+
-				" (FTPALG_ALLOW_SERVERS / FTPALG_DENY_SERVERS): every session would be refused")
-		}
-	}
-	for _, ifc := range c.CaptureIfaces {
-		if ifc == "" || len(ifc) > 15 || strings.ContainsAny(ifc, " /") {
-			bad("CAPTURE_IFACES", "expected a comma list of interface names")
-		}
-	}
-	if c.PinholeTTL < time.Second || c.PinholeTTL > time.Hour {
-		bad("PINHOLE_TTL", "expected a duration between 1s and 1h")
-	}
-	if c.NflogGroup < 0 || c.NflogGroup > 65535 {
-		bad("NFLOG_GROUP", "expected an NFLOG group number between 1 and 65535, or 0 for off")
-	}
-	if c.MaxSessions < 1 || c.MaxSessions > 1_000_000 {
-		bad("MAX_SESSIONS", "expected an integer between 1 and 1000000")
-	}
-	if c.IdleTimeout < time.Second {
-		bad("IDLE_TIMEOUT", "expected a duration of at least 1s")
-	}
-	if c.ConnectTimeout < 100*time.Millisecond || c.ConnectTimeout > 5*time.Minute {
-		bad("CONNECT_TIMEOUT", "expected a duration between 100ms and 5m")
-	}
-	if c.ShutdownGrace < 0 {
-		bad("SHUTDOWN_GRACE", "expected a non-negative duration")
-	}
-	if c.AuthTLS != "deny" && c.AuthTLS != "passthrough" {
-		bad("AUTH_TLS", "expected deny or passthrough")
-	}
-	for _, d := range c.DenyCommands {
-		if strings.TrimSpace(d) == "" || strings.ContainsAny(d, "\r\n\x00") {
-			bad("DENY_COMMANDS", "expected a comma list of commands such as SITE EXEC")
-		}
-	}
-	if c.MaxLine < 64 || c.MaxLine > 65536 {
-		bad("MAX_LINE", "expected an integer between 64 and 65536")
-	}
-	if !slices.Contains([]string{"text", "json"}, c.LogFormat) {
-		bad("LOG_FORMAT", "expected text or json")
-	}
-	if _, err := ParseLevel(c.LogLevel); err != nil {
-		bad("LOG_LEVEL", "expected debug, info, warn or error")
-	}
-	if c.AdminListen != "" {
-		if _, err := ParseListen(c.AdminListen); err != nil {
-			bad("ADMIN_LISTEN", "expected [address]:port, or empty to disable")
-		}
-	}
-	return out
-}
-
-// ParseListen parses "[addr]:port" where addr is empty or a literal IP.
-func ParseListen(s string) (netip.AddrPort, error) {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil || p == 0 {
-		return netip.AddrPort{}, fmt.Errorf("bad port %q", port)
-	}
-	if host == "" {
-		return netip.AddrPortFrom(netip.Addr{}, uint16(p)), nil
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	return netip.AddrPortFrom(a.Unmap(), uint16(p)), nil
-}
-
-// ParsePortRange parses "lo-hi" (or a single port).
-func ParsePortRange(s string) (lo, hi uint16, err error) {
-	a, b, found := strings.Cut(strings.TrimSpace(s), "-")
-	if !found {
-		b = a
-	}
-	l, err1 := strconv.ParseUint(strings.TrimSpace(a), 10, 16)
-	h, err2 := strconv.ParseUint(strings.TrimSpace(b), 10, 16)
-	if err1 != nil || err2 != nil || l < 1024 || h < l {
-		return 0, 0, fmt.Errorf("bad port range %q", s)
-	}
-	return uint16(l), uint16(h), nil
-}
-
-// ParseUpstreams parses a comma list of address:port, at most one per family.
-func ParseUpstreams(s string) ([]netip.AddrPort, error) {
-	var out []netip.AddrPort
-	seen4, seen6 := false, false
-	for _, part := range strings.Split(s, ",") {
-		ap, err := netip.ParseAddrPort(strings.TrimSpace(part))
-		if err != nil {
-			return nil, err
-		}
-		a := ap.Addr().Unmap()
-		if ap.Port() == 0 || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
-			return nil, fmt.Errorf("bad upstream %q", part)
-		}
-		if a.Is4() && seen4 || a.Is6() && seen6 {
-			return nil, fmt.Errorf("two upstreams of one family")
-		}
-		seen4, seen6 = seen4 || a.Is4(), seen6 || a.Is6()
-		out = append(out, netip.AddrPortFrom(a, ap.Port()))
-	}
-	return out, nil
 }
 
 // readEnvFile reads KEY=VALUE lines (systemd EnvironmentFile syntax: blank
@@ -365,19 +246,4 @@ func readEnvFile(path string) (map[string]string, error) {
 		out[strings.TrimSpace(k)] = v
 	}
 	return out, nil
-}
-
-// Diff lists the variables whose values differ between a and b, by name
-// without the prefix, with both values as text.
-func Diff(a, b *Config) [][3]string {
-	va, vb := reflect.ValueOf(*a), reflect.ValueOf(*b)
-	t := va.Type()
-	var out [][3]string
-	for i := range t.NumField() {
-		x, y := fmt.Sprint(va.Field(i).Interface()), fmt.Sprint(vb.Field(i).Interface())
-		if x != y {
-			out = append(out, [3]string{t.Field(i).Tag.Get("env"), x, y})
-		}
-	}
-	return out
 }

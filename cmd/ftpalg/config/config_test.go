@@ -2,11 +2,14 @@ package config
 
 import (
 	"errors"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftpalg/ftpalg/alg"
 )
 
 // Forward mode captures by default, on interfaces the operator must name:
@@ -21,8 +24,8 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("defaults with an interface must be valid: %v", err)
 	}
-	if c.Mode != "forward" || c.Listen != ":2121" || !c.Capture || c.DataPorts != "50000-50999" ||
-		c.PinholeTTL != 30*time.Second || c.AdminListen != "127.0.0.1:9180" || c.AuthTLS != "deny" {
+	if c.Mode != Forward || c.Listen.String() != ":2121" || !c.Capture || c.DataPorts != (PortRange{50000, 50999}) ||
+		c.PinholeTTL != 30*time.Second || c.AdminListen.String() != "127.0.0.1:9180" || c.AuthTLS != AuthTLS(alg.TLSDeny) {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
 }
@@ -159,13 +162,13 @@ func TestEnvFileAndDiff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.LogLevel != "debug" || len(c.DenyCommands) != 1 || c.DenyCommands[0] != "SITE EXEC" {
+	if c.LogLevel.Level() != slog.LevelDebug || len(c.DenyCommands) != 1 || c.DenyCommands[0] != "SITE EXEC" {
 		t.Fatalf("file not applied over the environment: %+v", c)
 	}
 	d := Diff(base, c)
 	names := map[string]bool{}
 	for _, x := range d {
-		names[x[0]] = true
+		names[x.Var] = true
 	}
 	if !names["LOG_LEVEL"] || !names["DENY_COMMANDS"] || !names["ENV_FILE"] || len(d) != 3 {
 		t.Fatalf("diff: %v", d)
@@ -272,7 +275,7 @@ func TestPolicy(t *testing.T) {
 		t.Error("empty lists must allow everything")
 	}
 	for name := range map[string]bool{"ALLOW_CLIENTS": true, "ALLOW_SERVERS": true, "DENY_SERVERS": true} {
-		if !Reloadable[name] {
+		if !IsReloadable(name) {
 			t.Errorf("%s must be reloadable", name)
 		}
 	}

@@ -3,20 +3,9 @@ package config
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"text/tabwriter"
 )
-
-// ParseLevel maps a LOG_LEVEL value to a slog level.
-func ParseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	switch strings.ToLower(s) {
-	case "debug", "info", "warn", "error":
-		return l, l.UnmarshalText([]byte(s))
-	}
-	return l, fmt.Errorf("unknown log level %q", s)
-}
 
 // WriteHelp prints every variable with its default and meaning.
 func WriteHelp(w io.Writer) {
@@ -55,15 +44,11 @@ and FTPALG_DENY_SERVERS do, before the server is dialled: a refused client
 gets 421 and ftpalg_sessions_refused_total{reason="policy_client"} or
 {reason="policy_server"} counts it.
 
-Signals are handled from the start. SIGTERM/SIGINT stop accepting, let
-sessions finish within FTPALG_SHUTDOWN_GRACE, then remove every rule (during
-start-up: remove what was installed, exit 0). SIGHUP re-reads the
-environment and FTPALG_ENV_FILE and applies LOG_LEVEL, DENY_COMMANDS,
-MAX_SESSIONS, IDLE_TIMEOUT, CONNECT_TIMEOUT, PASSIVE_FIXUP, AUTH_TLS,
-MAX_LINE, ALLOW_CLIENTS, ALLOW_SERVERS and DENY_SERVERS to new sessions; a
-bad configuration keeps the running one. A SIGHUP during start-up is applied
-once the daemon serves.
-
+`)
+	fmt.Fprint(w, wrap("Signals are handled from the start. SIGTERM/SIGINT stop accepting, let sessions finish "+
+		"within FTPALG_SHUTDOWN_GRACE, then remove every rule (during start-up: remove what was installed, exit 0). "+
+		ReloadHelp(), 76))
+	fmt.Fprint(w, `
 Admin HTTP (FTPALG_ADMIN_LISTEN): /livez, /readyz (200 only while the rules
 are verified in place), /metrics (Prometheus).
 
@@ -75,4 +60,45 @@ monitor thread from a deep sleep that every system call would end
 (GODEBUG default schedtrace=2147483647: as a side effect, one "SCHED" line on
 stderr per 24.8 days of host uptime; GODEBUG=schedtrace=0 undoes it).
 `)
+}
+
+// ReloadHelp says what SIGHUP applies, from the Config struct's `reload`
+// tags.
+func ReloadHelp() string {
+	byEffect := map[Effect][]string{}
+	for _, f := range Fields() {
+		byEffect[f.Reload] = append(byEffect[f.Reload], strings.TrimPrefix(f.Name, Prefix))
+	}
+	var parts []string
+	for e := NeedsRestart + 1; byEffect[e] != nil; e++ {
+		parts = append(parts, andList(byEffect[e])+" "+e.When())
+	}
+	return "SIGHUP re-reads the environment and FTPALG_ENV_FILE and applies " + strings.Join(parts, ", and ") +
+		"; other changes need a restart, and a bad configuration keeps the running one. " +
+		"A SIGHUP during start-up is applied once the daemon serves."
+}
+
+func andList(s []string) string {
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
+}
+
+// wrap breaks s into lines of at most width columns.
+func wrap(s string, width int) string {
+	var b strings.Builder
+	n := 0
+	for _, w := range strings.Fields(s) {
+		if n > 0 && n+1+len(w) > width {
+			b.WriteString("\n")
+			n = 0
+		} else if n > 0 {
+			b.WriteString(" ")
+			n++
+		}
+		b.WriteString(w)
+		n += len(w)
+	}
+	return b.String() + "\n"
 }

@@ -40,13 +40,9 @@ type Access struct {
 	Clients, Servers, DenyServers []netip.Prefix
 }
 
-// AccessOf parses the policy of a validated configuration.
+// AccessOf is the client and server policy of c.
 func (c *Config) AccessOf() Access {
-	var a Access
-	a.Clients, _ = ParsePrefixes(c.AllowClients)
-	a.Servers, _ = ParsePrefixes(c.AllowServers)
-	a.DenyServers, _ = ParsePrefixes(c.DenyServers)
-	return a
+	return Access{Clients: c.AllowClients, Servers: c.AllowServers, DenyServers: c.DenyServers}
 }
 
 // ServerAllowed applies the server policy: deny wins, an empty allow list
@@ -73,13 +69,9 @@ func anyContains(ps []netip.Prefix, a netip.Addr) bool {
 // DeniedUpstreams lists the upstreams (reverse, sidecar) the server policy
 // refuses: a configuration error, since the upstream is the only server.
 func (c *Config) DeniedUpstreams() []string {
-	ups, err := ParseUpstreams(c.Upstream)
-	if err != nil || c.Upstream == "" {
-		return nil
-	}
 	a := c.AccessOf()
 	var out []string
-	for _, u := range ups {
+	for _, u := range c.Upstream {
 		if !a.ServerAllowed(u.Addr()) {
 			out = append(out, u.String())
 		}
