@@ -1,20 +1,13 @@
 package natrules
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"unsafe"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -30,13 +23,15 @@ import (
 // that are empty again. With iptables-legacy there is nothing in nftables
 // to record and nothing is deleted.
 //
-// The record survives a crash in a state file (one per network
-// namespace), so that `ftpalg -cleanup` or the next instance still knows
-// what an earlier one created.
+// The record is kept where the chains are: one empty regular chain per
+// created table or base chain in `table inet ftpalg-created` (chains
+// "ip-nat" and "ip-nat-PREROUTING", say), so that it survives a crash for
+// `ftpalg -cleanup` and the next instance, and goes with the namespace. A
+// flush of the whole ruleset loses it: chains the canary then re-creates
+// are left empty at teardown, as before this record existed.
 
-// stateDir holds the state files (tests point it elsewhere). /run is
-// cleared at boot, when every chain is gone anyway.
-var stateDir = "/run/ftpalg"
+// recordTable holds the record (no hook, no rule: it sees no packet).
+const recordTable = "ftpalg-created"
 
 // baseTables are the tables and base chains ftpalg's jump rules use (in
 // both NAT backends, with and without capture: all are recorded).
@@ -61,41 +56,41 @@ func (k baseKey) String() string {
 type baseChains struct {
 	ns  netns.NsHandle
 	log *slog.Logger
-	dir string // stateDir
 
 	mu      sync.Mutex
 	created map[baseKey]bool // absent before some Setup, not yet removed
 }
 
 func newBaseChains(ns netns.NsHandle, log *slog.Logger) *baseChains {
-	return &baseChains{ns: ns, log: log, dir: stateDir, created: map[baseKey]bool{}}
+	return &baseChains{ns: ns, log: log, created: map[baseKey]bool{}}
 }
 
 // record notes which of the families' tables and base chains are absent
 // now, adding them to those an earlier Setup or instance recorded (they
 // were created by ftpalg even though they exist now), and writes the
-// state file before anything is installed. A failure is logged: it only
-// means empty chains may be left at teardown.
-func (b *baseChains) record(ctx context.Context, fams []Family) {
+// record before anything is installed. A failure is logged: it only means
+// empty chains may be left at teardown.
+func (b *baseChains) record(fams []Family) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	path, err := b.statePath()
-	if err == nil {
-		err = b.loadLocked(path)
-	}
+	c, err := b.nftConn()
 	var have map[baseKey]bool
 	if err == nil {
-		have, err = b.existing(fams)
+		err = b.loadLocked(c)
+	}
+	if err == nil {
+		have, err = b.existing(c, fams)
 	}
 	if err != nil {
-		b.log.Warn("base chains: not recorded; empty ones ftpalg creates may be left after teardown", "err", err)
+		// Without nf_tables (iptables-legacy) there is nothing to record.
+		b.log.Debug("base chains: nftables not readable, nothing recorded", "err", err)
 		return
 	}
 	for _, f := range fams {
 		for _, t := range baseTables {
 			keys := []baseKey{{f, t.name, ""}}
-			for _, c := range t.chains {
-				keys = append(keys, baseKey{f, t.name, c})
+			for _, ch := range t.chains {
+				keys = append(keys, baseKey{f, t.name, ch})
 			}
 			for _, k := range keys {
 				if !have[k] {
@@ -104,7 +99,7 @@ func (b *baseChains) record(ctx context.Context, fams []Family) {
 			}
 		}
 	}
-	if err := b.saveLocked(path); err != nil {
+	if err := b.saveLocked(c); err != nil {
 		b.log.Warn("base chains: after a crash, the empty ones ftpalg creates will stay", "err", err)
 	}
 }
@@ -113,22 +108,22 @@ func (b *baseChains) record(ctx context.Context, fams []Family) {
 // the recorded tables that are empty, and forgets the record: whatever is
 // left now has someone else's rules and is theirs. Call it after the
 // sweep.
-func (b *baseChains) remove(ctx context.Context) error {
+func (b *baseChains) remove() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	path, err := b.statePath()
-	if err != nil {
-		return fmt.Errorf("base chains: %w", err)
+	c, err := b.nftConn()
+	if err == nil {
+		err = b.loadLocked(c)
 	}
-	if err := b.loadLocked(path); err != nil {
+	if err != nil && len(b.created) == 0 {
+		b.log.Debug("base chains: nftables not readable, nothing recorded", "err", err)
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("base chains: %w", err)
 	}
 	if len(b.created) == 0 {
 		return nil
-	}
-	c, err := b.nftConn()
-	if err != nil {
-		return fmt.Errorf("base chains: %w", err)
 	}
 	var errs []error
 	keys := slices.Collect(maps.Keys(b.created))
@@ -155,7 +150,7 @@ func (b *baseChains) remove(ctx context.Context) error {
 		}
 		delete(b.created, k)
 	}
-	if err := b.saveLocked(path); err != nil {
+	if err := b.saveLocked(c); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -249,11 +244,7 @@ func (b *baseChains) delNonRec(k *baseKey, msg int) (string, error) {
 
 // existing lists which of the recorded kinds of tables and base chains
 // exist now.
-func (b *baseChains) existing(fams []Family) (map[baseKey]bool, error) {
-	c, err := b.nftConn()
-	if err != nil {
-		return nil, err
-	}
+func (b *baseChains) existing(c *nftables.Conn, fams []Family) (map[baseKey]bool, error) {
 	have := map[baseKey]bool{}
 	for _, f := range fams {
 		tables, err := c.ListTablesOfFamily(nftFamily(f))
@@ -298,64 +289,21 @@ func (b *baseChains) dial() (*netlink.Conn, error) {
 	return c, nil
 }
 
-// soNetnsCookie is SO_NETNS_COOKIE (Linux 5.14; asm-generic value, as on
-// amd64 and arm64), not yet in x/sys/unix.
-const soNetnsCookie = 71
+// recordName is k's chain name in the record table.
+func (k baseKey) recordName() string { return strings.ReplaceAll(k.String(), " ", "-") }
 
-// statePath names the state file of the namespace by its cookie, which the
-// kernel never reuses before a reboot (a namespace's inode number is, at
-// once: the fallback for kernels before 5.14).
-func (b *baseChains) statePath() (string, error) {
-	conn, err := b.dial()
+// loadLocked adds the keys of the record table to created.
+func (b *baseChains) loadLocked(c *nftables.Conn) error {
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
-		return "", err
+		return fmt.Errorf("read the record: %w", err)
 	}
-	defer conn.Close()
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		return "", err
-	}
-	var cookie uint64
-	var gerr error
-	if err := rc.Control(func(fd uintptr) {
-		l := uint32(unsafe.Sizeof(cookie))
-		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, soNetnsCookie,
-			uintptr(unsafe.Pointer(&cookie)), uintptr(unsafe.Pointer(&l)), 0)
-		if e != 0 {
-			gerr = e
+	for _, ch := range chains {
+		if ch.Table.Name != recordTable {
+			continue
 		}
-	}); err != nil {
-		return "", err
-	}
-	if gerr == nil {
-		return filepath.Join(b.dir, "basechains-netns-cookie-"+strconv.FormatUint(cookie, 10)), nil
-	}
-	var st unix.Stat_t
-	if b.ns.IsOpen() {
-		err = unix.Fstat(int(b.ns), &st)
-	} else {
-		err = unix.Stat("/proc/thread-self/ns/net", &st)
-	}
-	if err != nil {
-		return "", fmt.Errorf("network namespace identity: %w (cookie: %v)", err, gerr)
-	}
-	return filepath.Join(b.dir, "basechains-netns-inode-"+strconv.FormatUint(st.Ino, 10)), nil
-}
-
-// loadLocked adds the keys of the state file to created. Lines are
-// "FAMILY TABLE [CHAIN]", as nft names them.
-func (b *baseChains) loadLocked(path string) error {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read state: %w", err)
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 2 || len(f) > 3 {
+		f := strings.SplitN(ch.Name, "-", 3)
+		if len(f) < 2 {
 			continue
 		}
 		k := baseKey{Table: f[1]}
@@ -375,29 +323,29 @@ func (b *baseChains) loadLocked(path string) error {
 	return nil
 }
 
-// saveLocked writes created to the state file, or removes the file when
-// nothing is recorded.
-func (b *baseChains) saveLocked(path string) error {
-	if len(b.created) == 0 {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove state: %w", err)
+// saveLocked writes created to the record table in one transaction, or
+// deletes the table when nothing is recorded.
+func (b *baseChains) saveLocked(c *nftables.Conn) error {
+	t := &nftables.Table{Name: recordTable, Family: nftables.TableFamilyINet}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return fmt.Errorf("write the record: %w", err)
+	}
+	exists := slices.ContainsFunc(tables, func(x *nftables.Table) bool { return x.Name == recordTable })
+	if exists {
+		c.DelTable(t) // rewritten whole
+	}
+	if len(b.created) > 0 {
+		c.AddTable(t)
+		for k := range b.created {
+			c.AddChain(&nftables.Chain{Name: k.recordName(), Table: t})
 		}
+	}
+	if !exists && len(b.created) == 0 {
 		return nil
 	}
-	lines := make([]string, 0, len(b.created))
-	for k := range b.created {
-		lines = append(lines, k.String()+"\n")
-	}
-	slices.Sort(lines)
-	if err := os.MkdirAll(b.dir, 0o755); err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strings.Join(lines, "")), 0o644); err != nil {
-		return fmt.Errorf("write state: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write state: %w", err)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("write the record: %w", err)
 	}
 	return nil
 }

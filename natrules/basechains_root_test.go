@@ -2,25 +2,10 @@ package natrules
 
 import (
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
 )
-
-// TestMain keeps the tests' state files (those of managers that never
-// tear down) out of /run/ftpalg.
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "natrules-state-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	stateDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
 
 var (
 	exactCounters = regexp.MustCompile(`\[\d+:\d+\]`)
@@ -53,12 +38,11 @@ func (n *testNS) run(tb testing.TB, cmds [][]string) {
 	}
 }
 
-// newBaseTestManager is newTestManager with its own state directory.
-func newBaseTestManager(t *testing.T, ns *testNS, cfg Config, nb natBackend, dir string) *Manager {
+// newBaseTestManager is newTestManager with the NAT backend nb.
+func newBaseTestManager(t *testing.T, ns *testNS, cfg Config, nb natBackend) *Manager {
 	t.Helper()
 	m := newTestManager(t, ns, cfg)
 	m.noNFT = nb == natIPT
-	m.base.dir = dir
 	return m
 }
 
@@ -92,7 +76,7 @@ func TestRootTeardownExact(t *testing.T) {
 						ns.run(t, fw.cmds)
 						before := ns.exactDump(t)
 						cfg := Config{IPv4: true, IPv6: v6, Capture: capture, ListenPort: 2121, CaptureIfaces: []string{"eth1"}}
-						m := newBaseTestManager(t, ns, cfg, nb, t.TempDir())
+						m := newBaseTestManager(t, ns, cfg, nb)
 						ctx := t.Context()
 						if err := m.Setup(ctx); err != nil {
 							t.Fatal(err)
@@ -151,7 +135,7 @@ func TestRootTeardownKeepsForeign(t *testing.T) {
 
 			ns := newNS(t, "kf")
 			cfg := Config{IPv4: true, IPv6: true, Capture: true, ListenPort: 2121}
-			m := newBaseTestManager(t, ns, cfg, natNFT, t.TempDir())
+			m := newBaseTestManager(t, ns, cfg, natNFT)
 			ctx := t.Context()
 			if err := m.Setup(ctx); err != nil {
 				t.Fatal(err)
@@ -169,7 +153,7 @@ func TestRootTeardownKeepsForeign(t *testing.T) {
 
 // TestRootTeardownAfterCrash: what a killed instance created is removed
 // by a cleanup (Teardown without Setup, as `ftpalg -cleanup` runs) and by
-// the next instance's clean stop, because the state file tells them; a
+// the next instance's clean stop, because the record tells them; a
 // second Setup of the same manager keeps the record too.
 func TestRootTeardownAfterCrash(t *testing.T) {
 	needRoot(t)
@@ -179,8 +163,7 @@ func TestRootTeardownAfterCrash(t *testing.T) {
 		t.Run(next, func(t *testing.T) {
 			ns := newNS(t, "tc")
 			before := ns.exactDump(t)
-			dir := t.TempDir()
-			m1 := newBaseTestManager(t, ns, cfg, natNFT, dir)
+			m1 := newBaseTestManager(t, ns, cfg, natNFT)
 			ctx := t.Context()
 			if err := m1.Setup(ctx); err != nil {
 				t.Fatal(err)
@@ -188,7 +171,7 @@ func TestRootTeardownAfterCrash(t *testing.T) {
 			m2 := m1
 			if next != "setup-twice" {
 				m1.stopJanitor() // kill -9
-				m2 = newBaseTestManager(t, ns, cfg, natNFT, dir)
+				m2 = newBaseTestManager(t, ns, cfg, natNFT)
 			}
 			if next != "cleanup" {
 				if err := m2.Setup(ctx); err != nil {

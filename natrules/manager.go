@@ -264,7 +264,7 @@ func (m *Manager) Setup(ctx context.Context) error {
 	m.mu.Lock()
 	m.resetLocked()
 	m.mu.Unlock()
-	m.base.record(ctx, m.fams)
+	m.base.record(m.fams)
 	for _, f := range []Family{IPv4, IPv6} {
 		if m.ipt[f] == nil {
 			continue
@@ -827,7 +827,7 @@ func (m *Manager) Teardown(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 { // else the record stays for -cleanup
-		if err := m.base.remove(ctx); err != nil {
+		if err := m.base.remove(); err != nil {
 			errs = append(errs, err)
 		}
 	}
