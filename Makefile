@@ -3,6 +3,8 @@ SHELL   := /bin/bash
 export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH):/usr/sbin:/sbin
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# The side-by-side bench is its own Go module (it alone needs cilium/ebpf).
+BENCH   := tests/bench
 # Debian packages the tests and the demo drive for real.
 DEB_PKGS := nftables vsftpd lftp curl iptables ipset conntrack iproute2 procps ca-certificates
 # command -> package, to install only what is missing
@@ -35,18 +37,22 @@ deps:
 	fi
 	@command -v $(GO) >/dev/null || { echo "Go toolchain not found (expected /usr/local/go/bin/go)"; exit 1; }
 	@$(GO) mod download
+	@cd $(BENCH) && $(GO) mod download
 
 vet:
 	$(GO) vet ./...
+	cd $(BENCH) && $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 
 # Unit tests (alg, config, proxy; natrules' root tests run when root).
 unit:
 	$(GO) test -count=1 ./alg/... ./cmd/... ./proxy/... ./natrules/... ./deploy/...
 
-# End-to-end tests in network namespaces (root).
+# End-to-end tests in network namespaces (root), then the bench module's
+# own test (the kernel relay floor).
 e2e: build
 	$(GO) test -count=1 -p 1 -timeout 20m -v ./tests/...
+	cd $(BENCH) && $(GO) test -count=1 -timeout 5m -v ./...
 
 test: deps build vet unit e2e
 
@@ -59,7 +65,7 @@ demo: deps build
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./alg/...
 	$(GO) test -run '^$$' -bench . -benchtime 300x ./natrules/...
-	$(GO) run ./tests/bench $(BENCH_ARGS)
+	cd $(BENCH) && $(GO) run . $(BENCH_ARGS)
 
 # Mutation check (root; not part of `make test`): breaks each guarded
 # security property in a copy of the tree and fails unless its tests fail.

@@ -143,6 +143,8 @@ type Manager struct {
 	reinstalls, gcRuns, gcRules, conntrack atomic.Uint64
 	ctWalks                                atomic.Uint64
 
+	base *baseChains // the base chains iptables-nft created for our jumps
+
 	janMu     sync.Mutex
 	janCancel context.CancelFunc
 	janDone   chan struct{}
@@ -177,6 +179,7 @@ func newManager(cfg Config, log *slog.Logger, ns netns.NsHandle) (*Manager, erro
 		entryHoles: map[setEntry][]*holeState{},
 		recent:     map[setEntry]recentHole{},
 		flows:      newFlowTable(cfg.FlowTable),
+		base:       newBaseChains(ns, log.With("component", "natrules")),
 	}
 	if cfg.IPv4 {
 		m.fams = append(m.fams, IPv4)
@@ -261,6 +264,7 @@ func (m *Manager) Setup(ctx context.Context) error {
 	m.mu.Lock()
 	m.resetLocked()
 	m.mu.Unlock()
+	m.base.record(m.fams)
 	for _, f := range []Family{IPv4, IPv6} {
 		if m.ipt[f] == nil {
 			continue
@@ -821,6 +825,11 @@ func (m *Manager) Teardown(ctx context.Context) error {
 	m.nftMu.Unlock()
 	if err := m.sweepSets(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	if len(errs) == 0 { // else the record stays for -cleanup
+		if err := m.base.remove(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	m.mu.Lock()
 	m.resetLocked()
