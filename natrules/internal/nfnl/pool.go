@@ -9,12 +9,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// initNS is the network namespace the process started in (init runs on
+// the main thread, before any goroutine can move it): sockets for it are
+// opened without setns, which needs CAP_SYS_ADMIN where ftpalg has only
+// CAP_NET_ADMIN.
+var initNS, _ = netns.Get()
+
 // Pool lends conns of one network namespace, so that concurrent callers
 // each own a socket for the length of a request and no lock is held
 // across a socket call. It keeps up to its size idle; more are opened on
 // demand and closed when returned.
 type Pool struct {
-	ns   netns.NsHandle // owned
+	ns   netns.NsHandle // owned; netns.None: initNS
 	idle chan *Conn
 
 	mu     sync.Mutex // guards closed and the sends on idle
@@ -38,14 +44,34 @@ func NewPool(ns netns.NsHandle, size int) (*Pool, error) {
 			return nil, fmt.Errorf("current netns: %w", err)
 		}
 	}
-	c, err := DialNS(h)
+	if h.Equal(initNS) {
+		h.Close()
+		h = netns.None()
+	}
+	p := &Pool{ns: h, idle: make(chan *Conn, max(size, 1))}
+	c, err := p.dial()
 	if err != nil {
 		h.Close()
 		return nil, err
 	}
-	p := &Pool{ns: h, idle: make(chan *Conn, max(size, 1))}
 	p.idle <- c
 	return p, nil
+}
+
+// dial opens a conn in the pool's namespace, whichever thread calls it.
+func (p *Pool) dial() (*Conn, error) {
+	if p.ns.IsOpen() {
+		return DialNS(p.ns)
+	}
+	cur, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("current netns: %w", err)
+	}
+	defer cur.Close()
+	if cur.Equal(initNS) {
+		return Dial()
+	}
+	return DialNS(initNS) // a caller moved to another namespace
 }
 
 // Get lends a conn; Put returns it.
@@ -61,7 +87,7 @@ func (p *Pool) Get() (*Conn, error) {
 	if closed {
 		return nil, net.ErrClosed
 	}
-	return DialNS(p.ns)
+	return p.dial()
 }
 
 // Put returns a conn from Get; a broken one, or one past the pool's size,
