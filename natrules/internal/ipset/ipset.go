@@ -69,9 +69,16 @@ func appendAddr(b []byte, typ uint16, a netip.Addr) []byte {
 // Error returns ipset's own codes (IPSET_ERR_*) as nl.IPSetError, with
 // their text; other errors as they are.
 func Error(err error) error {
-	errno, ok := err.(unix.Errno) // as nfnl returns it; no allocation
-	if !ok && !errors.As(err, &errno) {
-		return err
+	if err == nil {
+		return nil
+	}
+	errno, ok := err.(unix.Errno) // as nfnl returns it
+	if !ok {
+		var wrapped unix.Errno // escapes: only on this path
+		if !errors.As(err, &wrapped) {
+			return err
+		}
+		errno = wrapped
 	}
 	if int(errno) >= nl.IPSET_ERR_PRIVATE {
 		return nl.IPSetError(uintptr(errno))
