@@ -9,9 +9,9 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// ctPoolSize bounds the idle sockets of a ctConn: one per request running
-// at once, a few with two CPUs.
-const ctPoolSize = 8
+// ctPoolSize is the number of sockets of a ctConn: requests running at
+// once (each is short: the kernel answers within the send).
+const ctPoolSize = 4
 
 // ctFlow is what ftpalg needs of one conntrack entry.
 type ctFlow struct {

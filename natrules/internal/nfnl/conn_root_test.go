@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ftpalg/ftpalg/natrules/internal/nstest"
 	"golang.org/x/sys/unix"
@@ -126,12 +127,50 @@ func TestRootPool(t *testing.T) {
 	if n := len(p.idle); n != 2 {
 		t.Errorf("%d idle conns, want the pool's size 2", n)
 	}
-	c, err := p.Get()
-	if err != nil {
-		t.Fatal(err)
+	// All lent: Get waits for a Put. A broken conn is closed and replaced.
+	c1, err1 := p.Get()
+	c2, err2 := p.Get()
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
 	}
+	got := make(chan *Conn)
+	go func() {
+		c, err := p.Get()
+		if err != nil {
+			t.Error(err)
+		}
+		got <- c
+	}()
+	select {
+	case <-got:
+		t.Fatal("Get returned with every conn lent")
+	case <-time.After(100 * time.Millisecond):
+	}
+	p.Put(c1)
+	if c := <-got; c != c1 {
+		t.Fatal("the waiting Get did not get the returned conn")
+	}
+	c2.broken = true
+	p.Put(c2)
+	c3, err := p.Get()
+	if err != nil || c3 == c2 || c3 == nil {
+		t.Fatalf("after a broken conn: %p, %v; want a new conn", c3, err)
+	}
+	if _, err := c3.RoundTrip(gettable, 0, body); err != nil {
+		t.Fatalf("the replacement conn: %v", err)
+	}
+	// Close wakes a waiting Get; a conn returned after it is closed.
+	go func() {
+		_, err := p.Get()
+		got <- nil
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Get across Close: %v, want net.ErrClosed", err)
+		}
+	}()
 	p.Close()
-	p.Put(c) // closed, not kept
+	<-got
+	p.Put(c1)
+	p.Put(c3)
 	if len(p.idle) != 0 {
 		t.Error("a conn returned after Close was kept")
 	}

@@ -15,21 +15,23 @@ import (
 // CAP_NET_ADMIN.
 var initNS, _ = netns.Get()
 
-// Pool lends conns of one network namespace, so that concurrent callers
-// each own a socket for the length of a request and no lock is held
-// across a socket call. It keeps up to its size idle; more are opened on
-// demand and closed when returned.
+// Pool lends a fixed number of conns of one network namespace, so that
+// concurrent callers each own a socket for the length of a request and no
+// lock is held across a socket call; a caller waits while all are lent.
+// The conns are opened at once, so the process's descriptors do not grow
+// with its load; a broken one is replaced when next needed.
 type Pool struct {
 	ns   netns.NsHandle // owned; netns.None: initNS
 	idle chan *Conn
+	done chan struct{} // closed by Close
 
-	mu     sync.Mutex // guards closed and the sends on idle
-	closed bool
+	mu      sync.Mutex // guards closed, missing
+	closed  bool
+	missing int // conns closed as broken, to open again
 }
 
-// NewPool opens a pool of up to size idle conns in ns (netns.None: the
-// calling thread's namespace, now) and one conn at once, so that a
-// failure shows here.
+// NewPool opens size conns (at least one) in ns (netns.None: the calling
+// thread's namespace, now).
 func NewPool(ns netns.NsHandle, size int) (*Pool, error) {
 	var h netns.NsHandle
 	if ns.IsOpen() {
@@ -48,13 +50,16 @@ func NewPool(ns netns.NsHandle, size int) (*Pool, error) {
 		h.Close()
 		h = netns.None()
 	}
-	p := &Pool{ns: h, idle: make(chan *Conn, max(size, 1))}
-	c, err := p.dial()
-	if err != nil {
-		h.Close()
-		return nil, err
+	size = max(size, 1)
+	p := &Pool{ns: h, idle: make(chan *Conn, size), done: make(chan struct{})}
+	for range size {
+		c, err := p.dial()
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		p.idle <- c
 	}
-	p.idle <- c
 	return p, nil
 }
 
@@ -74,7 +79,7 @@ func (p *Pool) dial() (*Conn, error) {
 	return DialNS(initNS) // a caller moved to another namespace
 }
 
-// Get lends a conn; Put returns it.
+// Get lends a conn, waiting while all are lent; Put returns it.
 func (p *Pool) Get() (*Conn, error) {
 	select {
 	case c := <-p.idle:
@@ -82,35 +87,48 @@ func (p *Pool) Get() (*Conn, error) {
 	default:
 	}
 	p.mu.Lock()
-	closed := p.closed
+	closed, reopen := p.closed, p.missing > 0
+	if reopen {
+		p.missing--
+	}
 	p.mu.Unlock()
-	if closed {
+	switch {
+	case closed:
+		return nil, net.ErrClosed
+	case reopen:
+		c, err := p.dial()
+		if err != nil {
+			p.mu.Lock()
+			p.missing++
+			p.mu.Unlock()
+		}
+		return c, err
+	}
+	select {
+	case c := <-p.idle:
+		return c, nil
+	case <-p.done:
 		return nil, net.ErrClosed
 	}
-	return p.dial()
 }
 
-// Put returns a conn from Get; a broken one, or one past the pool's size,
-// is closed.
+// Put returns a conn from Get. A broken one is closed, and replaced at
+// the next Get that finds none idle.
 func (p *Pool) Put(c *Conn) {
 	if c == nil {
 		return
 	}
-	kept := false
-	if !c.broken {
-		p.mu.Lock()
-		if !p.closed {
-			select {
-			case p.idle <- c:
-				kept = true
-			default:
-			}
-		}
-		p.mu.Unlock()
+	p.mu.Lock()
+	closed := p.closed
+	if c.broken && !closed {
+		p.missing++
 	}
-	if !kept {
-		c.Close()
+	if !c.broken && !closed {
+		p.idle <- c // never blocks: at most cap(idle) conns exist
+		c = nil
 	}
+	p.mu.Unlock()
+	c.Close()
 }
 
 // Do runs fn on a lent conn.
@@ -134,13 +152,16 @@ func (p *Pool) Close() {
 		return
 	}
 	p.closed = true
+	close(p.done)
 	p.mu.Unlock()
 	for {
 		select {
 		case c := <-p.idle:
 			c.Close()
 		default:
-			p.ns.Close()
+			if p.ns.IsOpen() {
+				p.ns.Close()
+			}
 			return
 		}
 	}
