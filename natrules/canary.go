@@ -1,13 +1,6 @@
 package natrules
 
-import (
-	"encoding/binary"
-	"errors"
-	"fmt"
-	"time"
-
-	"golang.org/x/sys/unix"
-)
+import "time"
 
 // fullCheckInterval bounds how long the canary trusts the ruleset
 // generation alone: a full comparison (iptables-save of every table, the
@@ -33,21 +26,7 @@ type genProbe struct {
 }
 
 // nftGeneration asks the kernel for the nf_tables ruleset generation.
-func (c *ctConn) nftGeneration() (uint32, error) {
-	data, err := c.roundTrip(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETGEN, 0, appendNfgen(nil, unix.AF_UNSPEC, 0))
-	if err != nil {
-		return 0, fmt.Errorf("nftables getgen: %w", err)
-	}
-	if len(data) < 4 {
-		return 0, errors.New("nftables getgen: short reply")
-	}
-	for it := (attrIter{b: data[4:]}); it.next(); {
-		if it.typ == unix.NFTA_GEN_ID && len(it.val) == 4 {
-			return binary.BigEndian.Uint32(it.val), nil
-		}
-	}
-	return 0, errors.New("nftables getgen: no generation in the reply")
-}
+func (c *ctConn) nftGeneration() (uint32, error) { return c.generation() }
 
 // startGenProbe arms the probe when it can be trusted: the NAT maps are
 // nftables ones and iptables itself writes nf_tables (its canary chain is

@@ -1,15 +1,15 @@
 package natrules
 
 import (
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/mdlayher/netlink"
+	"github.com/ftpalg/ftpalg/natrules/internal/nflog"
+	"github.com/ftpalg/ftpalg/natrules/internal/nfnl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,21 +22,7 @@ import (
 // and it tells the manager that a hole was consumed, so revoking it needs no
 // kernel round trip at all.
 
-// nfnetlink_log constants (linux/netfilter/nfnetlink_log.h); x/sys has
-// only a few of them.
 const (
-	nfnlSubsysULOG   = 4
-	nfulnlMsgPacket  = 0
-	nfulnlMsgConfig  = 1
-	nfulaPayload     = 9
-	nfulaCfgCmd      = 1
-	nfulaCfgMode     = 2
-	nfulaCfgNlBufSiz = 3
-	nfulaCfgTimeout  = 4
-	nfulaCfgQThresh  = 5
-	nfulnlCfgCmdBind = 1
-	nfulnlCopyPacket = 2
-
 	// flowLogSnap is how much of each logged packet the kernel copies: an
 	// IPv6 header and the TCP ports fit in 44 bytes, and the 20 left hold
 	// the common extension headers (8-byte hop-by-hop and destination
@@ -63,12 +49,11 @@ const (
 // socket never fills: a SYN wakes no thread of the daemon, which on a
 // 2-CPU gateway is a wake-up less per data connection.
 type flowLog struct {
-	fd    int // non-blocking; not in the Go netpoller
+	sock  *nflog.Socket // non-blocking; not in the Go netpoller
 	group uint16
 	h     flowHandlers
 
-	mu  sync.Mutex // serialises drains; guards buf
-	buf []byte
+	mu sync.Mutex // serialises drains (the socket's buffer)
 
 	stop, done chan struct{}
 	events     atomic.Uint64
@@ -91,80 +76,11 @@ const flowLogDrainEvery = 50 * time.Millisecond
 // openFlowLog binds the group in the current network namespace (callers
 // run it inside the manager's).
 func openFlowLog(group uint16) (*flowLog, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	sock, err := nflog.Open(netns.None(), group, flowLogSnap, flowLogRcvBuf)
 	if err != nil {
-		return nil, fmt.Errorf("nflog socket: %w", err)
+		return nil, err
 	}
-	l := &flowLog{fd: fd, group: group, buf: make([]byte, 65536), stop: make(chan struct{}), done: make(chan struct{})}
-	fail := func(what string, err error) (*flowLog, error) {
-		unix.Close(fd)
-		if errors.Is(err, unix.EBUSY) {
-			return nil, fmt.Errorf("nflog group %d %s: %w (another program, e.g. ulogd, listens on it)", group, what, err)
-		}
-		return nil, fmt.Errorf("nflog group %d %s: %w", group, what, err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return fail("bind socket", err)
-	}
-	// FORCE ignores rmem_max (we are root); plain RCVBUF otherwise.
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, flowLogRcvBuf); err != nil {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, flowLogRcvBuf); err != nil {
-			return fail("receive buffer", err)
-		}
-	}
-	tv := unix.Timeval{Sec: 1} // for the configuration's acknowledgements
-	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	mode := binary.BigEndian.AppendUint32(nil, flowLogSnap)
-	mode = append(mode, nfulnlCopyPacket, 0)
-	steps := []struct {
-		what  string
-		attrs []netlink.Attribute
-	}{
-		{"bind", []netlink.Attribute{{Type: nfulaCfgCmd, Data: []byte{nfulnlCfgCmdBind}}}},
-		{"copy mode", []netlink.Attribute{
-			{Type: nfulaCfgMode, Data: mode},
-			// One message per packet, sent at once (no batching timer).
-			{Type: nfulaCfgQThresh, Data: binary.BigEndian.AppendUint32(nil, 1)},
-			{Type: nfulaCfgTimeout, Data: binary.BigEndian.AppendUint32(nil, 0)},
-		}},
-	}
-	for seq, st := range steps {
-		if err := l.config(uint32(seq+1), st.attrs); err != nil {
-			return fail(st.what, err)
-		}
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		return fail("non-blocking", err)
-	}
-	return l, nil
-}
-
-// config sends one NFULNL_MSG_CONFIG and waits for its acknowledgement.
-func (l *flowLog) config(seq uint32, attrs []netlink.Attribute) error {
-	data, err := netlink.MarshalAttributes(attrs)
-	if err != nil {
-		return err
-	}
-	msg, at := beginMsg(nil, nfnlSubsysULOG<<8|nfulnlMsgConfig, unix.NLM_F_ACK, seq)
-	msg = endMsg(append(appendNfgen(msg, unix.AF_UNSPEC, l.group), data...), at)
-	if err := unix.Sendto(l.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return err
-	}
-	for {
-		n, _, err := unix.Recvfrom(l.fd, l.buf, 0)
-		if err != nil {
-			return err
-		}
-		it := msgIter{b: l.buf[:n]}
-		for it.next() {
-			if it.typ == unix.NLMSG_ERROR && it.seq == seq {
-				return nlError(it.data)
-			}
-		}
-		if it.bad {
-			return errors.New("malformed netlink reply")
-		}
-	}
+	return &flowLog{sock: sock, group: group, stop: make(chan struct{}), done: make(chan struct{})}, nil
 }
 
 // flowHandlers receive what each drain reads.
@@ -208,12 +124,16 @@ func (l *flowLog) drain() {
 		return
 	}
 	for {
-		n, err := unix.Read(l.fd, l.buf) // non-blocking since open; no sockaddr to allocate
+		err := l.sock.Read(l.deliver)
 		switch {
-		case err == unix.EAGAIN || err == unix.EINTR:
-			if err == unix.EAGAIN {
-				return
-			}
+		case err == nil:
+			continue
+		case err == unix.EAGAIN:
+			return
+		case err == unix.EINTR:
+			continue
+		case errors.Is(err, nfnl.ErrMalformed):
+			l.blind() // a malformed datagram: its flows are unknown
 			continue
 		case err == unix.ENOBUFS:
 			// The kernel dropped messages: some flows are unknown.
@@ -221,21 +141,11 @@ func (l *flowLog) drain() {
 			l.lastErr.Store(time.Now().UnixNano())
 			l.h.onErr(err)
 			continue
-		case err != nil:
+		default:
 			l.failed.Store(true)
 			l.lastErr.Store(time.Now().UnixNano())
 			l.h.onErr(err)
 			return
-		}
-		it := msgIter{b: l.buf[:n]}
-		for it.next() {
-			if it.typ != nfnlSubsysULOG<<8|nfulnlMsgPacket {
-				continue
-			}
-			l.deliver(it.data)
-		}
-		if it.bad {
-			l.blind() // a malformed datagram: its flows are unknown
 		}
 	}
 }
@@ -324,7 +234,6 @@ func (l *flowLog) close() {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	// Closing the socket unbinds the group (the kernel drops instances of
-	// a released port).
-	unix.Close(l.fd)
+	// Closing the socket unbinds the group.
+	l.sock.Close()
 }

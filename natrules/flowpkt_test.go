@@ -11,18 +11,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// nflogMsg builds an NFULNL_MSG_PACKET body: nfgenmsg + NFULA_PAYLOAD.
+// nflogMsg builds an NFULNL_MSG_PACKET body: nfgenmsg + NFULA_PAYLOAD
+// (packet parsing is tested in internal/nflog).
 func nflogMsg(t *testing.T, family uint8, pkt []byte) []byte {
 	t.Helper()
+	const nfulaPayload = 9
 	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: nfulaPayload, Data: pkt}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return append(appendNfgen(nil, family, 2121), attrs...)
-}
-
-func (p flowPkt) String() string {
-	return netip.AddrPortFrom(p.src, p.sport).String() + " > " + netip.AddrPortFrom(p.dst, p.dport).String()
 }
 
 // hx decodes hex written in groups, with spaces and "|" between fields.
@@ -45,80 +43,6 @@ const (
 	ip6TCP  = "60000000 0028 06 40 " + ip6Src
 	dstOpts = "06 00 | 01 04 00000000" // next TCP, 8 bytes, PadN(4)
 )
-
-func TestParseFlowLogPacket(t *testing.T) {
-	full := func(src, dst string) flowPkt {
-		return flowPkt{src: ad(src), dst: ad(dst), sport: 40001, dport: 50000}
-	}
-	addrs := func(src, dst string) flowPkt { return flowPkt{src: ad(src), dst: ad(dst)} }
-	v4 := full("192.0.2.10", "198.51.100.20")
-	v6 := full("2001:db8:1::10", "2001:db8:2::20")
-	v4a := addrs("192.0.2.10", "198.51.100.20")
-	v6a := addrs("2001:db8:1::10", "2001:db8:2::20")
-	cases := []struct {
-		name   string
-		family uint8
-		pkt    string
-		whole  bool // the packet as it is; else cut to the NFLOG snapshot
-		read   pktRead
-		want   flowPkt
-	}{
-		{"ipv4", unix.NFPROTO_IPV4, "45000028 1c464000 4006 0000 " + ip4Src + tcpSYN, false, pktFull, v4},
-		{"ipv4 with options (ihl 6)", unix.NFPROTO_IPV4, "4600002c 1c464000 4006 0000 " + ip4Src + "94040000" + tcpSYN, false, pktFull, v4},
-		{"ipv4 first fragment", unix.NFPROTO_IPV4, "45000028 1c462000 4006 0000 " + ip4Src + tcpSYN, false, pktFull, v4},
-		{"ipv4 later fragment", unix.NFPROTO_IPV4, "45000028 1c4600b9 4006 0000 " + ip4Src + tcpSYN, false, pktAddrs, v4a},
-		{"ipv4 udp", unix.NFPROTO_IPV4, "45000028 1c464000 4011 0000 " + ip4Src + tcpSYN, false, pktAddrs, v4a},
-		{"ipv4 cut in the ports", unix.NFPROTO_IPV4, "45000028 1c464000 4006 0000 " + ip4Src + "9c41", false, pktAddrs, v4a},
-		{"ipv4 header cut", unix.NFPROTO_IPV4, "45000028 1c464000 4006 0000 c000020a", false, pktNone, flowPkt{}},
-		{"ipv6", unix.NFPROTO_IPV6, ip6TCP + tcpSYN, false, pktFull, v6},
-		{"ipv6 destination options", unix.NFPROTO_IPV6, "60000000 0030 3c 40 " + ip6Src + dstOpts + tcpSYN, false, pktFull, v6},
-		{"ipv6 hop-by-hop + destination options", unix.NFPROTO_IPV6,
-			"60000000 0038 00 40 " + ip6Src + "3c 00 | 05 02 0000 | 01 00" + dstOpts + tcpSYN, false, pktFull, v6},
-		{"ipv6 first fragment", unix.NFPROTO_IPV6, "60000000 0030 2c 40 " + ip6Src + "06 00 0001 8badf00d" + tcpSYN, false, pktFull, v6},
-		{"ipv6 later fragment", unix.NFPROTO_IPV6, "60000000 0030 2c 40 " + ip6Src + "06 00 05c8 8badf00d" + tcpSYN, false, pktAddrs, v6a},
-		{"ipv6 routing header (SRH, one segment)", unix.NFPROTO_IPV6,
-			"60000000 0040 2b 40 " + ip6Src + "06 02 04 00 00 00 0000 | 20010db8000200000000000000000020" + tcpSYN, true, pktFull, v6},
-		{"ipv6 routing header past the snapshot", unix.NFPROTO_IPV6,
-			"60000000 0040 2b 40 " + ip6Src + "06 02 04 00 00 00 0000 | 20010db8000200000000000000000020" + tcpSYN, false, pktAddrs, v6a},
-		{"ipv6 AH", unix.NFPROTO_IPV6,
-			"60000000 0040 33 40 " + ip6Src + "06 04 0000 | 00001000 | 00000001 | 000102030405060708090a0b" + tcpSYN, true, pktFull, v6},
-		{"ipv6 64-byte destination options past the snapshot", unix.NFPROTO_IPV6,
-			"60000000 0068 3c 40 " + ip6Src + "06 07 | 01 3c" + strings.Repeat("00", 60) + tcpSYN, false, pktAddrs, v6a},
-		{"ipv6 ESP", unix.NFPROTO_IPV6, "60000000 0030 32 40 " + ip6Src + "00001000 00000001" + tcpSYN, false, pktAddrs, v6a},
-		{"ipv6 no next header", unix.NFPROTO_IPV6, "60000000 0000 3b 40 " + ip6Src, false, pktAddrs, v6a},
-		{"ipv6 cut in an extension header", unix.NFPROTO_IPV6, "60000000 0030 3c 40 " + ip6Src + "06", false, pktAddrs, v6a},
-		{"ipv6 cut in the ports", unix.NFPROTO_IPV6, ip6TCP + "9c41c3", false, pktAddrs, v6a},
-		{"ipv6 extension length past the packet", unix.NFPROTO_IPV6, "60000000 0030 3c 40 " + ip6Src + "06 ff 0104 00000000" + tcpSYN, false, pktAddrs, v6a},
-		{"ipv6 header cut", unix.NFPROTO_IPV6, "60000000 0028 06 40 20010db8000100000000000000000010", false, pktNone, flowPkt{}},
-		{"ipv6 packet under ipv4 family", unix.NFPROTO_IPV4, ip6TCP + tcpSYN, false, pktNone, flowPkt{}},
-		{"ipv4 packet under ipv6 family", unix.NFPROTO_IPV6, "45000028 1c464000 4006 0000 " + ip4Src + tcpSYN + tcpSYN, false, pktNone, flowPkt{}},
-		{"garbage", unix.NFPROTO_IPV6, strings.Repeat("deadbeef", 16), false, pktNone, flowPkt{}},
-		{"other family", unix.NFPROTO_ARP, ip6TCP + tcpSYN, false, pktNone, flowPkt{}},
-		{"empty payload", unix.NFPROTO_IPV4, "", false, pktNone, flowPkt{}},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			pkt := hx(c.pkt)
-			if !c.whole && len(pkt) > flowLogSnap {
-				pkt = pkt[:flowLogSnap]
-			}
-			p, read := parseFlowLogPacket(nflogMsg(t, c.family, pkt))
-			if read != c.read || p != c.want {
-				t.Fatalf("got %s (read %d), want %s (read %d)", p, read, c.want, c.read)
-			}
-		})
-	}
-	// Messages that carry no packet at all.
-	for name, msg := range map[string][]byte{
-		"no payload attribute":  appendNfgen(nil, unix.NFPROTO_IPV6, 2121),
-		"shorter than nfgenmsg": {unix.NFPROTO_IPV6, 0},
-		"bad attribute":         append(appendNfgen(nil, unix.NFPROTO_IPV6, 2121), 0xff, 0xff, 9, 0),
-	} {
-		if p, read := parseFlowLogPacket(msg); read != pktNone {
-			t.Errorf("%s: read %d (%s), want nothing", name, read, p)
-		}
-	}
-}
 
 // One message the log cannot read is counted lost and costs only the holes
 // it may have used: the log stays up, and holes armed after a message that

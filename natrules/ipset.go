@@ -2,39 +2,42 @@ package natrules
 
 import (
 	"fmt"
-	"net/netip"
 	"sync"
-	"syscall"
 
+	"github.com/ftpalg/ftpalg/natrules/internal/ipset"
+	"github.com/ftpalg/ftpalg/natrules/internal/nfnl"
 	"github.com/vishvananda/netlink/nl"
-	"golang.org/x/sys/unix"
 )
 
-// reqConn is the manager's request socket (NETLINK_NETFILTER) for what
+// reqConn is the manager's request sockets (NETLINK_NETFILTER) for what
 // is on the path of every 227 and PORT: set members (ipset add and del)
-// and a NAT hole's nftables transaction (nftelems.go). A request and its
-// acknowledgements, no more system calls: the general netlink clients asked
-// the kernel for the socket's address, or peeked, before every reply they
-// read. Setup opens it, so that the descriptor exists before the first
-// hole.
+// and a NAT hole's nftables transaction (nftelems.go). Setup opens it, so
+// that a descriptor exists before the first hole; concurrent requests
+// each borrow a socket of the pool (ctConn).
 type reqConn struct {
-	mu sync.Mutex
+	mu sync.Mutex // guards c; not held while dialling
 	c  *ctConn
 }
 
-// openReqConn opens the request socket in the manager's namespace, once.
+// openReqConn opens the request sockets in the manager's namespace, once.
 func (m *Manager) openReqConn() error {
 	rc := &m.req
 	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if rc.c != nil {
+	open := rc.c != nil
+	rc.mu.Unlock()
+	if open {
 		return nil
 	}
 	c, err := m.dialCtNS()
 	if err != nil {
 		return err
 	}
-	rc.c = c
+	rc.mu.Lock()
+	if rc.c == nil {
+		rc.c, c = c, nil
+	}
+	rc.mu.Unlock()
+	c.close() // another caller won the race
 	return nil
 }
 
@@ -45,38 +48,50 @@ func (m *Manager) ipsetEntry(cmd int, e setEntry, ttl uint32) error {
 	if err := m.openReqConn(); err != nil {
 		return fmt.Errorf("netfilter request socket: %w", err)
 	}
-	err := m.req.c.exchange(uint16(unix.NFNL_SUBSYS_IPSET<<8|cmd), unix.NLM_F_ACK,
-		func(b []byte) []byte { return ipsetRequest(b, cmd, e, ttl) }, nil)
-	if errno, ok := err.(syscall.Errno); ok && int(errno) >= nl.IPSET_ERR_PRIVATE {
-		err = nl.IPSetError(uintptr(errno)) // ipset's own codes, with their text
-	}
-	return err
+	ie := ipset.Entry(e)
+	return m.req.c.do(func(c *nfnl.Conn) error {
+		switch cmd {
+		case nl.IPSET_CMD_ADD:
+			return ipset.Add(c, ie, ttl)
+		case nl.IPSET_CMD_DEL:
+			return ipset.Del(c, ie)
+		}
+		return fmt.Errorf("ipset command %d: not a member add or delete", cmd)
+	})
 }
 
-// ipsetRequest appends the body of an add or del of e: the attributes
-// `ipset add SET src,tcp:port,dst timeout ttl` sends.
-func ipsetRequest(b []byte, cmd int, e setEntry, ttl uint32) []byte {
-	b = appendNfgen(b, unix.AF_NETLINK, 0)
-	b = appendAttr(b, nl.IPSET_ATTR_PROTOCOL, nl.IPSET_PROTOCOL)
-	b = appendStringAttr(b, nl.IPSET_ATTR_SETNAME, e.Set)
-	b, data := beginNest(b, nl.IPSET_ATTR_DATA)
-	if cmd == nl.IPSET_CMD_ADD {
-		b = appendAttr(b, nl.IPSET_ATTR_TIMEOUT|nl.NLA_F_NET_BYTEORDER, byte(ttl>>24), byte(ttl>>16), byte(ttl>>8), byte(ttl))
+// ipsetTest says whether e is in its set. It replaces the manager's
+// vishvananda IpsetTest: half the time, 3 allocations instead of 40
+// (BenchmarkRootTestList in internal/ipset).
+func (m *Manager) ipsetTest(e setEntry) (present bool, err error) {
+	if err := m.openReqConn(); err != nil {
+		return false, fmt.Errorf("netfilter request socket: %w", err)
 	}
-	b = appendIpsetAddr(b, nl.IPSET_ATTR_IP, e.Src)
-	b = appendIpsetAddr(b, nl.IPSET_ATTR_IP2, e.Dst)
-	b = appendAttr(b, nl.IPSET_ATTR_PROTO, unix.IPPROTO_TCP)
-	b = appendAttr(b, nl.IPSET_ATTR_PORT|nl.NLA_F_NET_BYTEORDER, byte(e.Port>>8), byte(e.Port))
-	b = appendAttr(b, nl.IPSET_ATTR_LINENO|nl.NLA_F_NET_BYTEORDER, 0, 0, 0, 0)
-	return endNest(b, data)
+	err = m.req.c.do(func(c *nfnl.Conn) error {
+		present, err = ipset.Test(c, ipset.Entry(e))
+		return err
+	})
+	return present, err
 }
 
-func appendIpsetAddr(b []byte, typ uint16, a netip.Addr) []byte {
-	b, at := beginNest(b, typ)
-	t := uint16(nl.IPSET_ATTR_IPADDR_IPV4)
-	if !a.Is4() {
-		t = nl.IPSET_ATTR_IPADDR_IPV6
+// ipsetMembers lists the members of set. It replaces the manager's
+// vishvananda IpsetList: 8× faster on 1,000 members, and without its log
+// line for every attribute it does not know.
+func (m *Manager) ipsetMembers(set string) (map[setEntry]bool, error) {
+	if err := m.openReqConn(); err != nil {
+		return nil, fmt.Errorf("netfilter request socket: %w", err)
 	}
-	b = appendAddrAttr(b, t|nl.NLA_F_NET_BYTEORDER, a)
-	return endNest(b, at)
+	var es []ipset.Entry
+	err := m.req.c.do(func(c *nfnl.Conn) (err error) {
+		es, err = ipset.List(c, set)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	in := make(map[setEntry]bool, len(es))
+	for _, e := range es {
+		in[setEntry(e)] = true
+	}
+	return in, nil
 }
