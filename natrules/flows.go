@@ -173,7 +173,7 @@ func fwdEntry(h Hole) setEntry {
 	if h.DNAT.IsValid() {
 		dst = h.DNAT
 	}
-	return setEntry{fwdSet(FamilyOf(h.From)), h.From, dst.Port(), dst.Addr()}
+	return setEntry{Set: fwdSet(FamilyOf(h.From)), Src: h.From, Port: dst.Port(), Dst: dst.Addr()}
 }
 
 func flowOf(k holeKey, r flowRec) ctFlow {

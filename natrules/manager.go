@@ -408,8 +408,8 @@ type elemRef struct {
 // different data.
 func (m *Manager) elemConflictLocked(es []nftElem) error {
 	for _, e := range es {
-		if r, ok := m.elemRef[e.id()]; ok && !bytes.Equal(r.data, e.Data) {
-			return fmt.Errorf("%s element %s conflicts with a live hole", e.Map, e.text)
+		if r, ok := m.elemRef[e.ID()]; ok && !bytes.Equal(r.data, e.Data) {
+			return fmt.Errorf("%s element %s conflicts with a live hole", e.Map, e.Text)
 		}
 	}
 	return nil
@@ -417,10 +417,10 @@ func (m *Manager) elemConflictLocked(es []nftElem) error {
 
 func (m *Manager) refElemsLocked(es []nftElem) {
 	for _, e := range es {
-		r := m.elemRef[e.id()]
+		r := m.elemRef[e.ID()]
 		if r == nil {
 			r = &elemRef{data: e.Data}
-			m.elemRef[e.id()] = r
+			m.elemRef[e.ID()] = r
 		}
 		r.n++
 	}
@@ -431,12 +431,12 @@ func (m *Manager) refElemsLocked(es []nftElem) {
 func (m *Manager) unrefElemsLocked(es []nftElem) []nftElem {
 	var last []nftElem
 	for _, e := range es {
-		r := m.elemRef[e.id()]
+		r := m.elemRef[e.ID()]
 		if r == nil {
 			continue
 		}
 		if r.n--; r.n <= 0 {
-			delete(m.elemRef, e.id())
+			delete(m.elemRef, e.ID())
 			last = append(last, e)
 		}
 	}

@@ -84,10 +84,10 @@ func TestEncodersMatchReference(t *testing.T) {
 		e    setEntry
 		ttl  uint32
 	}{
-		{"add v4", nl.IPSET_CMD_ADD, setEntry{"FTPALG-FWD4", a4, 50123, b4}, 30},
-		{"del v4", nl.IPSET_CMD_DEL, setEntry{"FTPALG-FWD4", a4, 50123, b4}, 0},
-		{"add v6, odd name length", nl.IPSET_CMD_ADD, setEntry{"FTPALG-FWD6x", a6, 21, b6}, 1 << 20},
-		{"del v6", nl.IPSET_CMD_DEL, setEntry{"F", a6, 65535, b6}, 0},
+		{"add v4", nl.IPSET_CMD_ADD, setEntry{Set: "FTPALG-FWD4", Src: a4, Port: 50123, Dst: b4}, 30},
+		{"del v4", nl.IPSET_CMD_DEL, setEntry{Set: "FTPALG-FWD4", Src: a4, Port: 50123, Dst: b4}, 0},
+		{"add v6, odd name length", nl.IPSET_CMD_ADD, setEntry{Set: "FTPALG-FWD6x", Src: a6, Port: 21, Dst: b6}, 1 << 20},
+		{"del v6", nl.IPSET_CMD_DEL, setEntry{Set: "F", Src: a6, Port: 65535, Dst: b6}, 0},
 	} {
 		t.Run("ipset "+c.name, func(t *testing.T) {
 			got := ipsetRequest(nil, c.cmd, c.e, c.ttl)
@@ -164,7 +164,7 @@ func TestAttrIter(t *testing.T) {
 // The requests on a hole's path build without allocating.
 func TestEncodersDoNotAllocate(t *testing.T) {
 	buf := make([]byte, 0, 512)
-	e := setEntry{"FTPALG-FWD4", netip.MustParseAddr("192.0.2.10"), 50123, netip.MustParseAddr("198.51.100.7")}
+	e := setEntry{Set: "FTPALG-FWD4", Src: netip.MustParseAddr("192.0.2.10"), Port: 50123, Dst: netip.MustParseAddr("198.51.100.7")}
 	f := ctFlow{src: e.Src, dst: e.Dst, sport: 40001, dport: 50123}
 	if n := testing.AllocsPerRun(100, func() {
 		buf = ipsetRequest(buf[:0], nl.IPSET_CMD_ADD, e, 30)

@@ -1,0 +1,491 @@
+// Package holetab is the pinhole manager's bookkeeping: the live holes by
+// key, the reference counts of the kernel objects they share (ipset
+// members, nftables map elements), one-shot arming, expiry and the limits.
+// It does no I/O: its methods return plans (what to add to or delete from
+// the kernel), the caller carries them out with no lock held and reports
+// back (Commit, Abort, Done). While a plan runs, the objects it changes
+// are busy: an operation that needs one waits on a channel, never on a
+// lock held across the kernel call.
+package holetab
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ftpalg/ftpalg/natrules/hole"
+)
+
+// Parts are the kernel objects of one hole.
+type Parts struct {
+	Entries []hole.SetEntry // ipset members in add order; the filter entry first
+	Elems   []hole.Elem     // nftables map elements
+}
+
+// Config bounds the table.
+type Config struct {
+	MaxHoles int           // live holes per family
+	TTL      time.Duration // a hole's lifetime from its last arming
+	// RecentKeep is how long a forgotten hole still claims the flow log's
+	// messages about its filter entry.
+	RecentKeep time.Duration
+}
+
+// Kind says what an Op does.
+type Kind int
+
+const (
+	Install Kind = iota // a new hole: add Entries, then Elems (the gate last)
+	Rearm               // a live hole again: refresh Entries and Elems
+	Revoke              // the last opener leaves: see Finish
+)
+
+// Op is an operation on one hole in progress: the hole is busy until
+// Commit, Abort or Finish.
+type Op struct {
+	Kind Kind
+	Hole hole.Hole
+	Parts
+	// Ask, if not nil, is the filter entry the kernel must be asked about
+	// (is it still there?) to tell whether the hole was consumed; when
+	// nil, Known is the answer.
+	Ask   *hole.SetEntry
+	Known bool
+	st    *state
+}
+
+// Undo is what the caller deletes from the kernel after Abort or Finish,
+// then reports with Done. Until then these objects are busy.
+type Undo struct {
+	Entries []hole.SetEntry // delete in this order
+	Elems   []hole.Elem     // delete in one transaction
+	Forgot  *hole.Hole      // the hole left the table
+}
+
+// Counts are the table's share of the manager's statistics.
+type Counts struct {
+	Used, Revoked, Expired uint64
+	Live                   int
+}
+
+// Info is a read-only view of a live hole.
+type Info struct {
+	Hole      hole.Hole
+	Parts     Parts
+	Expires   time.Time
+	KnownUsed bool
+}
+
+type state struct {
+	h        hole.Hole
+	p        Parts
+	expires  time.Time
+	used     bool // the kernel consumed the filter entry before the TTL
+	refs     int  // openers that have not revoked it yet
+	arms     int  // times the entries were armed
+	consumed int  // first SYNs the flow log saw through them
+	op       *Op
+	wait     chan struct{} // closed when op ends
+	gen      int           // the table's generation it belongs to (Reset)
+}
+
+// logged says whether the flow log saw every arming consumed: each arming
+// is consumed at most once, so the kernel holds nothing of the hole.
+func (st *state) logged() bool { return st.consumed >= st.arms }
+
+func (st *state) knownUsed() bool { return st.used || st.logged() }
+
+type elemRef struct {
+	data []byte
+	n    int
+}
+
+type recentHole struct {
+	k  hole.Key
+	at time.Time
+}
+
+// Table is safe for concurrent use.
+type Table struct {
+	cfg Config
+
+	mu      sync.Mutex
+	holes   map[hole.Key]*state
+	fwdRef  map[hole.SetEntry]int
+	elemRef map[string]*elemRef
+	live    map[hole.Family]int // holes, installing ones included
+	// Objects being deleted from the kernel: an Install that needs one
+	// waits until the delete is done.
+	delEntries map[hole.SetEntry]chan struct{}
+	delElems   map[string]chan struct{}
+	lateDel    []hole.SetEntry
+	index      map[hole.SetEntry][]*state // live holes by filter entry
+	recent     map[hole.SetEntry]recentHole
+	installing int
+	gen        int
+	counts     Counts
+}
+
+// New returns an empty table.
+func New(cfg Config) *Table {
+	t := &Table{cfg: cfg}
+	t.resetLocked()
+	return t
+}
+
+// Reset forgets every hole (a new Setup). Operations in progress finish
+// on the old state.
+func (t *Table) Reset() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.resetLocked()
+}
+
+func (t *Table) resetLocked() {
+	t.holes = map[hole.Key]*state{}
+	t.fwdRef = map[hole.SetEntry]int{}
+	t.elemRef = map[string]*elemRef{}
+	t.live = map[hole.Family]int{}
+	t.delEntries = map[hole.SetEntry]chan struct{}{}
+	t.delElems = map[string]chan struct{}{}
+	t.lateDel = nil
+	t.index = map[hole.SetEntry][]*state{}
+	t.recent = map[hole.SetEntry]recentHole{}
+	t.installing = 0
+	t.gen++
+}
+
+// await releases the lock, waits for ch or ctx, and takes the lock again.
+func (t *Table) await(ctx context.Context, ch chan struct{}) error {
+	t.mu.Unlock()
+	defer t.mu.Lock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Open plans the opening of h with parts p: an Install for a new key, a
+// Rearm for the same hole live again (another session, or a retry, expects
+// the same connection: each opener holds a reference). A different hole on
+// a live key, an element a live hole holds with different data, or the
+// family's limit is an error. It waits while the key, or an object it
+// needs, is being changed.
+func (t *Table) Open(ctx context.Context, h hole.Hole, p Parts, now time.Time) (*Op, error) {
+	k := hole.KeyOf(h)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		st, ok := t.holes[k]
+		if ok && st.op != nil {
+			if err := t.await(ctx, st.wait); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if ok {
+			if st.h != h {
+				return nil, fmt.Errorf("conflicts with live hole %s", st.h)
+			}
+			op := &Op{Kind: Rearm, Hole: h, Parts: st.p, st: st}
+			op.Ask, op.Known = t.askLocked(st, now)
+			t.busyLocked(st, op)
+			return op, nil
+		}
+		if ch := t.deletingLocked(p); ch != nil {
+			if err := t.await(ctx, ch); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		f := hole.FamilyOf(h.From)
+		if t.live[f] >= t.cfg.MaxHoles {
+			return nil, fmt.Errorf("%d live %s holes: limit reached", t.live[f], f)
+		}
+		for _, e := range p.Elems {
+			if r, ok := t.elemRef[e.ID()]; ok && !bytes.Equal(r.data, e.Data) {
+				return nil, fmt.Errorf("%s element %s conflicts with a live hole", e.Map, e.Text)
+			}
+		}
+		st = &state{h: h, p: p, refs: 1, arms: 1, expires: now.Add(t.cfg.TTL), gen: t.gen}
+		op := &Op{Kind: Install, Hole: h, Parts: p, st: st}
+		t.busyLocked(st, op)
+		t.holes[k] = st
+		t.live[f]++
+		t.installing++
+		for _, e := range p.Entries {
+			t.fwdRef[e]++
+		}
+		for _, e := range p.Elems {
+			r := t.elemRef[e.ID()]
+			if r == nil {
+				r = &elemRef{data: e.Data}
+				t.elemRef[e.ID()] = r
+			}
+			r.n++
+		}
+		if len(p.Entries) > 0 {
+			fe := p.Entries[0]
+			t.index[fe] = append(t.index[fe], st)
+		}
+		return op, nil
+	}
+}
+
+// deletingLocked returns the channel of a delete in progress of one of
+// p's objects, or nil.
+func (t *Table) deletingLocked(p Parts) chan struct{} {
+	for _, e := range p.Entries {
+		if ch := t.delEntries[e]; ch != nil {
+			return ch
+		}
+	}
+	for _, e := range p.Elems {
+		if ch := t.delElems[e.ID()]; ch != nil {
+			return ch
+		}
+	}
+	return nil
+}
+
+func (t *Table) busyLocked(st *state, op *Op) {
+	st.op, st.wait = op, make(chan struct{})
+}
+
+func (t *Table) idleLocked(st *state) {
+	st.op = nil
+	close(st.wait)
+}
+
+// askLocked says how to tell whether st was consumed: known from the
+// bookkeeping, unknowable (too close to the TTL to tell use from expiry),
+// or by asking the kernel about its filter entry.
+func (t *Table) askLocked(st *state, now time.Time) (*hole.SetEntry, bool) {
+	if st.knownUsed() {
+		return nil, true
+	}
+	if len(st.p.Entries) == 0 || !now.Before(st.expires.Add(-time.Second)) {
+		return nil, false
+	}
+	e := st.p.Entries[0]
+	return &e, false
+}
+
+// Commit ends a successful Install or Rearm (a Revoke op is cancelled:
+// the hole stays as it was). consumed answers op.Ask (a
+// Rearm settles the previous opening: used or revoked).
+func (t *Table) Commit(op *Op, consumed bool, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := op.st
+	if st.gen != t.gen { // Reset meanwhile
+		t.idleLocked(st)
+		return
+	}
+	switch op.Kind {
+	case Install:
+		st.expires = now.Add(t.cfg.TTL)
+		t.installing--
+	case Rearm:
+		if consumed || (op.Ask == nil && op.Known) {
+			t.counts.Used++
+		} else {
+			t.counts.Revoked++
+		}
+		st.expires, st.used = now.Add(t.cfg.TTL), false
+		st.refs++
+		st.arms++
+	}
+	t.idleLocked(st)
+}
+
+// Abort ends a failed Install or Rearm. For an Install, the hole leaves
+// the table and the returned Undo lists the set members no other hole
+// holds, to delete (some may have been added); its elements were never
+// added (they go in last, in one transaction).
+func (t *Table) Abort(op *Op) *Undo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := op.st
+	if op.Kind != Install || st.gen != t.gen {
+		t.idleLocked(st)
+		return &Undo{}
+	}
+	t.installing--
+	u := &Undo{}
+	for _, e := range st.p.Entries {
+		if t.unrefEntryLocked(e) {
+			u.Entries = append(u.Entries, e)
+		}
+	}
+	t.unrefElemsLocked(st.p.Elems)
+	t.removeLocked(st, false)
+	t.markLocked(u)
+	t.idleLocked(st)
+	return u
+}
+
+// Revoke plans the revocation of h by one of its openers. It returns nil
+// when there is nothing to do in the kernel: h is unknown, superseded (its
+// key holds another hole: not ours to close), or another opener still
+// expects it. Otherwise the caller answers op.Ask and calls Finish.
+func (t *Table) Revoke(ctx context.Context, h hole.Hole, now time.Time) (*Op, error) {
+	k := hole.KeyOf(h)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for {
+		st, ok := t.holes[k]
+		if !ok || st.h != h {
+			return nil, nil
+		}
+		if st.op != nil {
+			if err := t.await(ctx, st.wait); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if st.refs > 1 {
+			st.refs--
+			return nil, nil
+		}
+		op := &Op{Kind: Revoke, Hole: h, Parts: st.p, st: st}
+		op.Ask, op.Known = t.askLocked(st, now)
+		t.busyLocked(st, op)
+		return op, nil
+	}
+}
+
+// Finish ends a Revoke: the hole leaves the table, and the Undo lists the
+// objects to delete. Elements are deleted unless the flow log saw the
+// hole consumed (the datapath took them). A filter entry of a logged hole
+// that no other hole holds is not deleted now: it went with the SYN, and
+// the janitor checks (Late).
+func (t *Table) Finish(op *Op, consumed bool) *Undo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := op.st
+	if st.gen != t.gen {
+		t.idleLocked(st)
+		return &Undo{}
+	}
+	if consumed || (op.Ask == nil && op.Known) {
+		t.counts.Used++
+	} else {
+		t.counts.Revoked++
+	}
+	u := &Undo{}
+	gone := t.unrefElemsLocked(st.p.Elems)
+	logged := st.logged()
+	if !logged {
+		u.Elems = gone
+	}
+	for _, e := range slices.Backward(st.p.Entries) {
+		if logged && t.fwdRef[e] == 1 {
+			t.unrefEntryLocked(e)
+			t.lateDel = append(t.lateDel, e)
+			continue
+		}
+		if t.unrefEntryLocked(e) {
+			u.Entries = append(u.Entries, e)
+		}
+	}
+	t.removeLocked(st, true)
+	h := st.h
+	u.Forgot = &h
+	t.markLocked(u)
+	t.idleLocked(st)
+	return u
+}
+
+// markLocked marks u's objects as being deleted.
+func (t *Table) markLocked(u *Undo) {
+	for _, e := range u.Entries {
+		if t.delEntries[e] == nil {
+			t.delEntries[e] = make(chan struct{})
+		}
+	}
+	for _, e := range u.Elems {
+		if t.delElems[e.ID()] == nil {
+			t.delElems[e.ID()] = make(chan struct{})
+		}
+	}
+}
+
+// Done reports that u's deletes were carried out (or failed).
+func (t *Table) Done(u *Undo) {
+	if u == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, e := range u.Entries {
+		if ch := t.delEntries[e]; ch != nil {
+			close(ch)
+			delete(t.delEntries, e)
+		}
+	}
+	for _, e := range u.Elems {
+		if ch := t.delElems[e.ID()]; ch != nil {
+			close(ch)
+			delete(t.delElems, e.ID())
+		}
+	}
+}
+
+// unrefEntryLocked drops a reference; it reports whether it was the last.
+func (t *Table) unrefEntryLocked(e hole.SetEntry) bool {
+	t.fwdRef[e]--
+	if t.fwdRef[e] > 0 {
+		return false
+	}
+	delete(t.fwdRef, e)
+	return true
+}
+
+// unrefElemsLocked drops references and returns the elements no hole
+// holds any more.
+func (t *Table) unrefElemsLocked(es []hole.Elem) []hole.Elem {
+	var last []hole.Elem
+	for _, e := range es {
+		r := t.elemRef[e.ID()]
+		if r == nil {
+			continue
+		}
+		if r.n--; r.n <= 0 {
+			delete(t.elemRef, e.ID())
+			last = append(last, e)
+		}
+	}
+	return last
+}
+
+// removeLocked takes st out of the table; recent says whether the flow
+// log may still see its SYN (the hole was armed).
+func (t *Table) removeLocked(st *state, recent bool) {
+	k := hole.KeyOf(st.h)
+	if t.holes[k] == st {
+		delete(t.holes, k)
+	}
+	t.live[hole.FamilyOf(st.h.From)]--
+	if len(st.p.Entries) == 0 {
+		return
+	}
+	fe := st.p.Entries[0]
+	ks := slices.DeleteFunc(t.index[fe], func(x *state) bool { return x == st })
+	if len(ks) == 0 {
+		delete(t.index, fe)
+	} else {
+		t.index[fe] = ks
+	}
+	if recent {
+		t.recent[fe] = recentHole{k: k, at: time.Now()}
+	}
+}
