@@ -17,18 +17,18 @@ import (
 // name.
 const nftTableName = "ftpalg"
 
-// natBackend selects how the NAT half of a hole is implemented.
-type natBackend int
+// natKind selects how the NAT half of a hole is implemented.
+type natKind int
 
 const (
 	// natNFT: nftables maps updated over netlink (no process per hole).
-	natNFT natBackend = iota
+	natNFT natKind = iota
 	// natIPT: fallback without nf_tables: per-hole iptables DNAT/SNAT rules
 	// (one iptables-restore per hole) gated by the FTPALG-NAT ipset.
 	natIPT
 )
 
-func (b natBackend) String() string {
+func (b natKind) String() string {
 	if b == natIPT {
 		return "iptables"
 	}

@@ -3,7 +3,9 @@ package natrules
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/nftables"
@@ -11,14 +13,39 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// This file talks to nf_tables over netlink: install, check, repair and
-// sweep the ftpalg tables (github.com/google/nftables), and add or delete
-// a hole's map elements (a transaction built in place, nftelems.go). Every
-// function here must be called with nftMu held.
+// nftPart is the nftables side of the NAT maps: install, check, repair
+// and sweep the ftpalg tables (github.com/google/nftables, on one lasting
+// socket that only the owner goroutine uses: every method here but elems
+// runs in its jobs), and add or delete a hole's map elements (elems: a
+// transaction built in place, nftelems.go, on a pooled request socket).
+type nftPart struct {
+	cfg Config
+	ns  nsRunner
+	log *slog.Logger
+	req *connPool
 
-// nftConnLocked returns the manager's lasting nftables netlink socket,
-// opening it (in the manager's namespace) if needed.
-func (m *Manager) nftConnLocked() (*nftables.Conn, error) {
+	nc   *nftables.Conn           // owner goroutine
+	sets map[string]*nftables.Set // owner goroutine; by map name (names carry the family)
+	gen  *genProbe                // owner goroutine; the canary's shortcut (canary.go)
+	// ftpalg's own nf_tables commits, for the generation probe: started
+	// and finished count attempts, own the successful ones.
+	started, finished, own atomic.Uint64
+}
+
+// commit runs one nf_tables transaction of ftpalg's and counts it.
+func (m *nftPart) commit(fn func() error) error {
+	m.started.Add(1)
+	defer m.finished.Add(1)
+	err := fn()
+	if err == nil {
+		m.own.Add(1)
+	}
+	return err
+}
+
+// nftConnLocked returns the lasting nftables netlink socket, opening it
+// (in the manager's namespace) if needed.
+func (m *nftPart) nftConnLocked() (*nftables.Conn, error) {
 	if m.nc != nil {
 		return m.nc, nil
 	}
@@ -37,7 +64,7 @@ func (m *Manager) nftConnLocked() (*nftables.Conn, error) {
 // nftCloseLocked drops the socket; after an error the next call opens a
 // fresh one, so no stale reply can be read as the answer to a later
 // request.
-func (m *Manager) nftCloseLocked() {
+func (m *nftPart) nftCloseLocked() {
 	if m.nc != nil {
 		m.nc.CloseLasting()
 		m.nc = nil
@@ -45,22 +72,21 @@ func (m *Manager) nftCloseLocked() {
 }
 
 // nftFlushLocked sends the batch queued on c (one kernel transaction).
-func (m *Manager) nftFlushLocked(c *nftables.Conn) error {
-	if err := c.Flush(); err != nil {
+func (m *nftPart) nftFlushLocked(c *nftables.Conn) error {
+	if err := m.commit(c.Flush); err != nil {
 		m.nftCloseLocked()
 		return err
 	}
-	m.noteCommitLocked()
 	return nil
 }
 
-func (m *Manager) nftTable(f Family) *nftables.Table {
+func (m *nftPart) nftTable(f Family) *nftables.Table {
 	return &nftables.Table{Name: nftTableName, Family: nftFamily(f)}
 }
 
 // nftSet describes a map of the table for element operations (and
 // creation).
-func (m *Manager) nftSet(f Family, ms nftMapSpec) *nftables.Set {
+func (m *nftPart) nftSet(f Family, ms nftMapSpec) *nftables.Set {
 	s := &nftables.Set{
 		Table: m.nftTable(f), Name: ms.Name, IsMap: true, HasTimeout: true, Dynamic: true,
 		Timeout: m.cfg.TTL, Size: uint32(m.cfg.MaxHoles),
@@ -76,24 +102,24 @@ func (m *Manager) nftSet(f Family, ms nftMapSpec) *nftables.Set {
 
 // nftSetByName returns the map for element operations (cached; the set
 // objects are only read by the library).
-func (m *Manager) nftSetByName(f Family, name string) *nftables.Set {
-	if s := m.nftSets[name]; s != nil {
+func (m *nftPart) nftSetByName(f Family, name string) *nftables.Set {
+	if s := m.sets[name]; s != nil {
 		return s
 	}
 	for _, ms := range nftStructure(m.cfg, f).Maps {
 		if ms.Name == name {
-			if m.nftSets == nil {
-				m.nftSets = map[string]*nftables.Set{}
+			if m.sets == nil {
+				m.sets = map[string]*nftables.Set{}
 			}
-			m.nftSets[name] = m.nftSet(f, ms)
-			return m.nftSets[name]
+			m.sets[name] = m.nftSet(f, ms)
+			return m.sets[name]
 		}
 	}
 	panic("natrules: unknown map " + name)
 }
 
 // nftTablesLocked reports which families have an ftpalg table.
-func (m *Manager) nftTablesLocked() (map[Family]bool, error) {
+func (m *nftPart) nftTablesLocked() (map[Family]bool, error) {
 	c, err := m.nftConnLocked()
 	if err != nil {
 		return nil, err
@@ -120,7 +146,7 @@ func (m *Manager) nftTablesLocked() (map[Family]bool, error) {
 
 // nftSweepLocked deletes the ftpalg tables of both families (with their
 // maps and elements), in one transaction.
-func (m *Manager) nftSweepLocked() error {
+func (m *nftPart) nftSweepLocked() error {
 	have, err := m.nftTablesLocked()
 	if err != nil {
 		return err
@@ -151,7 +177,7 @@ type timedElem struct {
 // the old table, if replace, is deleted first; then the table, maps,
 // chains, rules and the given elements are added. The datapath sees the
 // old state or the new one, never a half-built table.
-func (m *Manager) nftInstallLocked(f Family, replace bool, elems []timedElem) error {
+func (m *nftPart) nftInstallLocked(f Family, replace bool, elems []timedElem) error {
 	c, err := m.nftConnLocked()
 	if err != nil {
 		return err
@@ -221,7 +247,7 @@ func withSetIDs(exprs []expr.Any, sets map[string]*nftables.Set) []expr.Any {
 
 // nftCheckLocked compares the family's table with the spec: table, maps,
 // chains (type, hook, priority) and rule counts. It returns what drifted.
-func (m *Manager) nftCheckLocked(f Family) ([]string, error) {
+func (m *nftPart) nftCheckLocked(f Family) ([]string, error) {
 	have, err := m.nftTablesLocked()
 	if err != nil {
 		return nil, err
@@ -275,7 +301,7 @@ func (m *Manager) nftCheckLocked(f Family) ([]string, error) {
 // nftLiveElemsLocked reads the elements of the family's maps that are in
 // the kernel now, with their remaining lifetime. ok is false when a map
 // cannot be read (gone).
-func (m *Manager) nftLiveElemsLocked(f Family) (es []timedElem, ok bool) {
+func (m *nftPart) nftLiveElemsLocked(f Family) (es []timedElem, ok bool) {
 	c, err := m.nftConnLocked()
 	if err != nil {
 		return nil, false
@@ -296,17 +322,15 @@ func (m *Manager) nftLiveElemsLocked(f Family) (es []timedElem, ok bool) {
 	return es, true
 }
 
-// nftElemsLocked adds (add) or deletes the elements of a hole in one
-// transaction. Adding with refresh replaces an existing element so that
-// its timeout starts again on any kernel (delete + add). Deleting first
-// adds the element, so that the transaction does not fail when the
+// elems adds (add) or deletes the elements of a hole in one
+// transaction, on a pooled request socket (not the owner's: holes are
+// opened concurrently). Adding with refresh replaces an existing element
+// so that its timeout starts again on any kernel (delete + add). Deleting
+// first adds the element, so that the transaction does not fail when the
 // datapath has consumed it or it expired: delete is idempotent.
-func (m *Manager) nftElemsLocked(f Family, es []nftElem, add, refresh bool, ttl time.Duration) error {
+func (m *nftPart) elems(f Family, es []nftElem, add, refresh bool, ttl time.Duration) error {
 	if len(es) == 0 {
 		return nil
-	}
-	if err := m.openReqConn(); err != nil {
-		return fmt.Errorf("netfilter request socket: %w", err)
 	}
 	ops := make([]nftElemOp, 0, 3*len(es))
 	queue := func(del bool) {
@@ -321,8 +345,15 @@ func (m *Manager) nftElemsLocked(f Family, es []nftElem, add, refresh bool, ttl 
 	if add && refresh {
 		queue(false)
 	}
-	err := m.req.c.transact(len(ops), func(b []byte, seq uint32) []byte {
-		return appendNftElemBatch(b, seq, byte(nftFamily(f)), ops, ttl)
+	c, err := m.req.get()
+	if err != nil {
+		return fmt.Errorf("netfilter request socket: %w", err)
+	}
+	defer m.req.put(c)
+	err = m.commit(func() error {
+		return c.transact(len(ops), func(b []byte, seq uint32) []byte {
+			return appendNftElemBatch(b, seq, byte(nftFamily(f)), ops, ttl)
+		})
 	})
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -330,13 +361,12 @@ func (m *Manager) nftElemsLocked(f Family, es []nftElem, add, refresh bool, ttl 
 		}
 		return err
 	}
-	m.noteCommitLocked()
 	return nil
 }
 
 // nftAddManyLocked adds many elements (benchmark pre-population), a
 // thousand per transaction.
-func (m *Manager) nftAddManyLocked(f Family, es []timedElem) error {
+func (m *nftPart) nftAddManyLocked(f Family, es []timedElem) error {
 	c, err := m.nftConnLocked()
 	if err != nil {
 		return err
@@ -365,30 +395,9 @@ func (m *Manager) nftAddManyLocked(f Family, es []timedElem) error {
 // nftRepair re-creates the family's table in one transaction. The
 // elements carried over are those in the kernel's maps if they can still
 // be read (a flushed or deleted chain: holes consumed by the datapath stay
-// consumed), else those of the live holes in the bookkeeping, with their
-// remaining lifetime (the table or a map is gone).
-func (m *Manager) nftRepair(f Family) error {
-	m.mu.Lock()
-	now := time.Now()
-	var book []timedElem
-	for _, st := range m.holes {
-		if FamilyOf(st.h.From) != f || !now.Before(st.expires) {
-			continue
-		}
-		// A hole the datapath consumed must not be re-armed: its filter
-		// entry (ipsets survive an nft flush) tells.
-		if len(st.elems) > 0 && m.consumedLocked(st) {
-			st.used = true
-			continue
-		}
-		for _, e := range st.elems {
-			book = append(book, timedElem{e, st.expires.Sub(now)})
-		}
-	}
-	m.mu.Unlock()
-
-	m.nftMu.Lock()
-	defer m.nftMu.Unlock()
+// consumed), else book, those of the live holes in the bookkeeping, with
+// their remaining lifetime (the table or a map is gone).
+func (m *nftPart) nftRepair(f Family, book []timedElem) error {
 	have, err := m.nftTablesLocked()
 	if err != nil {
 		return err
@@ -409,4 +418,10 @@ func (m *Manager) nftRepair(f Family) error {
 	}
 	m.log.Warn("re-installed nftables table", "family", nftFamilyName(f), "table", nftTableName, "elements", len(elems))
 	return nil
+}
+
+// close drops the socket and the probe. Owner goroutine.
+func (m *nftPart) close() {
+	m.nftCloseLocked()
+	m.stopGenProbeLocked()
 }

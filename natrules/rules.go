@@ -94,7 +94,7 @@ type chainSpec struct{ Table, Name string }
 
 // ownChains lists the chains of one family in creation order. With the
 // nftables backend the nat table only holds the capture rules (if any).
-func ownChains(cfg Config, nb natBackend) []chainSpec {
+func ownChains(cfg Config, nb natKind) []chainSpec {
 	cs := []chainSpec{{tFilter, chHole}, {tFilter, chForward}, {tFilter, chInput}, {tFilter, chCanary}}
 	switch {
 	case nb == natIPT:
@@ -128,7 +128,7 @@ func rule(table, chain string, args ...string) Rule {
 // inserted at position 1). It is a pure function of cfg and the NAT
 // backend: with nftables the nat table only holds the capture rules (the
 // holes' NAT is in the ftpalg nftables table, see nftStructure).
-func staticRules(cfg Config, fam Family, nb natBackend) []Rule {
+func staticRules(cfg Config, fam Family, nb natKind) []Rule {
 	if nb == natNFT {
 		return staticRulesNFT(cfg, fam)
 	}
@@ -249,7 +249,7 @@ const holeCommentPrefix = Comment + " hole "
 // holeEntries returns the set members of a hole, in the order they are
 // added (the nat gate, when present, opens last). With the nftables
 // backend only the filter entry is an ipset member.
-func holeEntries(h Hole, nb natBackend) []setEntry {
+func holeEntries(h Hole, nb natKind) []setEntry {
 	fam := FamilyOf(h.From)
 	dst := h.To
 	if h.DNAT.IsValid() {
@@ -264,7 +264,7 @@ func holeEntries(h Hole, nb natBackend) []setEntry {
 
 // holeRules returns the per-hole nat rules of the iptables backend (none
 // for a plain filter hole, none with nftables).
-func holeRules(h Hole, nb natBackend) []Rule {
+func holeRules(h Hole, nb natKind) []Rule {
 	if nb != natIPT {
 		return nil
 	}

@@ -162,6 +162,7 @@ func (d *daemon) serve(ctx context.Context, hup <-chan struct{}) error {
 	if err != nil {
 		return fmt.Errorf("firewall configuration: %w", err)
 	}
+	defer rules.Close()
 	reg.MustRegister(newRulesCollector(rules))
 
 	// Transfer byte counts come from conntrack, so the data path stays in
@@ -343,6 +344,7 @@ func runCleanup(stderr io.Writer) int {
 		log.Error("cleanup", "err", err)
 		return 1
 	}
+	defer rules.Close()
 	if err := rules.Teardown(context.Background()); err != nil {
 		log.Error("cleanup", "err", err)
 		return 1

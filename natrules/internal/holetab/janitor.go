@@ -3,16 +3,14 @@ package holetab
 import (
 	"slices"
 	"time"
-
-	"github.com/ftpalg/ftpalg/natrules/hole"
 )
 
-// Expire forgets the holes whose TTL ran out (the kernel dropped their
-// objects already: nothing to delete) and returns them.
-func (t *Table) Expire(now time.Time) []hole.Hole {
+// Expire takes out the holes whose TTL ran out (the kernel dropped their
+// objects already: nothing to delete). Each leaves the table at Done.
+func (t *Table) Expire(now time.Time) []*Undo {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var out []hole.Hole
+	var out []*Undo
 	for _, st := range t.holes {
 		if st.op != nil || now.Before(st.expires) {
 			continue
@@ -21,13 +19,15 @@ func (t *Table) Expire(now time.Time) []hole.Hole {
 			t.unrefEntryLocked(e)
 		}
 		t.unrefElemsLocked(st.p.Elems)
-		t.removeLocked(st, true)
+		t.unindexLocked(st, true)
 		if st.knownUsed() {
 			t.counts.Used++
 		} else {
 			t.counts.Expired++
 		}
-		out = append(out, st.h)
+		t.busyLocked(st, &Op{Kind: expire, Hole: st.h})
+		h := st.h
+		out = append(out, &Undo{Forgot: &h, st: st})
 	}
 	return out
 }

@@ -15,14 +15,15 @@ func (t *Table) Live(k hole.Key) bool {
 	return ok
 }
 
-// Holes returns the holes in the table that are not being installed.
+// Holes returns the holes in the table, except those being installed,
+// revoked or expired.
 func (t *Table) Holes() []Info {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := make([]Info, 0, len(t.holes))
 	for _, st := range t.holes {
-		if st.op != nil && st.op.Kind == Install {
-			continue
+		if st.op != nil && st.op.Kind != Rearm {
+			continue // not armed yet, or on its way out
 		}
 		out = append(out, Info{Hole: st.h, Parts: st.p, Expires: st.expires, KnownUsed: st.knownUsed()})
 	}
@@ -43,7 +44,11 @@ func (t *Table) Counts() Counts {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c := t.counts
-	c.Live = len(t.holes) - t.installing
+	for _, st := range t.holes {
+		if st.op == nil || st.op.Kind == Rearm {
+			c.Live++
+		}
+	}
 	return c
 }
 

@@ -41,6 +41,7 @@ const (
 	Install Kind = iota // a new hole: add Entries, then Elems (the gate last)
 	Rearm               // a live hole again: refresh Entries and Elems
 	Revoke              // the last opener leaves: see Finish
+	expire              // Expire took the hole out
 )
 
 // Op is an operation on one hole in progress: the hole is busy until
@@ -62,7 +63,8 @@ type Op struct {
 type Undo struct {
 	Entries []hole.SetEntry // delete in this order
 	Elems   []hole.Elem     // delete in one transaction
-	Forgot  *hole.Hole      // the hole left the table
+	Forgot  *hole.Hole      // the hole leaves the table (its key is busy until Done)
+	st      *state
 }
 
 // Counts are the table's share of the manager's statistics.
@@ -124,7 +126,6 @@ type Table struct {
 	lateDel    []hole.SetEntry
 	index      map[hole.SetEntry][]*state // live holes by filter entry
 	recent     map[hole.SetEntry]recentHole
-	installing int
 	gen        int
 	counts     Counts
 }
@@ -154,7 +155,6 @@ func (t *Table) resetLocked() {
 	t.lateDel = nil
 	t.index = map[hole.SetEntry][]*state{}
 	t.recent = map[hole.SetEntry]recentHole{}
-	t.installing = 0
 	t.gen++
 }
 
@@ -220,7 +220,6 @@ func (t *Table) Open(ctx context.Context, h hole.Hole, p Parts, now time.Time) (
 		t.busyLocked(st, op)
 		t.holes[k] = st
 		t.live[f]++
-		t.installing++
 		for _, e := range p.Entries {
 			t.fwdRef[e]++
 		}
@@ -293,7 +292,6 @@ func (t *Table) Commit(op *Op, consumed bool, now time.Time) {
 	switch op.Kind {
 	case Install:
 		st.expires = now.Add(t.cfg.TTL)
-		t.installing--
 	case Rearm:
 		if consumed || (op.Ask == nil && op.Known) {
 			t.counts.Used++
@@ -308,9 +306,9 @@ func (t *Table) Commit(op *Op, consumed bool, now time.Time) {
 }
 
 // Abort ends a failed Install or Rearm. For an Install, the hole leaves
-// the table and the returned Undo lists the set members no other hole
-// holds, to delete (some may have been added); its elements were never
-// added (they go in last, in one transaction).
+// the table (at Done) and the returned Undo lists the set members no
+// other hole holds, to delete (some may have been added); its elements
+// were never added (they go in last, in one transaction).
 func (t *Table) Abort(op *Op) *Undo {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -319,17 +317,17 @@ func (t *Table) Abort(op *Op) *Undo {
 		t.idleLocked(st)
 		return &Undo{}
 	}
-	t.installing--
-	u := &Undo{}
+	u := &Undo{st: st}
 	for _, e := range st.p.Entries {
 		if t.unrefEntryLocked(e) {
 			u.Entries = append(u.Entries, e)
 		}
 	}
 	t.unrefElemsLocked(st.p.Elems)
-	t.removeLocked(st, false)
+	t.unindexLocked(st, false)
+	h := st.h
+	u.Forgot = &h
 	t.markLocked(u)
-	t.idleLocked(st)
 	return u
 }
 
@@ -397,11 +395,10 @@ func (t *Table) Finish(op *Op, consumed bool) *Undo {
 			u.Entries = append(u.Entries, e)
 		}
 	}
-	t.removeLocked(st, true)
+	t.unindexLocked(st, true)
 	h := st.h
-	u.Forgot = &h
+	u.Forgot, u.st = &h, st
 	t.markLocked(u)
-	t.idleLocked(st)
 	return u
 }
 
@@ -419,13 +416,24 @@ func (t *Table) markLocked(u *Undo) {
 	}
 }
 
-// Done reports that u's deletes were carried out (or failed).
+// Done reports that u's deletes were carried out (or failed): the hole
+// it forgot, if any, leaves the table now.
 func (t *Table) Done(u *Undo) {
 	if u == nil {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if st := u.st; st != nil {
+		k := hole.KeyOf(st.h)
+		if t.holes[k] == st {
+			delete(t.holes, k)
+		}
+		if st.gen == t.gen {
+			t.live[hole.FamilyOf(st.h.From)]--
+		}
+		t.idleLocked(st)
+	}
 	for _, e := range u.Entries {
 		if ch := t.delEntries[e]; ch != nil {
 			close(ch)
@@ -467,14 +475,10 @@ func (t *Table) unrefElemsLocked(es []hole.Elem) []hole.Elem {
 	return last
 }
 
-// removeLocked takes st out of the table; recent says whether the flow
-// log may still see its SYN (the hole was armed).
-func (t *Table) removeLocked(st *state, recent bool) {
+// unindexLocked takes st out of the flow log's index; recent says
+// whether the log may still see its SYN (the hole was armed).
+func (t *Table) unindexLocked(st *state, recent bool) {
 	k := hole.KeyOf(st.h)
-	if t.holes[k] == st {
-		delete(t.holes, k)
-	}
-	t.live[hole.FamilyOf(st.h.From)]--
 	if len(st.p.Entries) == 0 {
 		return
 	}

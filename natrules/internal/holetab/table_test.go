@@ -172,8 +172,12 @@ func TestTable(t *testing.T) {
 						t.Fatalf("step %d: undo %+v, want %d entries %d elements", i, u, s.del, s.delElem)
 					}
 				case "expire":
-					if got := tab.Expire(t0.Add(s.at)); len(got) != s.forgot {
+					got := tab.Expire(t0.Add(s.at))
+					if len(got) != s.forgot {
 						t.Fatalf("step %d: expired %v, want %d", i, got, s.forgot)
+					}
+					for _, u := range got {
+						tab.Done(u)
 					}
 				}
 			}
