@@ -21,7 +21,7 @@ const fullCheckInterval = 30 * time.Second
 // iptables or nft command, a firewall reload, a flush) commits an nf_tables
 // transaction and bumps the ruleset generation, so one GETGEN request says
 // whether anything changed. ftpalg's own map updates bump it too; it counts
-// its commits (nftFlushLocked, nftElemsLocked) and only a difference
+// its commits (nftFlush, nftElems) and only a difference
 // between the two triggers the full check. A false alarm costs one full
 // check, never a missed one: the comparison stays the judge.
 
@@ -56,8 +56,8 @@ func (c *ctConn) nftGeneration() (uint32, error) {
 // an nftables chain; iptables-legacy changes bump no generation). Owner
 // goroutine, after the static structure is installed.
 func (m *nftPart) startGenProbe(nftMaps bool, fam Family) {
-	m.stopGenProbeLocked()
-	if !nftMaps || !m.iptablesOnNFTLocked(fam) {
+	m.stopGenProbe()
+	if !nftMaps || !m.iptablesOnNFT(fam) {
 		m.log.Info("canary compares the full ruleset every round (iptables-legacy or no nftables maps)", "every", canaryInterval)
 		return
 	}
@@ -71,23 +71,23 @@ func (m *nftPart) startGenProbe(nftMaps bool, fam Family) {
 	m.probe() // the baseline
 }
 
-func (m *nftPart) stopGenProbeLocked() {
+func (m *nftPart) stopGenProbe() {
 	if m.gen != nil {
 		m.gen.conn.close()
 		m.gen = nil
 	}
 }
 
-// iptablesOnNFTLocked says whether iptables' tables are nf_tables ones:
+// iptablesOnNFT says whether iptables' tables are nf_tables ones:
 // the filter canary chain of the family is listed by nftables.
-func (m *nftPart) iptablesOnNFTLocked(fam Family) bool {
-	c, err := m.nftConnLocked()
+func (m *nftPart) iptablesOnNFT(fam Family) bool {
+	c, err := m.nftConn()
 	if err != nil {
 		return false
 	}
 	chains, err := c.ListChainsOfTableFamily(nftFamily(fam))
 	if err != nil {
-		m.nftCloseLocked()
+		m.nftClose()
 		return false
 	}
 	for _, ch := range chains {

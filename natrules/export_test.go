@@ -97,7 +97,7 @@ func (m *Manager) openBatch(ctx context.Context, hs []Hole) error {
 			}
 		}
 		for f, es := range elems {
-			if err := s.nft.nftAddManyLocked(f, es); err != nil {
+			if err := s.nft.nftAddMany(f, es); err != nil {
 				return err
 			}
 		}

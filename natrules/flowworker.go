@@ -37,6 +37,11 @@ func (c *ctCleaner) start() {
 }
 
 func (c *ctCleaner) clean(ctx context.Context, holes []Hole) error {
+	select {
+	case <-c.quit:
+		return errClosed
+	default:
+	}
 	c.start()
 	b := flowBatch{holes: holes, done: make(chan error, 1)}
 	select {

@@ -122,26 +122,23 @@ func (m *Manager) markUsed() {
 	if m.flow.marksUsed() {
 		return // the flow log marks them as they are used
 	}
-	sets := map[string]map[setEntry]bool{}
 	now := time.Now()
-	for _, hi := range m.tab.Holes() {
-		if hi.KnownUsed || len(hi.Parts.Entries) == 0 || !now.Before(hi.Expires.Add(-time.Second)) {
-			continue
-		}
-		e := hi.Parts.Entries[0]
-		present, ok := sets[e.Set]
-		if !ok {
-			var err error
-			if present, err = m.sets.members(e.Set); err != nil {
-				m.flow.rescan() // what the flow log could not mark waits for the next round
-				return
-			}
-			sets[e.Set] = present
-		}
-		if !present[e] {
-			m.tab.MarkUsed(hi.Hole)
-		}
+	if !m.tab.Unsure(now) {
+		return
 	}
+	sets := map[string]map[setEntry]bool{}
+	for _, f := range m.fams {
+		in, err := m.sets.members(fwdSet(f))
+		if err != nil {
+			m.flow.rescan() // what the flow log could not mark waits for the next round
+			return
+		}
+		sets[fwdSet(f)] = in
+	}
+	m.tab.MarkAbsent(now, func(e setEntry) (in, ok bool) {
+		s, ok := sets[e.Set]
+		return s[e], ok
+	})
 }
 
 // deleteLate deletes the filter entries of logged holes that Revoke left

@@ -43,9 +43,9 @@ func (m *nftPart) commit(fn func() error) error {
 	return err
 }
 
-// nftConnLocked returns the lasting nftables netlink socket, opening it
+// nftConn returns the lasting nftables netlink socket, opening it
 // (in the manager's namespace) if needed.
-func (m *nftPart) nftConnLocked() (*nftables.Conn, error) {
+func (m *nftPart) nftConn() (*nftables.Conn, error) {
 	if m.nc != nil {
 		return m.nc, nil
 	}
@@ -61,20 +61,20 @@ func (m *nftPart) nftConnLocked() (*nftables.Conn, error) {
 	return c, nil
 }
 
-// nftCloseLocked drops the socket; after an error the next call opens a
+// nftClose drops the socket; after an error the next call opens a
 // fresh one, so no stale reply can be read as the answer to a later
 // request.
-func (m *nftPart) nftCloseLocked() {
+func (m *nftPart) nftClose() {
 	if m.nc != nil {
 		m.nc.CloseLasting()
 		m.nc = nil
 	}
 }
 
-// nftFlushLocked sends the batch queued on c (one kernel transaction).
-func (m *nftPart) nftFlushLocked(c *nftables.Conn) error {
+// nftFlush sends the batch queued on c (one kernel transaction).
+func (m *nftPart) nftFlush(c *nftables.Conn) error {
 	if err := m.commit(c.Flush); err != nil {
-		m.nftCloseLocked()
+		m.nftClose()
 		return err
 	}
 	return nil
@@ -118,15 +118,15 @@ func (m *nftPart) nftSetByName(f Family, name string) *nftables.Set {
 	panic("natrules: unknown map " + name)
 }
 
-// nftTablesLocked reports which families have an ftpalg table.
-func (m *nftPart) nftTablesLocked() (map[Family]bool, error) {
-	c, err := m.nftConnLocked()
+// nftTables reports which families have an ftpalg table.
+func (m *nftPart) nftTables() (map[Family]bool, error) {
+	c, err := m.nftConn()
 	if err != nil {
 		return nil, err
 	}
 	ts, err := c.ListTables()
 	if err != nil {
-		m.nftCloseLocked()
+		m.nftClose()
 		return nil, fmt.Errorf("list nftables tables: %w", err)
 	}
 	have := map[Family]bool{}
@@ -144,24 +144,24 @@ func (m *nftPart) nftTablesLocked() (map[Family]bool, error) {
 	return have, nil
 }
 
-// nftSweepLocked deletes the ftpalg tables of both families (with their
+// nftSweep deletes the ftpalg tables of both families (with their
 // maps and elements), in one transaction.
-func (m *nftPart) nftSweepLocked() error {
-	have, err := m.nftTablesLocked()
+func (m *nftPart) nftSweep() error {
+	have, err := m.nftTables()
 	if err != nil {
 		return err
 	}
 	if len(have) == 0 {
 		return nil
 	}
-	c, _ := m.nftConnLocked()
+	c, _ := m.nftConn()
 	for _, f := range []Family{IPv4, IPv6} {
 		if have[f] {
 			c.DelTable(m.nftTable(f))
 			m.log.Debug("swept nftables table", "family", nftFamilyName(f), "table", nftTableName)
 		}
 	}
-	if err := m.nftFlushLocked(c); err != nil {
+	if err := m.nftFlush(c); err != nil {
 		return fmt.Errorf("delete nftables table %s: %w", nftTableName, err)
 	}
 	return nil
@@ -173,12 +173,12 @@ type timedElem struct {
 	ttl time.Duration
 }
 
-// nftInstallLocked (re)creates the table of a family in one transaction:
+// nftInstall (re)creates the table of a family in one transaction:
 // the old table, if replace, is deleted first; then the table, maps,
 // chains, rules and the given elements are added. The datapath sees the
 // old state or the new one, never a half-built table.
-func (m *nftPart) nftInstallLocked(f Family, replace bool, elems []timedElem) error {
-	c, err := m.nftConnLocked()
+func (m *nftPart) nftInstall(f Family, replace bool, elems []timedElem) error {
+	c, err := m.nftConn()
 	if err != nil {
 		return err
 	}
@@ -214,7 +214,7 @@ func (m *nftPart) nftInstallLocked(f Family, replace bool, elems []timedElem) er
 			return err
 		}
 	}
-	if err := m.nftFlushLocked(c); err != nil {
+	if err := m.nftFlush(c); err != nil {
 		return fmt.Errorf("install nftables table %s %s: %w", nftFamilyName(f), nftTableName, err)
 	}
 	return nil
@@ -245,10 +245,10 @@ func withSetIDs(exprs []expr.Any, sets map[string]*nftables.Set) []expr.Any {
 	return out
 }
 
-// nftCheckLocked compares the family's table with the spec: table, maps,
+// nftCheck compares the family's table with the spec: table, maps,
 // chains (type, hook, priority) and rule counts. It returns what drifted.
-func (m *nftPart) nftCheckLocked(f Family) ([]string, error) {
-	have, err := m.nftTablesLocked()
+func (m *nftPart) nftCheck(f Family) ([]string, error) {
+	have, err := m.nftTables()
 	if err != nil {
 		return nil, err
 	}
@@ -256,13 +256,13 @@ func (m *nftPart) nftCheckLocked(f Family) ([]string, error) {
 	if !have[f] {
 		return []string{"nftables table " + name + " missing"}, nil
 	}
-	c, _ := m.nftConnLocked()
+	c, _ := m.nftConn()
 	spec := nftStructure(m.cfg, f)
 	t := m.nftTable(f)
 	var drift []string
 	sets, err := c.GetSets(t)
 	if err != nil {
-		m.nftCloseLocked()
+		m.nftClose()
 		return nil, fmt.Errorf("list maps of %s: %w", name, err)
 	}
 	for _, ms := range spec.Maps {
@@ -272,7 +272,7 @@ func (m *nftPart) nftCheckLocked(f Family) ([]string, error) {
 	}
 	chains, err := c.ListChainsOfTableFamily(nftFamily(f))
 	if err != nil {
-		m.nftCloseLocked()
+		m.nftClose()
 		return nil, fmt.Errorf("list chains of %s: %w", name, err)
 	}
 	for _, cs := range spec.Chains {
@@ -288,7 +288,7 @@ func (m *nftPart) nftCheckLocked(f Family) ([]string, error) {
 		}
 		rules, err := c.GetRules(t, ch)
 		if err != nil {
-			m.nftCloseLocked()
+			m.nftClose()
 			return nil, fmt.Errorf("list rules of %s %s: %w", name, cs.Name, err)
 		}
 		if len(rules) != len(cs.Rules) {
@@ -298,18 +298,18 @@ func (m *nftPart) nftCheckLocked(f Family) ([]string, error) {
 	return drift, nil
 }
 
-// nftLiveElemsLocked reads the elements of the family's maps that are in
+// nftLiveElems reads the elements of the family's maps that are in
 // the kernel now, with their remaining lifetime. ok is false when a map
 // cannot be read (gone).
-func (m *nftPart) nftLiveElemsLocked(f Family) (es []timedElem, ok bool) {
-	c, err := m.nftConnLocked()
+func (m *nftPart) nftLiveElems(f Family) (es []timedElem, ok bool) {
+	c, err := m.nftConn()
 	if err != nil {
 		return nil, false
 	}
 	for _, ms := range nftStructure(m.cfg, f).Maps {
 		got, err := c.GetSetElements(m.nftSet(f, ms))
 		if err != nil {
-			m.nftCloseLocked()
+			m.nftClose()
 			return nil, false
 		}
 		for _, e := range got {
@@ -364,10 +364,10 @@ func (m *nftPart) elems(f Family, es []nftElem, add, refresh bool, ttl time.Dura
 	return nil
 }
 
-// nftAddManyLocked adds many elements (benchmark pre-population), a
+// nftAddMany adds many elements (benchmark pre-population), a
 // thousand per transaction.
-func (m *nftPart) nftAddManyLocked(f Family, es []timedElem) error {
-	c, err := m.nftConnLocked()
+func (m *nftPart) nftAddMany(f Family, es []timedElem) error {
+	c, err := m.nftConn()
 	if err != nil {
 		return err
 	}
@@ -380,10 +380,10 @@ func (m *nftPart) nftAddManyLocked(f Family, es []timedElem) error {
 		for len(els) > 0 {
 			n := min(len(els), 1000) // one batch must fit a netlink message
 			if err := c.SetAddElements(s, els[:n]); err != nil {
-				m.nftCloseLocked()
+				m.nftClose()
 				return err
 			}
-			if err := m.nftFlushLocked(c); err != nil {
+			if err := m.nftFlush(c); err != nil {
 				return err
 			}
 			els = els[n:]
@@ -398,14 +398,14 @@ func (m *nftPart) nftAddManyLocked(f Family, es []timedElem) error {
 // consumed), else book, those of the live holes in the bookkeeping, with
 // their remaining lifetime (the table or a map is gone).
 func (m *nftPart) nftRepair(f Family, book []timedElem) error {
-	have, err := m.nftTablesLocked()
+	have, err := m.nftTables()
 	if err != nil {
 		return err
 	}
 	var elems []timedElem
 	ok := false
 	if have[f] {
-		elems, ok = m.nftLiveElemsLocked(f)
+		elems, ok = m.nftLiveElems(f)
 	}
 	if !ok {
 		elems = book
@@ -413,7 +413,7 @@ func (m *nftPart) nftRepair(f Family, book []timedElem) error {
 			m.log.Warn("nftables maps lost, re-adding the elements of live holes", "family", f, "elements", len(book))
 		}
 	}
-	if err := m.nftInstallLocked(f, have[f], elems); err != nil {
+	if err := m.nftInstall(f, have[f], elems); err != nil {
 		return err
 	}
 	m.log.Warn("re-installed nftables table", "family", nftFamilyName(f), "table", nftTableName, "elements", len(elems))
@@ -422,6 +422,6 @@ func (m *nftPart) nftRepair(f Family, book []timedElem) error {
 
 // close drops the socket and the probe. Owner goroutine.
 func (m *nftPart) close() {
-	m.nftCloseLocked()
-	m.stopGenProbeLocked()
+	m.nftClose()
+	m.stopGenProbe()
 }

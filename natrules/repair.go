@@ -197,7 +197,7 @@ func (s *structure) checkAll(ctx context.Context) (drift []string, nftDrift map[
 	}
 	nftDrift = map[Family]bool{}
 	for _, f := range s.fams {
-		d, err := s.nft.nftCheckLocked(f)
+		d, err := s.nft.nftCheck(f)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -122,20 +122,20 @@ func (s *structure) ruleCfg() Config {
 // concatenated NAT maps), it logs a warning, removes what it created, and
 // returns the iptables fallback.
 func (s *structure) setupNFT() natKind {
-	err := s.nft.nftSweepLocked()
+	err := s.nft.nftSweep()
 	if err == nil && s.opts.noNFT {
 		err = errors.New("disabled")
 	}
 	if err == nil {
 		for _, f := range s.fams {
-			if err = s.nft.nftInstallLocked(f, false, nil); err != nil {
+			if err = s.nft.nftInstall(f, false, nil); err != nil {
 				break
 			}
 		}
 	}
 	if err != nil {
 		s.log.Warn("nftables NAT maps unavailable: NAT holes fall back to one iptables-restore each", "err", err)
-		if err := s.nft.nftSweepLocked(); err != nil {
+		if err := s.nft.nftSweep(); err != nil {
 			s.log.Debug("nftables sweep", "err", err)
 		}
 		return natIPT
@@ -261,7 +261,7 @@ func (s *structure) teardown(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			}
 		}
-		if err := s.nft.nftSweepLocked(); err != nil && s.kind == natNFT {
+		if err := s.nft.nftSweep(); err != nil && s.kind == natNFT {
 			errs = append(errs, err)
 		}
 		s.nft.close()

@@ -3,6 +3,8 @@ package holetab
 import (
 	"slices"
 	"time"
+
+	"github.com/ftpalg/ftpalg/natrules/hole"
 )
 
 // Expire takes out the holes whose TTL ran out (the kernel dropped their
@@ -39,7 +41,7 @@ func (t *Table) Late() *Undo {
 	defer t.mu.Unlock()
 	u := &Undo{}
 	for _, e := range t.lateDel {
-		if t.fwdRef[e] > 0 || t.delEntries[e] != nil || slices.Contains(u.Entries, e) {
+		if _, deleting := t.delEntries[e]; t.fwdRef[e] > 0 || deleting || slices.Contains(u.Entries, e) {
 			continue // re-armed for a live hole: it is that hole's now
 		}
 		u.Entries = append(u.Entries, e)
@@ -47,4 +49,39 @@ func (t *Table) Late() *Undo {
 	t.lateDel = t.lateDel[:0]
 	t.markLocked(u)
 	return u
+}
+
+// Unsure says whether some hole's use is unknown and could be learnt from
+// its filter entry (MarkAbsent): not known used, not busy, not too close
+// to its TTL to tell use from expiry.
+func (t *Table) Unsure(now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, st := range t.holes {
+		if t.unsureLocked(st, now) {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *Table) unsureLocked(st *state, now time.Time) bool {
+	return st.op == nil && !st.knownUsed() && len(st.p.Entries) > 0 && now.Before(st.expires.Add(-time.Second))
+}
+
+// MarkAbsent marks used the holes whose filter entry was missing from a
+// listing of the kernel's sets that began at listed (present answers for
+// the sets listed; ok false: not listed). A hole armed since the listing
+// began is left alone: the listing may predate its entry.
+func (t *Table) MarkAbsent(listed time.Time, present func(hole.SetEntry) (in, ok bool)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, st := range t.holes {
+		if !t.unsureLocked(st, listed) || st.expires.Add(-t.cfg.TTL).After(listed) {
+			continue
+		}
+		if in, ok := present(st.p.Entries[0]); ok && !in {
+			st.used = true
+		}
+	}
 }

@@ -90,7 +90,7 @@ type state struct {
 	arms     int  // times the entries were armed
 	consumed int  // first SYNs the flow log saw through them
 	op       *Op
-	wait     chan struct{} // closed when op ends
+	wait     chan struct{} // made by the first waiter; closed when op ends
 	gen      int           // the table's generation it belongs to (Reset)
 }
 
@@ -159,6 +159,7 @@ func (t *Table) resetLocked() {
 }
 
 // await releases the lock, waits for ch or ctx, and takes the lock again.
+// Waiting is rare: channels are made by the first waiter (waitSt, waitObj).
 func (t *Table) await(ctx context.Context, ch chan struct{}) error {
 	t.mu.Unlock()
 	defer t.mu.Lock()
@@ -186,7 +187,7 @@ func (t *Table) Open(ctx context.Context, h hole.Hole, p Parts, now time.Time) (
 		}
 		st, ok := t.holes[k]
 		if ok && st.op != nil {
-			if err := t.await(ctx, st.wait); err != nil {
+			if err := t.await(ctx, st.waitCh()); err != nil {
 				return nil, err
 			}
 			continue
@@ -239,29 +240,46 @@ func (t *Table) Open(ctx context.Context, h hole.Hole, p Parts, now time.Time) (
 	}
 }
 
-// deletingLocked returns the channel of a delete in progress of one of
-// p's objects, or nil.
+// deletingLocked returns a channel closed when a delete in progress of
+// one of p's objects ends, or nil.
 func (t *Table) deletingLocked(p Parts) chan struct{} {
 	for _, e := range p.Entries {
-		if ch := t.delEntries[e]; ch != nil {
+		if ch, ok := t.delEntries[e]; ok {
+			if ch == nil {
+				ch = make(chan struct{})
+				t.delEntries[e] = ch
+			}
 			return ch
 		}
 	}
 	for _, e := range p.Elems {
-		if ch := t.delElems[e.ID()]; ch != nil {
+		if ch, ok := t.delElems[e.ID()]; ok {
+			if ch == nil {
+				ch = make(chan struct{})
+				t.delElems[e.ID()] = ch
+			}
 			return ch
 		}
 	}
 	return nil
 }
 
-func (t *Table) busyLocked(st *state, op *Op) {
-	st.op, st.wait = op, make(chan struct{})
+// waitCh returns the channel closed when st's op ends. Under the lock.
+func (st *state) waitCh() chan struct{} {
+	if st.wait == nil {
+		st.wait = make(chan struct{})
+	}
+	return st.wait
 }
+
+func (t *Table) busyLocked(st *state, op *Op) { st.op = op }
 
 func (t *Table) idleLocked(st *state) {
 	st.op = nil
-	close(st.wait)
+	if st.wait != nil {
+		close(st.wait)
+		st.wait = nil
+	}
 }
 
 // askLocked says how to tell whether st was consumed: known from the
@@ -345,7 +363,7 @@ func (t *Table) Revoke(ctx context.Context, h hole.Hole, now time.Time) (*Op, er
 			return nil, nil
 		}
 		if st.op != nil {
-			if err := t.await(ctx, st.wait); err != nil {
+			if err := t.await(ctx, st.waitCh()); err != nil {
 				return nil, err
 			}
 			continue
@@ -405,13 +423,13 @@ func (t *Table) Finish(op *Op, consumed bool) *Undo {
 // markLocked marks u's objects as being deleted.
 func (t *Table) markLocked(u *Undo) {
 	for _, e := range u.Entries {
-		if t.delEntries[e] == nil {
-			t.delEntries[e] = make(chan struct{})
+		if _, ok := t.delEntries[e]; !ok {
+			t.delEntries[e] = nil // a waiter makes the channel
 		}
 	}
 	for _, e := range u.Elems {
-		if t.delElems[e.ID()] == nil {
-			t.delElems[e.ID()] = make(chan struct{})
+		if _, ok := t.delElems[e.ID()]; !ok {
+			t.delElems[e.ID()] = nil
 		}
 	}
 }
@@ -435,61 +453,19 @@ func (t *Table) Done(u *Undo) {
 		t.idleLocked(st)
 	}
 	for _, e := range u.Entries {
-		if ch := t.delEntries[e]; ch != nil {
-			close(ch)
+		if ch, ok := t.delEntries[e]; ok {
+			if ch != nil {
+				close(ch)
+			}
 			delete(t.delEntries, e)
 		}
 	}
 	for _, e := range u.Elems {
-		if ch := t.delElems[e.ID()]; ch != nil {
-			close(ch)
+		if ch, ok := t.delElems[e.ID()]; ok {
+			if ch != nil {
+				close(ch)
+			}
 			delete(t.delElems, e.ID())
 		}
-	}
-}
-
-// unrefEntryLocked drops a reference; it reports whether it was the last.
-func (t *Table) unrefEntryLocked(e hole.SetEntry) bool {
-	t.fwdRef[e]--
-	if t.fwdRef[e] > 0 {
-		return false
-	}
-	delete(t.fwdRef, e)
-	return true
-}
-
-// unrefElemsLocked drops references and returns the elements no hole
-// holds any more.
-func (t *Table) unrefElemsLocked(es []hole.Elem) []hole.Elem {
-	var last []hole.Elem
-	for _, e := range es {
-		r := t.elemRef[e.ID()]
-		if r == nil {
-			continue
-		}
-		if r.n--; r.n <= 0 {
-			delete(t.elemRef, e.ID())
-			last = append(last, e)
-		}
-	}
-	return last
-}
-
-// unindexLocked takes st out of the flow log's index; recent says
-// whether the log may still see its SYN (the hole was armed).
-func (t *Table) unindexLocked(st *state, recent bool) {
-	k := hole.KeyOf(st.h)
-	if len(st.p.Entries) == 0 {
-		return
-	}
-	fe := st.p.Entries[0]
-	ks := slices.DeleteFunc(t.index[fe], func(x *state) bool { return x == st })
-	if len(ks) == 0 {
-		delete(t.index, fe)
-	} else {
-		t.index[fe] = ks
-	}
-	if recent {
-		t.recent[fe] = recentHole{k: k, at: time.Now()}
 	}
 }

@@ -343,3 +343,82 @@ func TestTableFlowLog(t *testing.T) {
 		t.Fatalf("late twice: %+v", late)
 	}
 }
+
+// A revoked hole's key stays busy until its deletes are done: an Open of
+// the same key (which would add what the revoke deletes) waits for Done,
+// then installs afresh.
+func TestTableRevokeInProgress(t *testing.T) {
+	ctx := context.Background()
+	tab := newT(8)
+	if _, err := open(t, tab, hA, false); err != nil {
+		t.Fatal(err)
+	}
+	op, err := tab.Revoke(ctx, hA, t0)
+	if err != nil || op == nil {
+		t.Fatal(op, err)
+	}
+	u := tab.Finish(op, false)
+	if len(u.Entries) != 1 {
+		t.Fatalf("undo %+v", u)
+	}
+	got := make(chan Kind)
+	go func() {
+		op, err := tab.Open(ctx, hA, parts(hA), t0)
+		if err != nil {
+			t.Error(err)
+			close(got)
+			return
+		}
+		tab.Commit(op, false, t0)
+		got <- op.Kind
+	}()
+	select {
+	case k := <-got:
+		t.Fatalf("open of a key being revoked did not wait (%v)", k)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if c := tab.Counts(); c.Live != 0 || c.Revoked != 1 {
+		t.Errorf("counts while revoking %+v", c)
+	}
+	tab.Done(u)
+	if k := <-got; k != Install {
+		t.Errorf("open after the revoke: %v, want Install", k)
+	}
+}
+
+// MarkAbsent marks used the holes whose filter entry a listing lacked,
+// except those armed after the listing began and those it did not list.
+func TestTableMarkAbsent(t *testing.T) {
+	tab := newT(8)
+	for _, h := range []hole.Hole{hA, hB, h6} {
+		if _, err := open(t, tab, h, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late := hole.Hole{From: ad("192.0.2.7"), To: ap("198.51.100.1:5007")}
+	op, err := tab.Open(context.Background(), late, parts(late), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab.Commit(op, false, t0.Add(time.Second)) // armed after the listing began
+	if !tab.Unsure(t0) {
+		t.Fatal("no hole unsure")
+	}
+	// The listing of FWD holds only hB's entry; h6's family was not listed.
+	tab.MarkAbsent(t0, func(e hole.SetEntry) (bool, bool) {
+		if e.Src.Is6() {
+			return false, false
+		}
+		return e == fwd(hB), true
+	})
+	used := map[hole.Key]bool{}
+	for _, hi := range tab.Holes() {
+		used[hole.KeyOf(hi.Hole)] = hi.KnownUsed
+	}
+	want := map[hole.Key]bool{hole.KeyOf(hA): true, hole.KeyOf(hB): false, hole.KeyOf(h6): false, hole.KeyOf(late): false}
+	for k, w := range want {
+		if used[k] != w {
+			t.Errorf("%s used=%v, want %v", k, used[k], w)
+		}
+	}
+}
