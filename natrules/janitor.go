@@ -74,6 +74,9 @@ func (m *Manager) round(ctx context.Context) {
 	m.expire()
 	m.deleteLate()
 	m.flow.prune()
+	if m.trim != nil {
+		m.trim()
+	}
 	if m.iptb != nil {
 		if err := m.iptb.gc(ctx); err != nil && ctx.Err() == nil {
 			m.log.Error("per-hole rule GC failed", "err", err)

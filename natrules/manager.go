@@ -120,6 +120,7 @@ type Manager struct {
 	nats  map[natKind]natBackend
 	iptb  *iptBackend // for gc; nil in root-free tests
 	close []func()
+	trim  func() // closes idle pooled sockets a burst left (janitor)
 
 	ready, setUp   atomic.Bool
 	opened, failed atomic.Uint64
@@ -156,7 +157,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Manager, error) {
 	m.nats = map[natKind]natBackend{natNFT: &nftBackend{nft: nft, ttl: m.cfg.TTL}, natIPT: m.iptb}
 	m.st = &structure{cfg: m.cfg, fams: m.fams, ns: m.ns, log: m.log, own: own, sets: sets, nft: nft,
 		iptb: m.iptb, tab: m.tab, flow: flow, opts: o, ipt: map[Family]*iptables.IPTables{}}
-	m.close = []func(){sets.close}
+	m.close, m.trim = []func(){sets.close}, sets.trim
 	return m, nil
 }
 

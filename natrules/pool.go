@@ -74,6 +74,19 @@ func (p *pool[T]) drain() {
 	}
 }
 
+// trim closes idle sockets beyond keep: a burst of concurrent requests
+// leaves no lasting descriptors (the janitor trims once a round).
+func (p *pool[T]) trim(keep int) {
+	for len(p.free) > keep {
+		select {
+		case c := <-p.free:
+			p.shut(c)
+		default:
+			return
+		}
+	}
+}
+
 // close closes the idle sockets, and each one given back from now on.
 func (p *pool[T]) close() {
 	p.closed.Store(true)

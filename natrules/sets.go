@@ -137,6 +137,12 @@ func (s *ipsets) sweep(ctx context.Context) error {
 	return nil
 }
 
+// trim closes the idle sockets a burst left, but one of each kind.
+func (s *ipsets) trim() {
+	s.req.trim(1)
+	s.nl.trim(1)
+}
+
 func (s *ipsets) close() {
 	s.req.close()
 	s.nl.close()
