@@ -6,7 +6,7 @@
 package natrules
 
 import (
-	"net/netip"
+	"github.com/ftpalg/ftpalg/natrules/hole"
 	"time"
 )
 
@@ -19,12 +19,7 @@ const (
 
 // Hole admits exactly one TCP connection: a SYN from From (any source port) to
 // To, as it arrives at the gateway, optionally translated.
-type Hole struct {
-	From netip.Addr     // connecting host
-	To   netip.AddrPort // destination before translation
-	DNAT netip.AddrPort // if valid: destination after translation
-	SNAT netip.Addr     // if valid: source after translation
-}
+type Hole = hole.Hole
 
 // Config describes the static structure.
 type Config struct {

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -53,11 +52,12 @@ func (k baseKey) String() string {
 	return strings.TrimSpace(nftFamilyName(k.Fam) + " " + k.Table + " " + k.Chain)
 }
 
+// baseChains belongs to the static structure's owner goroutine (owner.go),
+// which serialises its calls: it needs no lock of its own.
 type baseChains struct {
 	ns  netns.NsHandle
 	log *slog.Logger
 
-	mu      sync.Mutex
 	created map[baseKey]bool // absent before some Setup, not yet removed
 }
 
@@ -71,12 +71,10 @@ func newBaseChains(ns netns.NsHandle, log *slog.Logger) *baseChains {
 // record before anything is installed. A failure is logged: it only means
 // empty chains may be left at teardown.
 func (b *baseChains) record(fams []Family) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	c, err := b.nftConn()
 	var have map[baseKey]bool
 	if err == nil {
-		err = b.loadLocked(c)
+		err = b.load(c)
 	}
 	if err == nil {
 		have, err = b.existing(c, fams)
@@ -99,7 +97,7 @@ func (b *baseChains) record(fams []Family) {
 			}
 		}
 	}
-	if err := b.saveLocked(c); err != nil {
+	if err := b.save(c); err != nil {
 		b.log.Warn("base chains: after a crash, the empty ones ftpalg creates will stay", "err", err)
 	}
 }
@@ -109,11 +107,9 @@ func (b *baseChains) record(fams []Family) {
 // left now has someone else's rules and is theirs. Call it after the
 // sweep.
 func (b *baseChains) remove() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	c, err := b.nftConn()
 	if err == nil {
-		err = b.loadLocked(c)
+		err = b.load(c)
 	}
 	if err != nil && len(b.created) == 0 {
 		b.log.Debug("base chains: nftables not readable, nothing recorded", "err", err)
@@ -150,7 +146,7 @@ func (b *baseChains) remove() error {
 		}
 		delete(b.created, k)
 	}
-	if err := b.saveLocked(c); err != nil {
+	if err := b.save(c); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -292,8 +288,8 @@ func (b *baseChains) dial() (*netlink.Conn, error) {
 // recordName is k's chain name in the record table.
 func (k baseKey) recordName() string { return strings.ReplaceAll(k.String(), " ", "-") }
 
-// loadLocked adds the keys of the record table to created.
-func (b *baseChains) loadLocked(c *nftables.Conn) error {
+// load adds the keys of the record table to created.
+func (b *baseChains) load(c *nftables.Conn) error {
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
 		return fmt.Errorf("read the record: %w", err)
@@ -323,9 +319,9 @@ func (b *baseChains) loadLocked(c *nftables.Conn) error {
 	return nil
 }
 
-// saveLocked writes created to the record table in one transaction, or
+// save writes created to the record table in one transaction, or
 // deletes the table when nothing is recorded.
-func (b *baseChains) saveLocked(c *nftables.Conn) error {
+func (b *baseChains) save(c *nftables.Conn) error {
 	t := &nftables.Table{Name: recordTable, Family: nftables.TableFamilyINet}
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {

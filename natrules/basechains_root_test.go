@@ -39,10 +39,17 @@ func (n *testNS) run(tb testing.TB, cmds [][]string) {
 }
 
 // newBaseTestManager is newTestManager with the NAT backend nb.
-func newBaseTestManager(t *testing.T, ns *testNS, cfg Config, nb natBackend) *Manager {
+func newBaseTestManager(t *testing.T, ns *testNS, cfg Config, nb natKind) *Manager {
 	t.Helper()
-	m := newTestManager(t, ns, cfg)
-	m.noNFT = nb == natIPT
+	var opts []Option
+	if nb == natIPT {
+		opts = append(opts, WithoutNFTables())
+	}
+	m, err := newManager(cfg, testLogger(t), ns.h, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
 	return m
 }
 
@@ -67,7 +74,7 @@ func TestRootTeardownExact(t *testing.T) {
 		}},
 	}
 	for _, fw := range firewalls {
-		for _, nb := range []natBackend{natNFT, natIPT} {
+		for _, nb := range []natKind{natNFT, natIPT} {
 			for _, capture := range []bool{false, true} {
 				for _, v6 := range []bool{false, true} {
 					name := fmt.Sprintf("%s/%s/capture=%t/ipv6=%t", fw.name, nb, capture, v6)
@@ -81,8 +88,8 @@ func TestRootTeardownExact(t *testing.T) {
 						if err := m.Setup(ctx); err != nil {
 							t.Fatal(err)
 						}
-						if m.nb != nb {
-							t.Fatalf("NAT backend %s, want %s", m.nb, nb)
+						if m.nb() != nb {
+							t.Fatalf("NAT backend %s, want %s", m.nb(), nb)
 						}
 						holes := []Hole{
 							{From: ad("192.0.2.10"), To: ap("203.0.113.5:40000")},

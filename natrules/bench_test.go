@@ -25,13 +25,13 @@ func BenchmarkOpenRevoke(b *testing.B) {
 	if err := m.Setup(ctx); err != nil {
 		b.Fatal(err)
 	}
-	if m.nb != natNFT {
-		b.Fatalf("NAT backend %s, want nftables", m.nb)
+	if m.nb() != natNFT {
+		b.Fatalf("NAT backend %s, want nftables", m.nb())
 	}
 	b.Cleanup(func() { m.Teardown(ctx) })
-	ipt := m.ipt[IPv4]
+	ipt := m.structure().ipt[IPv4]
 	const baseChain = Prefix + "BASELINE"
-	if err := m.iptDo(func() error { return ipt.NewChain(tFilter, baseChain) }); err != nil {
+	if err := m.ns.do(func() error { return ipt.NewChain(tFilter, baseChain) }); err != nil {
 		b.Fatal(err)
 	}
 
@@ -117,10 +117,10 @@ func BenchmarkOpenRevoke(b *testing.B) {
 		b.Run(fmt.Sprintf("live=%d/baseline-iptables", live), func(b *testing.B) {
 			measure(b, "base", func(h Hole) error {
 				r := baseRule(h)
-				if err := m.iptDo(func() error { return ipt.Insert(tFilter, baseChain, 1, r...) }); err != nil {
+				if err := m.ns.do(func() error { return ipt.Insert(tFilter, baseChain, 1, r...) }); err != nil {
 					return err
 				}
-				return m.iptDo(func() error { return ipt.Delete(tFilter, baseChain, r...) })
+				return m.ns.do(func() error { return ipt.Delete(tFilter, baseChain, r...) })
 			}, mk(false))
 			if p50["filter"] > 0 && p50["nat"] > 0 {
 				b.ReportMetric(p50["base"]/p50["filter"], "x-filter")

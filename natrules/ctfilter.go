@@ -6,12 +6,7 @@ import (
 
 	"github.com/ftpalg/ftpalg/natrules/internal/conntrack"
 	"github.com/ftpalg/ftpalg/natrules/internal/nfnl"
-	"github.com/vishvananda/netns"
 )
-
-// ctPoolSize is the number of sockets of a ctConn: requests running at
-// once (each is short: the kernel answers within the send).
-const ctPoolSize = 4
 
 // ctFlow is what ftpalg needs of one conntrack entry.
 type ctFlow struct {
@@ -133,73 +128,37 @@ func holeFlows(holes []Hole) (out [][]ctFlow, walks int, err error) {
 	return out, walks, errors.Join(errs...)
 }
 
-// ctConn lends netfilter-netlink sockets of one network namespace (a
-// pool: no lock is held across a request) for exact conntrack lookups and
-// deletes by tuple, a hash lookup in the kernel, unlike a dump, which
-// walks the table; and for set members and nftables transactions.
+// ctConn is one netfilter-netlink request socket: exact conntrack lookups
+// and deletes by tuple (a hash lookup in the kernel, unlike a dump, which
+// walks the table), set members and nftables transactions. The manager
+// lends them from a pool (pool.go), one borrower at a time.
 type ctConn struct {
-	pool *nfnl.Pool
+	c *nfnl.Conn
 }
 
-// dialCt opens the sockets in the current network namespace (callers run
-// it inside the manager's).
+// dialCt opens one in the current network namespace (callers run it
+// inside the manager's).
 func dialCt() (*ctConn, error) {
-	p, err := nfnl.NewPool(netns.None(), ctPoolSize)
+	c, err := nfnl.Dial()
 	if err != nil {
 		return nil, err
 	}
-	return &ctConn{pool: p}, nil
-}
-
-// dialCtNS opens a ctConn in the manager's network namespace.
-func (m *Manager) dialCtNS() (c *ctConn, err error) {
-	err = m.ns.do(func() error { c, err = dialCt(); return err })
-	return c, err
+	return &ctConn{c: c}, nil
 }
 
 func (c *ctConn) close() {
 	if c != nil {
-		c.pool.Close()
+		c.c.Close()
 	}
-}
-
-// do runs fn on a socket of the pool.
-func (c *ctConn) do(fn func(*nfnl.Conn) error) error { return c.pool.Do(fn) }
-
-// exchange sends one nfnetlink request and waits for its answer (see
-// nfnl.Conn.Request).
-func (c *ctConn) exchange(typ, flags uint16, body func([]byte) []byte, reply func([]byte)) error {
-	return c.do(func(nc *nfnl.Conn) error { return nc.Request(typ, flags, body, reply) })
-}
-
-// roundTrip is exchange with a prepared body and a copy of the reply's
-// data (nil for an ACK).
-func (c *ctConn) roundTrip(typ, flags uint16, body []byte) (out []byte, err error) {
-	err = c.do(func(nc *nfnl.Conn) error {
-		out, err = nc.RoundTrip(typ, flags, body)
-		return err
-	})
-	return out, err
 }
 
 // get returns the tracked connection with f's original tuple; ok is false
 // when there is none.
-func (c *ctConn) get(f ctFlow) (got ctFlow, ok bool, err error) {
-	err = c.do(func(nc *nfnl.Conn) error {
-		var g conntrack.Flow
-		g, ok, err = conntrack.Get(nc, f.flow())
-		got = fromFlow(g)
-		return err
-	})
-	return got, ok, err
+func (c *ctConn) get(f ctFlow) (ctFlow, bool, error) {
+	g, ok, err := conntrack.Get(c.c, f.flow())
+	return fromFlow(g), ok, err
 }
 
 // delete removes the tracked connection with f's original tuple; it
 // reports whether there was one.
-func (c *ctConn) delete(f ctFlow) (ok bool, err error) {
-	err = c.do(func(nc *nfnl.Conn) error {
-		ok, err = conntrack.Delete(nc, f.flow())
-		return err
-	})
-	return ok, err
-}
+func (c *ctConn) delete(f ctFlow) (bool, error) { return conntrack.Delete(c.c, f.flow()) }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/mdlayher/netlink"
+
+	"github.com/ftpalg/ftpalg/natrules/internal/nfnl"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,7 +22,7 @@ func nflogMsg(t *testing.T, family uint8, pkt []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return append(appendNfgen(nil, family, 2121), attrs...)
+	return append(nfnl.AppendNfgen(nil, family, 2121), attrs...)
 }
 
 // hx decodes hex written in groups, with spaces and "|" between fields.

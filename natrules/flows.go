@@ -3,8 +3,13 @@ package natrules
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/ftpalg/ftpalg/natrules/internal/holetab"
 )
 
 // recentKeep is how long a forgotten hole still claims the flow log's
@@ -12,156 +17,127 @@ import (
 // flow (the message may be read after the revoke).
 const recentKeep = 10 * time.Second
 
-type recentHole struct {
-	k  holeKey
-	at time.Time
+// flowPart is the flow log (flowlog.go) and what it learnt (flowtable.go):
+// the data connections seen through the holes, looked up by exact tuple
+// on a pooled ctnetlink socket. The log's reader finds holes in the hole
+// table, whose lock is never held across a kernel call.
+type flowPart struct {
+	group uint16
+	ttl   time.Duration
+	ns    nsRunner
+	log   *slog.Logger
+	tab   *holetab.Table
+	req   *connPool
+	flows *flowTable
+	cnt   *counters
+
+	mu        sync.Mutex // guards flog (swapped at start and stop)
+	flog      *flowLog
+	lastPrune time.Time // janitor goroutine only
 }
 
-// startFlowLog binds the NFLOG group of the hole chain and the ctnetlink
-// socket for exact lookups. Failure is not fatal: every lookup then walks
-// the conntrack table, as with the log off.
-func (m *Manager) startFlowLog() {
-	m.flogMu.Lock()
-	defer m.flogMu.Unlock()
-	if m.cfg.FlowLogGroup == 0 || m.flog != nil {
+// counters are shared by the parts that count kernel work for Stats.
+type counters struct {
+	conntrack, ctWalks atomic.Uint64
+}
+
+// start binds the NFLOG group of the hole chain. Failure is not fatal:
+// every lookup then walks the conntrack table, as with the log off.
+func (p *flowPart) start() {
+	if p.group == 0 || p.now() != nil {
 		return
 	}
-	var ct *ctConn
 	var l *flowLog
-	err := m.ns.do(func() (err error) {
-		if ct, err = dialCt(); err != nil {
-			return err
-		}
-		if l, err = openFlowLog(m.cfg.FlowLogGroup); err != nil {
-			ct.close()
-		}
-		return err
-	})
+	err := p.ns.do(func() (err error) { l, err = openFlowLog(p.group); return err })
 	if err != nil {
-		m.log.Warn("flow log off: transfer byte counts and session cleanup will walk the conntrack table", "err", err)
+		p.log.Warn("flow log off: transfer byte counts and session cleanup will walk the conntrack table", "err", err)
 		return
 	}
-	m.flog, m.ct = l, ct
-	l.start(flowHandlers{seen: m.flowSeen, unsure: m.flowUnsure, onErr: func(err error) {
-		m.log.Warn("flow log: messages lost; lookups for holes armed before now walk the conntrack table", "group", l.group, "err", err)
+	l.start(flowHandlers{seen: p.seen, unsure: p.unsure, onErr: func(err error) {
+		p.log.Warn("flow log: messages lost; lookups for holes armed before now walk the conntrack table", "group", l.group, "err", err)
 	}})
-	m.log.Info("flow log on: data connections are learnt from their first SYN", "nflog_group", m.cfg.FlowLogGroup)
+	p.mu.Lock()
+	p.flog = l
+	p.mu.Unlock()
+	p.log.Info("flow log on: data connections are learnt from their first SYN", "nflog_group", p.group)
 }
 
-func (m *Manager) stopFlowLog() {
-	m.flogMu.Lock()
-	l, ct := m.flog, m.ct
-	m.flog, m.ct = nil, nil
-	m.flogMu.Unlock()
+func (p *flowPart) stop() {
+	p.mu.Lock()
+	l := p.flog
+	p.flog = nil
+	p.mu.Unlock()
 	l.close()
-	ct.close()
-	m.flows.reset()
+	p.flows.reset()
 }
 
-// flowLogMarksUsed says whether the flow log has marked every used hole
-// since the last call, so that markUsed need not ask the kernel.
-func (m *Manager) flowLogMarksUsed() bool {
-	m.flogMu.Lock()
-	defer m.flogMu.Unlock()
-	return m.flog.marksUsed()
+// now returns the flow log, nil when off.
+func (p *flowPart) now() *flowLog {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.flog
 }
 
-// flowLogRescan makes the next flowLogMarksUsed false (a scan failed).
-func (m *Manager) flowLogRescan() {
-	m.flogMu.Lock()
-	defer m.flogMu.Unlock()
-	if m.flog != nil {
-		m.flog.unread.Store(true)
+// nflog says whether the hole chain logs to the flow log.
+func (p *flowPart) nflog() bool { return p.now() != nil }
+
+// marksUsed says whether the flow log has marked every used hole since
+// the last call, so that the janitor need not ask the kernel.
+func (p *flowPart) marksUsed() bool { return p.now().marksUsed() }
+
+// rescan makes the next marksUsed false (a scan failed).
+func (p *flowPart) rescan() {
+	if l := p.now(); l != nil {
+		l.unread.Store(true)
 	}
 }
 
-// flowSeen is the flow log's report of a first SYN that passed the hole
-// chain (addresses as the filter sees them: after DNAT, before SNAT). It
-// consumed the filter entry; the holes behind that entry are marked and
-// the flow is recorded under each (its original tuple: the source port
-// from the packet, the destination from the hole).
-func (m *Manager) flowSeen(src netip.Addr, sport uint16, dst netip.Addr, dport uint16) {
+// seen is the flow log's report of a first SYN that passed the hole chain
+// (addresses as the filter sees them: after DNAT, before SNAT). It
+// consumed the filter entry; the holes behind it are marked and the flow
+// is recorded under each (its original tuple: the source port from the
+// packet, the destination from the hole).
+func (p *flowPart) seen(src netip.Addr, sport uint16, dst netip.Addr, dport uint16) {
 	src, dst = src.Unmap(), dst.Unmap()
-	e := setEntry{Set: fwdSet(FamilyOf(src)), Src: src, Port: dport, Dst: dst}
 	now := time.Now()
-	var keys []holeKey
-	m.idxMu.Lock()
-	for _, st := range m.entryHoles[e] {
-		st.consumed.Add(1)
-		keys = append(keys, keyOf(st.h))
-	}
-	if len(keys) == 0 {
-		if r, ok := m.recent[e]; ok && now.Sub(r.at) < recentKeep {
-			keys = []holeKey{r.k}
-		} else {
-			keys = []holeKey{{From: src, To: netip.AddrPortFrom(dst, dport)}}
-		}
-	}
-	m.idxMu.Unlock()
-	for _, k := range keys {
-		if !m.flows.add(k, sport, now) {
-			m.flogLost()
+	for _, k := range p.tab.Seen(setEntry{Set: fwdSet(FamilyOf(src)), Src: src, Port: dport, Dst: dst}, now) {
+		if !p.flows.add(k, sport, now) {
+			p.lost()
 		}
 	}
 }
 
-// flowUnsure is the flow log's report of a SYN whose ports it could not
-// read. Only a hole from src to dst (after DNAT) can have let it in: the
-// holes from src to dst that the index knows (live, or forgotten within
-// recentKeep) are marked unsure, so their lookups walk the conntrack table,
-// and every other hole stays exact. It cannot tell which of them the SYN
-// used (a hole's arming count is under mu, which the reader never takes).
-// Scanning the index costs a pass over the live holes, once per such
-// message; each message needs a hole of its own (holes are one-shot),
-// which bounds their rate.
-func (m *Manager) flowUnsure(src, dst netip.Addr) {
+// unsure is the flow log's report of a SYN whose ports it could not read.
+// Only a hole from src to dst (after DNAT) can have let it in: the holes
+// from src to dst that the table knows (live, or forgotten within
+// recentKeep) are marked unsure, so their lookups walk the conntrack
+// table, and every other hole stays exact. Each such message needs a hole
+// of its own (holes are one-shot), which bounds their rate.
+func (p *flowPart) unsure(src, dst netip.Addr) {
 	src, dst = src.Unmap(), dst.Unmap()
-	set := fwdSet(FamilyOf(src))
-	match := func(e setEntry) bool { return e.Set == set && e.Src == src && e.Dst == dst }
 	now := time.Now()
-	var keys []holeKey
-	m.idxMu.Lock()
-	for e, sts := range m.entryHoles {
-		if match(e) {
-			for _, st := range sts {
-				keys = append(keys, keyOf(st.h))
-			}
-		}
-	}
-	for e, r := range m.recent {
-		if match(e) && now.Sub(r.at) < recentKeep {
-			keys = append(keys, r.k)
-		}
-	}
-	m.idxMu.Unlock()
+	keys := p.tab.Between(fwdSet(FamilyOf(src)), src, dst, now)
 	if len(keys) == 0 {
-		m.flogBlind() // read too late to find its hole: holes armed before now walk
+		p.blind() // read too late to find its hole: holes armed before now walk
 		return
 	}
 	for _, k := range keys {
-		// A hole without an entry is left alone: its session dropped it
-		// (nothing looks it up again), or the full table never armed it
-		// (a loss already), or it was forgotten without a flow in the
-		// instant between Revoke's drain and its delete (its byte count
-		// is then 0: the cost stays with the client who sent the SYN).
-		m.flows.taint(k, now)
+		// A hole without an entry is left alone: its session dropped it,
+		// or the full table never armed it (a loss already).
+		p.flows.taint(k, now)
 	}
 }
 
-// flogBlind records a message that names no hole.
-func (m *Manager) flogBlind() {
-	m.flogMu.Lock()
-	defer m.flogMu.Unlock()
-	if l := m.flog; l != nil {
+// blind records a message that names no hole.
+func (p *flowPart) blind() {
+	if l := p.now(); l != nil {
 		l.lastBlind.Store(time.Now().UnixNano())
 	}
 }
 
-// flogLost marks the log incomplete (a flow could not be recorded).
-func (m *Manager) flogLost() {
-	m.flogMu.Lock()
-	defer m.flogMu.Unlock()
-	if l := m.flog; l != nil {
+// lost marks the log incomplete (a flow could not be recorded).
+func (p *flowPart) lost() {
+	if l := p.now(); l != nil {
 		l.lost.Add(1)
 		l.lastErr.Store(time.Now().UnixNano())
 	}
@@ -173,58 +149,69 @@ func fwdEntry(h Hole) setEntry {
 	if h.DNAT.IsValid() {
 		dst = h.DNAT
 	}
-	return setEntry{fwdSet(FamilyOf(h.From)), h.From, dst.Port(), dst.Addr()}
+	return setEntry{Set: fwdSet(FamilyOf(h.From)), Src: h.From, Port: dst.Port(), Dst: dst.Addr()}
 }
 
 func flowOf(k holeKey, r flowRec) ctFlow {
 	return ctFlow{src: k.From, sport: r.sport, dst: k.To.Addr(), dport: k.To.Port()}
 }
 
-// armed notes, for the flow log, that k's entries were (re-)armed now.
-func (m *Manager) armed(k holeKey) {
-	if l, _ := m.flowLogNow(); l == nil {
+// armed notes that k's entries are (re-)armed now.
+func (p *flowPart) armed(k holeKey) {
+	if p.now() == nil {
 		return
 	}
-	if !m.flows.arm(k, time.Now()) {
-		m.flogLost() // the table is full: this hole's flows may go unrecorded
+	if !p.flows.arm(k, time.Now()) {
+		p.lost() // the table is full: this hole's flows may go unrecorded
 	}
 }
 
-// flowLogNow returns the flow log (nil when off) and the ctnetlink socket.
-func (m *Manager) flowLogNow() (*flowLog, *ctConn) {
-	m.flogMu.Lock()
-	defer m.flogMu.Unlock()
-	return m.flog, m.ct
-}
+// drain reads the flow log's waiting messages, so that lookups see every
+// SYN that has crossed the gateway.
+func (p *flowPart) drain() { p.now().drain() }
 
-// drainFlowLog reads the flow log's waiting messages, so that lookups see
-// every SYN that has crossed the gateway. Not under mu.
-func (m *Manager) drainFlowLog() {
-	l, _ := m.flowLogNow()
-	l.drain()
-}
+func (p *flowPart) forgot(k holeKey) { p.flows.dropIdle(k) }
+func (p *flowPart) drop(k holeKey)   { p.flows.drop(k) }
 
-// knownFlows returns the flows the log saw through the hole k, whether
-// that is all of them (the log ran and lost nothing since k was armed),
-// and whether a SYN the log could not read may have used k (then it is not
-// complete either). Callers drain the log first.
-func (m *Manager) knownFlows(k holeKey) (recs []flowRec, complete, unsure bool, ct *ctConn) {
-	l, ct := m.flowLogNow()
-	if l == nil || ct == nil {
-		return nil, false, false, nil
+// known returns the flows the log saw through the hole k, whether that is
+// all of them (the log ran and lost nothing since k was armed), and
+// whether a SYN the log could not read may have used k. Callers drain the
+// log first.
+func (p *flowPart) known(k holeKey) (recs []flowRec, complete, unsure, on bool) {
+	l := p.now()
+	if l == nil {
+		return nil, false, false, false
 	}
-	recs, armed, unsure, known := m.flows.get(k)
-	return recs, !unsure && l.completeSince(armed, known), unsure, ct
+	recs, armed, unsure, known := p.flows.get(k)
+	return recs, !unsure && l.completeSince(armed, known), unsure, true
 }
 
-// FlowBytes returns, for each hole, the bytes (both directions, IP layer,
-// headers included) of the latest data connection that came through it,
-// from conntrack accounting: the data stays in the kernel. With the flow
-// log the connection's tuple is known and the lookup is exact; without it
-// (log off, or messages lost since the hole was armed) it walks the
-// conntrack table and sums every tracked connection From -> To.
-func (m *Manager) FlowBytes(holes []Hole) ([]uint64, error) {
-	m.drainFlowLog()
+// withCt runs fn on a pooled ctnetlink socket.
+func (p *flowPart) withCt(fn func(*ctConn) error) error {
+	c, err := p.req.get()
+	if err != nil {
+		return err
+	}
+	defer p.req.put(c)
+	return fn(c)
+}
+
+// walk sums the tracked connections of holes by walking the conntrack
+// table (the log's fallback).
+func (p *flowPart) walk(holes []Hole) (flows [][]ctFlow, err error) {
+	err = p.ns.do(func() error {
+		var walks int
+		var err error
+		flows, walks, err = holeFlows(holes)
+		p.cnt.ctWalks.Add(uint64(walks))
+		return err
+	})
+	return flows, err
+}
+
+// bytes: see Manager.FlowBytes.
+func (p *flowPart) bytes(holes []Hole) ([]uint64, error) {
+	p.drain()
 	out := make([]uint64, len(holes))
 	var walk []Hole
 	var walkIdx []int
@@ -236,7 +223,7 @@ func (m *Manager) FlowBytes(holes []Hole) ([]uint64, error) {
 			continue
 		}
 		k := keyOf(h)
-		recs, complete, unsure, ct := m.knownFlows(k)
+		recs, complete, unsure, _ := p.known(k)
 		if len(recs) == 0 || unsure {
 			if !complete {
 				walk, walkIdx = append(walk, h), append(walkIdx, i)
@@ -246,24 +233,19 @@ func (m *Manager) FlowBytes(holes []Hole) ([]uint64, error) {
 		// The latest connection through the hole is the transfer's; the
 		// earlier ones belong to earlier transfers (an unreadable SYN
 		// may have been the latest: then the table is walked).
-		f, ok, err := ct.get(flowOf(k, recs[len(recs)-1]))
+		err = p.withCt(func(c *ctConn) error {
+			f, ok, err := c.get(flowOf(k, recs[len(recs)-1]))
+			if ok {
+				out[i] = f.bytes
+			}
+			return err
+		})
 		if err != nil {
 			errs = append(errs, err)
-			continue
-		}
-		if ok {
-			out[i] = f.bytes
 		}
 	}
 	if len(walk) > 0 {
-		var flows [][]ctFlow
-		err := m.ns.do(func() error {
-			var walks int
-			var err error
-			flows, walks, err = holeFlows(walk)
-			m.ctWalks.Add(uint64(walks))
-			return err
-		})
+		flows, err := p.walk(walk)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -276,29 +258,38 @@ func (m *Manager) FlowBytes(holes []Hole) ([]uint64, error) {
 	return out, errors.Join(errs...)
 }
 
-// deleteKnownFlows deletes the tracked connections of holes (none live)
-// that the flow log saw, by exact tuple, and forgets the holes. It returns
-// the holes whose flows it may not know all of, for a table walk.
-func (m *Manager) deleteKnownFlows(holes []Hole) (walk []Hole, err error) {
-	m.drainFlowLog()
+// deleteKnown deletes the tracked connections of holes (none live) that
+// the flow log saw, by exact tuple, and forgets the holes. It returns the
+// holes whose flows it may not know all of, for a table walk.
+func (p *flowPart) deleteKnown(holes []Hole) (walk []Hole, err error) {
+	p.drain()
 	var errs []error
 	for _, h := range holes {
 		k := keyOf(h)
-		recs, complete, _, ct := m.knownFlows(k)
+		recs, complete, _, _ := p.known(k)
 		if !complete {
 			walk = append(walk, h)
 		}
-		for _, r := range recs {
-			ok, err := ct.delete(flowOf(k, r))
+		if len(recs) > 0 {
+			err := p.withCt(func(c *ctConn) error {
+				var errs []error
+				for _, r := range recs {
+					ok, err := c.delete(flowOf(k, r))
+					if err != nil {
+						errs = append(errs, err)
+						continue
+					}
+					if ok {
+						p.cnt.conntrack.Add(1)
+					}
+				}
+				return errors.Join(errs...)
+			})
 			if err != nil {
 				errs = append(errs, err)
-				continue
-			}
-			if ok {
-				m.conntrack.Add(1)
 			}
 		}
-		m.flows.drop(k)
+		p.flows.drop(k)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return walk, fmt.Errorf("delete tracked connections: %w", err)
@@ -306,45 +297,37 @@ func (m *Manager) deleteKnownFlows(holes []Hole) (walk []Hole, err error) {
 	return walk, nil
 }
 
-// pruneFlows forgets flows whose conntrack entry is gone, once they are
-// older than flowKeep (a long transfer keeps its flow while it runs), and
-// holes armed long before any TTL could still admit a connection.
-func (m *Manager) pruneFlows() {
+// prune forgets flows whose conntrack entry is gone, once they are older
+// than flowKeep (a long transfer keeps its flow while it runs), and holes
+// armed long before any TTL could still admit a connection. Janitor.
+func (p *flowPart) prune() {
 	now := time.Now()
-	if now.Sub(m.lastPrune) < flowKeep/10 {
+	if now.Sub(p.lastPrune) < flowKeep/10 {
 		return
 	}
-	m.lastPrune = now
-	m.idxMu.Lock()
-	for e, r := range m.recent {
-		if now.Sub(r.at) > recentKeep {
-			delete(m.recent, e)
-		}
-	}
-	m.idxMu.Unlock()
-	_, ct := m.flowLogNow()
-	old := m.flows.old(now.Add(-flowKeep), now.Add(-m.cfg.TTL-time.Hour))
-	if ct == nil {
+	p.lastPrune = now
+	p.tab.PruneRecent(now)
+	old := p.flows.old(now.Add(-flowKeep), now.Add(-p.ttl-time.Hour))
+	if p.now() == nil {
 		return
 	}
 	for k, recs := range old {
 		var gone []flowRec
-		for _, r := range recs {
-			if _, ok, err := ct.get(flowOf(k, r)); err == nil && !ok {
-				gone = append(gone, r)
+		p.withCt(func(c *ctConn) error {
+			for _, r := range recs {
+				if _, ok, err := c.get(flowOf(k, r)); err == nil && !ok {
+					gone = append(gone, r)
+				}
 			}
-		}
-		m.flows.forget(k, gone)
+			return nil
+		})
+		p.flows.forget(k, gone)
 	}
 }
 
-// flowsOf is for tests: the flows recorded for h.
-func (m *Manager) flowsOf(h Hole) []flowRec {
-	h, err := normalize(h)
-	if err != nil {
-		return nil
+// stats fills the flow log's share of Stats.
+func (p *flowPart) stats(st *Stats) {
+	if l := p.now(); l != nil {
+		st.FlowLog, st.FlowEvents, st.FlowLost = l.trusted(), l.events.Load(), l.lost.Load()
 	}
-	m.drainFlowLog()
-	recs, _, _, _ := m.flows.get(keyOf(h))
-	return recs
 }

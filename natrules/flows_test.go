@@ -345,7 +345,7 @@ func TestRootFlowLogUnavailable(t *testing.T) {
 			t.Cleanup(other.close)
 			other.start(flowHandlers{seen: func(netip.Addr, uint16, netip.Addr, uint16) {}, unsure: func(_, _ netip.Addr) {}, onErr: func(error) {}})
 		}},
-		{"NFLOG rule refused", func(t *testing.T, tp *topo, m *Manager) { m.failNFLOG = true }},
+		{"NFLOG rule refused", func(t *testing.T, tp *topo, m *Manager) { m.structure().opts.failNFLOG = true }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -22,11 +22,11 @@ func TestRootIpsetTestMembers(t *testing.T) {
 		e := fwdEntry(h)
 		check := func(want bool) {
 			t.Helper()
-			present, err := m.ipsetTest(e)
+			present, err := m.structure().sets.test(e)
 			if err != nil || present != want {
 				t.Fatalf("test %s: %v, %v; want %v", e, present, err, want)
 			}
-			in, err := m.ipsetMembers(e.Set)
+			in, err := m.structure().sets.members(e.Set)
 			if err != nil || in[e] != want || len(in) != map[bool]int{false: 0, true: 1}[want] {
 				t.Fatalf("members of %s: %v, %v; want %s present %v", e.Set, in, err, e, want)
 			}

@@ -17,18 +17,18 @@ import (
 // name.
 const nftTableName = "ftpalg"
 
-// natBackend selects how the NAT half of a hole is implemented.
-type natBackend int
+// natKind selects how the NAT half of a hole is implemented.
+type natKind int
 
 const (
 	// natNFT: nftables maps updated over netlink (no process per hole).
-	natNFT natBackend = iota
+	natNFT natKind = iota
 	// natIPT: fallback without nf_tables: per-hole iptables DNAT/SNAT rules
 	// (one iptables-restore per hole) gated by the FTPALG-NAT ipset.
 	natIPT
 )
 
-func (b natBackend) String() string {
+func (b natKind) String() string {
 	if b == natIPT {
 		return "iptables"
 	}
@@ -240,13 +240,6 @@ func nftDuration(d time.Duration) string {
 	return b.String()
 }
 
-// nftElem is one map element of a hole.
-type nftElem struct {
-	Map       string
-	Key, Data []byte
-	text      string // "key : data" as nft prints it
-}
-
 func addrPortBytes(a netip.Addr, p uint16) []byte {
 	b := a.AsSlice()
 	return append(b, byte(p>>8), byte(p), 0, 0)
@@ -265,11 +258,11 @@ func holeElems(h Hole) []nftElem {
 			dst = h.DNAT
 		}
 		es = append(es, nftElem{Map: snatMap(f), Key: elemKey(h.From, dst), Data: h.SNAT.AsSlice(),
-			text: elemKeyText(h.From, dst) + " : " + h.SNAT.String()})
+			Text: elemKeyText(h.From, dst) + " : " + h.SNAT.String()})
 	}
 	if h.DNAT.IsValid() {
 		es = append(es, nftElem{Map: dnatMap(f), Key: elemKey(h.From, h.To), Data: addrPortBytes(h.DNAT.Addr(), h.DNAT.Port()),
-			text: fmt.Sprintf("%s : %s . %d", elemKeyText(h.From, h.To), h.DNAT.Addr(), h.DNAT.Port())})
+			Text: fmt.Sprintf("%s : %s . %d", elemKeyText(h.From, h.To), h.DNAT.Addr(), h.DNAT.Port())})
 	}
 	return es
 }
@@ -282,15 +275,12 @@ func elemKeyText(src netip.Addr, dst netip.AddrPort) string {
 	return fmt.Sprintf("%s . %s . %d", src, dst.Addr(), dst.Port())
 }
 
-// id identifies an element (map and key) in maps.
-func (e nftElem) id() string { return e.Map + "/" + string(e.Key) }
-
 // elemScript renders elements as nft add element commands.
 func elemScript(f Family, es []nftElem, ttl time.Duration) string {
 	var b strings.Builder
 	for _, e := range es {
 		fmt.Fprintf(&b, "add element %s %s %s { %s }\n", nftFamilyName(f), nftTableName, e.Map,
-			strings.Replace(e.text, " : ", " timeout "+nftDuration(ttl)+" : ", 1))
+			strings.Replace(e.Text, " : ", " timeout "+nftDuration(ttl)+" : ", 1))
 	}
 	return b.String()
 }

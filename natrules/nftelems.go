@@ -3,7 +3,6 @@ package natrules
 import (
 	"time"
 
-	"github.com/ftpalg/ftpalg/natrules/internal/nfnl"
 	"github.com/ftpalg/ftpalg/natrules/internal/nftmap"
 )
 
@@ -32,14 +31,8 @@ func appendNftElemBatch(b []byte, seq uint32, family byte, ops []nftElemOp, ttl 
 // (build numbers them from its seq, see appendNftElemBatch) and collects
 // their acknowledgements (see nfnl.Conn.Transact).
 func (c *ctConn) transact(n int, build func(b []byte, seq uint32) []byte) error {
-	return c.do(func(nc *nfnl.Conn) error { return nc.Transact(n, build) })
+	return c.c.Transact(n, build)
 }
 
 // generation asks the kernel for the nf_tables ruleset generation.
-func (c *ctConn) generation() (gen uint32, err error) {
-	err = c.do(func(nc *nfnl.Conn) error {
-		gen, err = nftmap.Generation(nc)
-		return err
-	})
-	return gen, err
-}
+func (c *ctConn) generation() (uint32, error) { return nftmap.Generation(c.c) }

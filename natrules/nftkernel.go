@@ -3,7 +3,9 @@ package natrules
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/nftables"
@@ -11,14 +13,39 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// This file talks to nf_tables over netlink: install, check, repair and
-// sweep the ftpalg tables (github.com/google/nftables), and add or delete
-// a hole's map elements (a transaction built in place, nftelems.go). Every
-// function here must be called with nftMu held.
+// nftPart is the nftables side of the NAT maps: install, check, repair
+// and sweep the ftpalg tables (github.com/google/nftables, on one lasting
+// socket that only the owner goroutine uses: every method here but elems
+// runs in its jobs), and add or delete a hole's map elements (elems: a
+// transaction built in place, nftelems.go, on a pooled request socket).
+type nftPart struct {
+	cfg Config
+	ns  nsRunner
+	log *slog.Logger
+	req *connPool
 
-// nftConnLocked returns the manager's lasting nftables netlink socket,
-// opening it (in the manager's namespace) if needed.
-func (m *Manager) nftConnLocked() (*nftables.Conn, error) {
+	nc   *nftables.Conn           // owner goroutine
+	sets map[string]*nftables.Set // owner goroutine; by map name (names carry the family)
+	gen  *genProbe                // owner goroutine; the canary's shortcut (canary.go)
+	// ftpalg's own nf_tables commits, for the generation probe: started
+	// and finished count attempts, own the successful ones.
+	started, finished, own atomic.Uint64
+}
+
+// commit runs one nf_tables transaction of ftpalg's and counts it.
+func (m *nftPart) commit(fn func() error) error {
+	m.started.Add(1)
+	defer m.finished.Add(1)
+	err := fn()
+	if err == nil {
+		m.own.Add(1)
+	}
+	return err
+}
+
+// nftConn returns the lasting nftables netlink socket, opening it
+// (in the manager's namespace) if needed.
+func (m *nftPart) nftConn() (*nftables.Conn, error) {
 	if m.nc != nil {
 		return m.nc, nil
 	}
@@ -34,33 +61,32 @@ func (m *Manager) nftConnLocked() (*nftables.Conn, error) {
 	return c, nil
 }
 
-// nftCloseLocked drops the socket; after an error the next call opens a
+// nftClose drops the socket; after an error the next call opens a
 // fresh one, so no stale reply can be read as the answer to a later
 // request.
-func (m *Manager) nftCloseLocked() {
+func (m *nftPart) nftClose() {
 	if m.nc != nil {
 		m.nc.CloseLasting()
 		m.nc = nil
 	}
 }
 
-// nftFlushLocked sends the batch queued on c (one kernel transaction).
-func (m *Manager) nftFlushLocked(c *nftables.Conn) error {
-	if err := c.Flush(); err != nil {
-		m.nftCloseLocked()
+// nftFlush sends the batch queued on c (one kernel transaction).
+func (m *nftPart) nftFlush(c *nftables.Conn) error {
+	if err := m.commit(c.Flush); err != nil {
+		m.nftClose()
 		return err
 	}
-	m.noteCommitLocked()
 	return nil
 }
 
-func (m *Manager) nftTable(f Family) *nftables.Table {
+func (m *nftPart) nftTable(f Family) *nftables.Table {
 	return &nftables.Table{Name: nftTableName, Family: nftFamily(f)}
 }
 
 // nftSet describes a map of the table for element operations (and
 // creation).
-func (m *Manager) nftSet(f Family, ms nftMapSpec) *nftables.Set {
+func (m *nftPart) nftSet(f Family, ms nftMapSpec) *nftables.Set {
 	s := &nftables.Set{
 		Table: m.nftTable(f), Name: ms.Name, IsMap: true, HasTimeout: true, Dynamic: true,
 		Timeout: m.cfg.TTL, Size: uint32(m.cfg.MaxHoles),
@@ -76,31 +102,31 @@ func (m *Manager) nftSet(f Family, ms nftMapSpec) *nftables.Set {
 
 // nftSetByName returns the map for element operations (cached; the set
 // objects are only read by the library).
-func (m *Manager) nftSetByName(f Family, name string) *nftables.Set {
-	if s := m.nftSets[name]; s != nil {
+func (m *nftPart) nftSetByName(f Family, name string) *nftables.Set {
+	if s := m.sets[name]; s != nil {
 		return s
 	}
 	for _, ms := range nftStructure(m.cfg, f).Maps {
 		if ms.Name == name {
-			if m.nftSets == nil {
-				m.nftSets = map[string]*nftables.Set{}
+			if m.sets == nil {
+				m.sets = map[string]*nftables.Set{}
 			}
-			m.nftSets[name] = m.nftSet(f, ms)
-			return m.nftSets[name]
+			m.sets[name] = m.nftSet(f, ms)
+			return m.sets[name]
 		}
 	}
 	panic("natrules: unknown map " + name)
 }
 
-// nftTablesLocked reports which families have an ftpalg table.
-func (m *Manager) nftTablesLocked() (map[Family]bool, error) {
-	c, err := m.nftConnLocked()
+// nftTables reports which families have an ftpalg table.
+func (m *nftPart) nftTables() (map[Family]bool, error) {
+	c, err := m.nftConn()
 	if err != nil {
 		return nil, err
 	}
 	ts, err := c.ListTables()
 	if err != nil {
-		m.nftCloseLocked()
+		m.nftClose()
 		return nil, fmt.Errorf("list nftables tables: %w", err)
 	}
 	have := map[Family]bool{}
@@ -118,24 +144,24 @@ func (m *Manager) nftTablesLocked() (map[Family]bool, error) {
 	return have, nil
 }
 
-// nftSweepLocked deletes the ftpalg tables of both families (with their
+// nftSweep deletes the ftpalg tables of both families (with their
 // maps and elements), in one transaction.
-func (m *Manager) nftSweepLocked() error {
-	have, err := m.nftTablesLocked()
+func (m *nftPart) nftSweep() error {
+	have, err := m.nftTables()
 	if err != nil {
 		return err
 	}
 	if len(have) == 0 {
 		return nil
 	}
-	c, _ := m.nftConnLocked()
+	c, _ := m.nftConn()
 	for _, f := range []Family{IPv4, IPv6} {
 		if have[f] {
 			c.DelTable(m.nftTable(f))
 			m.log.Debug("swept nftables table", "family", nftFamilyName(f), "table", nftTableName)
 		}
 	}
-	if err := m.nftFlushLocked(c); err != nil {
+	if err := m.nftFlush(c); err != nil {
 		return fmt.Errorf("delete nftables table %s: %w", nftTableName, err)
 	}
 	return nil
@@ -147,12 +173,12 @@ type timedElem struct {
 	ttl time.Duration
 }
 
-// nftInstallLocked (re)creates the table of a family in one transaction:
+// nftInstall (re)creates the table of a family in one transaction:
 // the old table, if replace, is deleted first; then the table, maps,
 // chains, rules and the given elements are added. The datapath sees the
 // old state or the new one, never a half-built table.
-func (m *Manager) nftInstallLocked(f Family, replace bool, elems []timedElem) error {
-	c, err := m.nftConnLocked()
+func (m *nftPart) nftInstall(f Family, replace bool, elems []timedElem) error {
+	c, err := m.nftConn()
 	if err != nil {
 		return err
 	}
@@ -188,7 +214,7 @@ func (m *Manager) nftInstallLocked(f Family, replace bool, elems []timedElem) er
 			return err
 		}
 	}
-	if err := m.nftFlushLocked(c); err != nil {
+	if err := m.nftFlush(c); err != nil {
 		return fmt.Errorf("install nftables table %s %s: %w", nftFamilyName(f), nftTableName, err)
 	}
 	return nil
@@ -219,10 +245,10 @@ func withSetIDs(exprs []expr.Any, sets map[string]*nftables.Set) []expr.Any {
 	return out
 }
 
-// nftCheckLocked compares the family's table with the spec: table, maps,
+// nftCheck compares the family's table with the spec: table, maps,
 // chains (type, hook, priority) and rule counts. It returns what drifted.
-func (m *Manager) nftCheckLocked(f Family) ([]string, error) {
-	have, err := m.nftTablesLocked()
+func (m *nftPart) nftCheck(f Family) ([]string, error) {
+	have, err := m.nftTables()
 	if err != nil {
 		return nil, err
 	}
@@ -230,13 +256,13 @@ func (m *Manager) nftCheckLocked(f Family) ([]string, error) {
 	if !have[f] {
 		return []string{"nftables table " + name + " missing"}, nil
 	}
-	c, _ := m.nftConnLocked()
+	c, _ := m.nftConn()
 	spec := nftStructure(m.cfg, f)
 	t := m.nftTable(f)
 	var drift []string
 	sets, err := c.GetSets(t)
 	if err != nil {
-		m.nftCloseLocked()
+		m.nftClose()
 		return nil, fmt.Errorf("list maps of %s: %w", name, err)
 	}
 	for _, ms := range spec.Maps {
@@ -246,7 +272,7 @@ func (m *Manager) nftCheckLocked(f Family) ([]string, error) {
 	}
 	chains, err := c.ListChainsOfTableFamily(nftFamily(f))
 	if err != nil {
-		m.nftCloseLocked()
+		m.nftClose()
 		return nil, fmt.Errorf("list chains of %s: %w", name, err)
 	}
 	for _, cs := range spec.Chains {
@@ -262,7 +288,7 @@ func (m *Manager) nftCheckLocked(f Family) ([]string, error) {
 		}
 		rules, err := c.GetRules(t, ch)
 		if err != nil {
-			m.nftCloseLocked()
+			m.nftClose()
 			return nil, fmt.Errorf("list rules of %s %s: %w", name, cs.Name, err)
 		}
 		if len(rules) != len(cs.Rules) {
@@ -272,18 +298,18 @@ func (m *Manager) nftCheckLocked(f Family) ([]string, error) {
 	return drift, nil
 }
 
-// nftLiveElemsLocked reads the elements of the family's maps that are in
+// nftLiveElems reads the elements of the family's maps that are in
 // the kernel now, with their remaining lifetime. ok is false when a map
 // cannot be read (gone).
-func (m *Manager) nftLiveElemsLocked(f Family) (es []timedElem, ok bool) {
-	c, err := m.nftConnLocked()
+func (m *nftPart) nftLiveElems(f Family) (es []timedElem, ok bool) {
+	c, err := m.nftConn()
 	if err != nil {
 		return nil, false
 	}
 	for _, ms := range nftStructure(m.cfg, f).Maps {
 		got, err := c.GetSetElements(m.nftSet(f, ms))
 		if err != nil {
-			m.nftCloseLocked()
+			m.nftClose()
 			return nil, false
 		}
 		for _, e := range got {
@@ -296,17 +322,15 @@ func (m *Manager) nftLiveElemsLocked(f Family) (es []timedElem, ok bool) {
 	return es, true
 }
 
-// nftElemsLocked adds (add) or deletes the elements of a hole in one
-// transaction. Adding with refresh replaces an existing element so that
-// its timeout starts again on any kernel (delete + add). Deleting first
-// adds the element, so that the transaction does not fail when the
+// elems adds (add) or deletes the elements of a hole in one
+// transaction, on a pooled request socket (not the owner's: holes are
+// opened concurrently). Adding with refresh replaces an existing element
+// so that its timeout starts again on any kernel (delete + add). Deleting
+// first adds the element, so that the transaction does not fail when the
 // datapath has consumed it or it expired: delete is idempotent.
-func (m *Manager) nftElemsLocked(f Family, es []nftElem, add, refresh bool, ttl time.Duration) error {
+func (m *nftPart) elems(f Family, es []nftElem, add, refresh bool, ttl time.Duration) error {
 	if len(es) == 0 {
 		return nil
-	}
-	if err := m.openReqConn(); err != nil {
-		return fmt.Errorf("netfilter request socket: %w", err)
 	}
 	ops := make([]nftElemOp, 0, 3*len(es))
 	queue := func(del bool) {
@@ -321,8 +345,15 @@ func (m *Manager) nftElemsLocked(f Family, es []nftElem, add, refresh bool, ttl 
 	if add && refresh {
 		queue(false)
 	}
-	err := m.req.c.transact(len(ops), func(b []byte, seq uint32) []byte {
-		return appendNftElemBatch(b, seq, byte(nftFamily(f)), ops, ttl)
+	c, err := m.req.get()
+	if err != nil {
+		return fmt.Errorf("netfilter request socket: %w", err)
+	}
+	defer m.req.put(c)
+	err = m.commit(func() error {
+		return c.transact(len(ops), func(b []byte, seq uint32) []byte {
+			return appendNftElemBatch(b, seq, byte(nftFamily(f)), ops, ttl)
+		})
 	})
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -330,14 +361,13 @@ func (m *Manager) nftElemsLocked(f Family, es []nftElem, add, refresh bool, ttl 
 		}
 		return err
 	}
-	m.noteCommitLocked()
 	return nil
 }
 
-// nftAddManyLocked adds many elements (benchmark pre-population), a
+// nftAddMany adds many elements (benchmark pre-population), a
 // thousand per transaction.
-func (m *Manager) nftAddManyLocked(f Family, es []timedElem) error {
-	c, err := m.nftConnLocked()
+func (m *nftPart) nftAddMany(f Family, es []timedElem) error {
+	c, err := m.nftConn()
 	if err != nil {
 		return err
 	}
@@ -350,10 +380,10 @@ func (m *Manager) nftAddManyLocked(f Family, es []timedElem) error {
 		for len(els) > 0 {
 			n := min(len(els), 1000) // one batch must fit a netlink message
 			if err := c.SetAddElements(s, els[:n]); err != nil {
-				m.nftCloseLocked()
+				m.nftClose()
 				return err
 			}
-			if err := m.nftFlushLocked(c); err != nil {
+			if err := m.nftFlush(c); err != nil {
 				return err
 			}
 			els = els[n:]
@@ -365,38 +395,17 @@ func (m *Manager) nftAddManyLocked(f Family, es []timedElem) error {
 // nftRepair re-creates the family's table in one transaction. The
 // elements carried over are those in the kernel's maps if they can still
 // be read (a flushed or deleted chain: holes consumed by the datapath stay
-// consumed), else those of the live holes in the bookkeeping, with their
-// remaining lifetime (the table or a map is gone).
-func (m *Manager) nftRepair(f Family) error {
-	m.mu.Lock()
-	now := time.Now()
-	var book []timedElem
-	for _, st := range m.holes {
-		if FamilyOf(st.h.From) != f || !now.Before(st.expires) {
-			continue
-		}
-		// A hole the datapath consumed must not be re-armed: its filter
-		// entry (ipsets survive an nft flush) tells.
-		if len(st.elems) > 0 && m.consumedLocked(st) {
-			st.used = true
-			continue
-		}
-		for _, e := range st.elems {
-			book = append(book, timedElem{e, st.expires.Sub(now)})
-		}
-	}
-	m.mu.Unlock()
-
-	m.nftMu.Lock()
-	defer m.nftMu.Unlock()
-	have, err := m.nftTablesLocked()
+// consumed), else book, those of the live holes in the bookkeeping, with
+// their remaining lifetime (the table or a map is gone).
+func (m *nftPart) nftRepair(f Family, book []timedElem) error {
+	have, err := m.nftTables()
 	if err != nil {
 		return err
 	}
 	var elems []timedElem
 	ok := false
 	if have[f] {
-		elems, ok = m.nftLiveElemsLocked(f)
+		elems, ok = m.nftLiveElems(f)
 	}
 	if !ok {
 		elems = book
@@ -404,9 +413,15 @@ func (m *Manager) nftRepair(f Family) error {
 			m.log.Warn("nftables maps lost, re-adding the elements of live holes", "family", f, "elements", len(book))
 		}
 	}
-	if err := m.nftInstallLocked(f, have[f], elems); err != nil {
+	if err := m.nftInstall(f, have[f], elems); err != nil {
 		return err
 	}
 	m.log.Warn("re-installed nftables table", "family", nftFamilyName(f), "table", nftTableName, "elements", len(elems))
 	return nil
+}
+
+// close drops the socket and the probe. Owner goroutine.
+func (m *nftPart) close() {
+	m.nftClose()
+	m.stopGenProbe()
 }

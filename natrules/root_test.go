@@ -187,7 +187,7 @@ func newTestManager(tb testing.TB, ns *testNS, cfg Config) *Manager {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { m.stopJanitor() })
+	tb.Cleanup(func() { m.Close() })
 	return m
 }
 
@@ -526,7 +526,7 @@ func TestRootCanaryGeneration(t *testing.T) {
 	if err := m.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if m.gen == nil {
+	if !m.genArmed() {
 		t.Fatal("generation probe not armed on iptables-nft with nftables maps")
 	}
 	recent := time.Now()
@@ -613,17 +613,17 @@ func TestRootOneShotIPv6(t *testing.T) { testOneShot(t, true, natNFT) }
 // backend (what Setup falls back to without nf_tables).
 func TestRootOneShotIptablesFallback(t *testing.T) { testOneShot(t, false, natIPT) }
 
-func testOneShot(t *testing.T, v6 bool, nb natBackend) {
+func testOneShot(t *testing.T, v6 bool, nb natKind) {
 	needRoot(t)
 	tp := newTopo(t, v6)
 	m := newTestManager(t, tp.gw, Config{IPv4: !v6, IPv6: v6, TTL: 30 * time.Second})
-	m.noNFT = nb == natIPT
+	m.structure().opts.noNFT = nb == natIPT
 	ctx := t.Context()
 	if err := m.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if m.nb != nb {
-		t.Fatalf("NAT backend %s, want %s", m.nb, nb)
+	if m.nb() != nb {
+		t.Fatalf("NAT backend %s, want %s", m.nb(), nb)
 	}
 	port, peers := listen(t, tp.server, tp.sAddr)
 	mustNotConnect(t, tp, tp.sAddr, port, "no hole")
@@ -799,8 +799,8 @@ func TestRootNFTStructure(t *testing.T) {
 	if err := m.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if m.nb != natNFT {
-		t.Fatalf("backend %s, want nftables", m.nb)
+	if m.nb() != natNFT {
+		t.Fatalf("backend %s, want nftables", m.nb())
 	}
 	for _, f := range []Family{IPv4, IPv6} {
 		want := nftStructure(m.cfg, f).Script()

@@ -2,33 +2,31 @@ package natrules
 
 import (
 	"fmt"
+	"github.com/ftpalg/ftpalg/natrules/hole"
 	"net/netip"
 	"strconv"
 	"strings"
 )
 
-// Family is an address family: IPv4 (iptables) or IPv6 (ip6tables).
-type Family int
-
-const (
-	IPv4 Family = 4
-	IPv6 Family = 6
+// The vocabulary of the parts (natrules/hole), under the names proxy/,
+// cmd/ and the files of this package use.
+type (
+	Family   = hole.Family
+	holeKey  = hole.Key
+	setEntry = hole.SetEntry
+	nftElem  = hole.Elem
 )
 
-func (f Family) String() string {
-	if f == IPv6 {
-		return "ipv6"
-	}
-	return "ipv4"
-}
+const (
+	IPv4 = hole.IPv4
+	IPv6 = hole.IPv6
+)
 
 // FamilyOf returns the family of an address (4-in-6 mapped counts as IPv4).
-func FamilyOf(a netip.Addr) Family {
-	if a.Unmap().Is4() {
-		return IPv4
-	}
-	return IPv6
-}
+func FamilyOf(a netip.Addr) Family { return hole.FamilyOf(a) }
+
+func keyOf(h Hole) holeKey           { return hole.KeyOf(h) }
+func normalize(h Hole) (Hole, error) { return hole.Normalize(h) }
 
 // Table names.
 const (
@@ -96,7 +94,7 @@ type chainSpec struct{ Table, Name string }
 
 // ownChains lists the chains of one family in creation order. With the
 // nftables backend the nat table only holds the capture rules (if any).
-func ownChains(cfg Config, nb natBackend) []chainSpec {
+func ownChains(cfg Config, nb natKind) []chainSpec {
 	cs := []chainSpec{{tFilter, chHole}, {tFilter, chForward}, {tFilter, chInput}, {tFilter, chCanary}}
 	switch {
 	case nb == natIPT:
@@ -130,7 +128,7 @@ func rule(table, chain string, args ...string) Rule {
 // inserted at position 1). It is a pure function of cfg and the NAT
 // backend: with nftables the nat table only holds the capture rules (the
 // holes' NAT is in the ftpalg nftables table, see nftStructure).
-func staticRules(cfg Config, fam Family, nb natBackend) []Rule {
+func staticRules(cfg Config, fam Family, nb natKind) []Rule {
 	if nb == natNFT {
 		return staticRulesNFT(cfg, fam)
 	}
@@ -242,104 +240,31 @@ func captureRules(cfg Config) []Rule {
 
 func port(p uint16) string { return strconv.Itoa(int(p)) }
 
-// holeKey identifies a hole: at most one live hole per (From, To).
-type holeKey struct {
-	From netip.Addr
-	To   netip.AddrPort
-}
-
-func (k holeKey) String() string { return k.From.String() + "->" + k.To.String() }
-
-func keyOf(h Hole) holeKey { return holeKey{h.From, h.To} }
-
-// String renders a hole as "from->to[ dnat d][ snat s]".
-func (h Hole) String() string {
-	s := keyOf(h).String()
-	if h.DNAT.IsValid() {
-		s += " dnat " + h.DNAT.String()
-	}
-	if h.SNAT.IsValid() {
-		s += " snat " + h.SNAT.String()
-	}
-	return s
-}
-
-func (h Hole) isNAT() bool { return h.DNAT.IsValid() || h.SNAT.IsValid() }
-
 // holeComment is the comment on a hole's rules; the key after the prefix
 // lets a garbage collection or sweep recognise it.
 func holeComment(k holeKey) string { return Comment + " hole " + k.String() }
 
 const holeCommentPrefix = Comment + " hole "
 
-// normalize unmaps 4-in-6 addresses and checks that the hole is usable.
-func normalize(h Hole) (Hole, error) {
-	if !h.From.IsValid() || !h.To.IsValid() || !h.To.Addr().IsValid() {
-		return h, fmt.Errorf("invalid hole: From and To are required")
-	}
-	if h.To.Port() == 0 {
-		return h, fmt.Errorf("invalid hole: destination port 0")
-	}
-	h.From = h.From.Unmap()
-	h.To = netip.AddrPortFrom(h.To.Addr().Unmap(), h.To.Port())
-	fam := FamilyOf(h.From)
-	addrs := []netip.Addr{h.From, h.To.Addr()}
-	if h.DNAT.IsValid() {
-		if h.DNAT.Port() == 0 {
-			return h, fmt.Errorf("invalid hole: DNAT port 0")
-		}
-		h.DNAT = netip.AddrPortFrom(h.DNAT.Addr().Unmap(), h.DNAT.Port())
-		addrs = append(addrs, h.DNAT.Addr())
-	}
-	if h.SNAT.IsValid() {
-		h.SNAT = h.SNAT.Unmap()
-		addrs = append(addrs, h.SNAT)
-	}
-	for _, a := range addrs {
-		if a.Zone() != "" {
-			return h, fmt.Errorf("invalid hole: zoned address %s", a)
-		}
-		if FamilyOf(a) != fam {
-			return h, fmt.Errorf("invalid hole: mixed address families")
-		}
-		if a.IsUnspecified() || a.IsMulticast() {
-			return h, fmt.Errorf("invalid hole: address %s", a)
-		}
-	}
-	return h, nil
-}
-
-// setEntry is one ipset member: (src ip, tcp dst port, dst ip).
-type setEntry struct {
-	Set  string
-	Src  netip.Addr
-	Port uint16
-	Dst  netip.Addr
-}
-
-func (e setEntry) String() string {
-	return fmt.Sprintf("%s %s,tcp:%d,%s", e.Set, e.Src, e.Port, e.Dst)
-}
-
 // holeEntries returns the set members of a hole, in the order they are
 // added (the nat gate, when present, opens last). With the nftables
 // backend only the filter entry is an ipset member.
-func holeEntries(h Hole, nb natBackend) []setEntry {
+func holeEntries(h Hole, nb natKind) []setEntry {
 	fam := FamilyOf(h.From)
 	dst := h.To
 	if h.DNAT.IsValid() {
 		dst = h.DNAT
 	}
-	es := []setEntry{{fwdSet(fam), h.From, dst.Port(), dst.Addr()}}
+	es := []setEntry{{Set: fwdSet(fam), Src: h.From, Port: dst.Port(), Dst: dst.Addr()}}
 	if h.DNAT.IsValid() && nb == natIPT {
-		es = append(es, setEntry{natSet(fam), h.From, h.To.Port(), h.To.Addr()})
+		es = append(es, setEntry{Set: natSet(fam), Src: h.From, Port: h.To.Port(), Dst: h.To.Addr()})
 	}
 	return es
 }
 
 // holeRules returns the per-hole nat rules of the iptables backend (none
 // for a plain filter hole, none with nftables).
-func holeRules(h Hole, nb natBackend) []Rule {
+func holeRules(h Hole, nb natKind) []Rule {
 	if nb != natIPT {
 		return nil
 	}

@@ -14,11 +14,12 @@ import (
 
 	"github.com/ftpalg/ftpalg/alg"
 	"github.com/ftpalg/ftpalg/natrules"
+	"github.com/ftpalg/ftpalg/natrules/natrulestest"
 )
 
 // gatedHoles is a Fake whose Open waits for release: a slow kernel.
 type gatedHoles struct {
-	*natrules.Fake
+	*natrulestest.Fake
 	once    sync.Once
 	entered chan struct{}
 	release chan struct{}
@@ -137,7 +138,7 @@ func (d *direct) reply(l, want string) {
 // hole, the client's next line still reaches the server: the session lock
 // is not held across the kernel call.
 func TestOtherDirectionFlowsDuringOpen(t *testing.T) {
-	holes := &gatedHoles{Fake: &natrules.Fake{}, entered: make(chan struct{}), release: make(chan struct{})}
+	holes := &gatedHoles{Fake: &natrulestest.Fake{}, entered: make(chan struct{}), release: make(chan struct{})}
 	holes.Setup(context.Background())
 	released := false
 	defer func() {
@@ -171,7 +172,7 @@ func TestOtherDirectionFlowsDuringOpen(t *testing.T) {
 // TestOpenFailureWithheld: a hole the kernel refuses is never announced;
 // the client gets 425 and the session goes on.
 func TestOpenFailureWithheld(t *testing.T) {
-	holes := &natrules.Fake{}
+	holes := &natrulestest.Fake{}
 	holes.Setup(context.Background())
 	d := newDirect(t, holes)
 	holes.FailOpen(true)

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/ftpalg/ftpalg/alg"
-	"github.com/ftpalg/ftpalg/natrules"
+	"github.com/ftpalg/ftpalg/natrules/natrulestest"
 )
 
 func TestRefusalLog(t *testing.T) {
@@ -106,7 +106,7 @@ func serveTest(t *testing.T, up netip.AddrPort, cfg Config, log *slog.Logger) (*
 	cfg.Policy = alg.DefaultPolicy()
 	cfg.Policy.AllowLoopbackServer = true
 	cfg.PortLo, cfg.PortHi = 50000, 50009
-	s, err := New(cfg, &natrules.Fake{}, log)
+	s, err := New(cfg, &natrulestest.Fake{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

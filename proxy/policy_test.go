@@ -12,7 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ftpalg/ftpalg/alg"
-	"github.com/ftpalg/ftpalg/natrules"
+	"github.com/ftpalg/ftpalg/natrules/natrulestest"
 )
 
 // prefixes is an Access for tests: listed clients and servers, deny wins.
@@ -132,7 +132,7 @@ func TestAdmission(t *testing.T) {
 
 // A reload swaps the policy for new sessions.
 func TestAdmissionReload(t *testing.T) {
-	s, err := New(Config{Policy: alg.DefaultPolicy(), PortLo: 50000, PortHi: 50001, Access: prefixes{}}, &natrules.Fake{}, slog.New(slog.DiscardHandler))
+	s, err := New(Config{Policy: alg.DefaultPolicy(), PortLo: 50000, PortHi: 50001, Access: prefixes{}}, &natrulestest.Fake{}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

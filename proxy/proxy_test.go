@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/ftpalg/ftpalg/alg"
-	"github.com/ftpalg/ftpalg/natrules"
+	"github.com/ftpalg/ftpalg/natrules/natrulestest"
 )
 
 // fakeFTP is a scripted FTP server on loopback that records what it got.
@@ -79,14 +79,14 @@ func (f *fakeFTP) got() []string {
 func (f *fakeFTP) addr() netip.AddrPort { return netip.MustParseAddrPort(f.ln.Addr().String()) }
 
 // startProxy runs a forward-mode proxy whose "original destination" is dst.
-func startProxy(t *testing.T, dst netip.AddrPort, mod func(*Config)) (netip.AddrPort, *natrules.Fake) {
+func startProxy(t *testing.T, dst netip.AddrPort, mod func(*Config)) (netip.AddrPort, *natrulestest.Fake) {
 	t.Helper()
 	cfg := Config{Policy: alg.DefaultPolicy(), PortLo: 50000, PortHi: 50009, IdleTimeout: time.Minute, ConnectTimeout: time.Second}
 	cfg.Policy.AllowLoopbackServer = true // the fake server is on loopback
 	if mod != nil {
 		mod(&cfg)
 	}
-	holes := &natrules.Fake{}
+	holes := &natrulestest.Fake{}
 	holes.Setup(context.Background())
 	s, err := New(cfg, holes, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -215,7 +215,7 @@ func TestNotRedirectedRefused(t *testing.T) {
 	// A connection made straight to the listener has itself as original
 	// destination: dialing it would loop.
 	cfg := Config{Policy: alg.DefaultPolicy(), PortLo: 50000, PortHi: 50001}
-	s, err := New(cfg, &natrules.Fake{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(cfg, &natrulestest.Fake{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

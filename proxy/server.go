@@ -88,7 +88,7 @@ type Server struct {
 	stopping atomic.Bool
 }
 
-// New builds a server. holes must not be nil (use natrules.Fake in tests).
+// New builds a server. holes must not be nil (use natrulestest.Fake in tests).
 func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 	if cfg.Policy.Mode != alg.ModeForward && len(cfg.Upstreams) == 0 {
 		return nil, fmt.Errorf("proxy: %s mode needs an upstream address", cfg.Policy.Mode)

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/ftpalg/ftpalg/alg"
-	"github.com/ftpalg/ftpalg/natrules"
+	"github.com/ftpalg/ftpalg/natrules/natrulestest"
 )
 
 // floodServer greets and then sends replies nobody asked for, without end
@@ -71,7 +71,7 @@ func TestDrainStuckClients(t *testing.T) {
 	up := floodServer(t, blocked)
 	cfg := Config{Policy: alg.DefaultPolicy(), PortLo: 50000, PortHi: 50009, WriteTimeout: 30 * time.Second}
 	cfg.Policy.AllowLoopbackServer = true
-	s, err := New(cfg, &natrules.Fake{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(cfg, &natrulestest.Fake{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

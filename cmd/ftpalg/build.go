@@ -62,13 +62,12 @@ func removeRules(rules *natrules.Manager) error {
 	return rules.Teardown(context.Background())
 }
 
-// closeRules is the one place the manager is released, after its rules
-// are removed or when they were never installed. natrules adds
-// Manager.Close (its flow worker, its netlink handle); until it has one,
-// this does nothing.
+// closeRules is the one place the manager is released (its goroutines
+// and sockets), after its rules are removed or when they were never
+// installed.
 func closeRules(rules *natrules.Manager) {
-	if c, ok := any(rules).(io.Closer); ok {
-		c.Close()
+	if err := rules.Close(); err != nil {
+		slog.Default().Debug("release the firewall manager", "err", err)
 	}
 }
 

@@ -91,6 +91,10 @@ func DialNS(ns netns.NsHandle) (*Conn, error) {
 }
 
 // Close releases the socket.
+// Broken says whether a request on c failed at the socket: a late reply
+// may still come, so a caller that keeps sockets closes it instead.
+func (c *Conn) Broken() bool { return c.broken }
+
 func (c *Conn) Close() error {
 	if c == nil {
 		return nil

@@ -2,11 +2,8 @@ package nfnl
 
 import (
 	"errors"
-	"net"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/ftpalg/ftpalg/natrules/internal/nstest"
 	"golang.org/x/sys/unix"
@@ -89,92 +86,5 @@ func TestRootConn(t *testing.T) {
 	// The conn still answers after a dump (nothing of it left unread).
 	if _, err := c.RoundTrip(gettable, 0, AppendStringAttr(AppendNfgen(nil, unix.NFPROTO_IPV4, 0), unix.NFTA_TABLE_NAME, testTable)); err != nil {
 		t.Fatalf("get after the dump: %v", err)
-	}
-}
-
-// The pool lends one conn per concurrent caller, in its namespace, and
-// closes what comes back after Close.
-func TestRootPool(t *testing.T) {
-	ns := nstest.New(t, "pool")
-	ns.Exec(t, "nft", "add", "table", "ip", testTable)
-	p, err := NewPool(ns.Handle, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gettable := MsgType(unix.NFNL_SUBSYS_NFTABLES, unix.NFT_MSG_GETTABLE)
-	body := AppendStringAttr(AppendNfgen(nil, unix.NFPROTO_IPV4, 0), unix.NFTA_TABLE_NAME, testTable)
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for range 16 {
-		wg.Go(func() {
-			for range 20 {
-				errs <- p.Do(func(c *Conn) error {
-					data, err := c.RoundTrip(gettable, 0, body)
-					if err == nil && tableName(data) != testTable {
-						err = errors.New("wrong reply: " + tableName(data))
-					}
-					return err
-				})
-			}
-		})
-	}
-	go func() { wg.Wait(); close(errs) }()
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := len(p.idle); n != 2 {
-		t.Errorf("%d idle conns, want the pool's size 2", n)
-	}
-	// All lent: Get waits for a Put. A broken conn is closed and replaced.
-	c1, err1 := p.Get()
-	c2, err2 := p.Get()
-	if err1 != nil || err2 != nil {
-		t.Fatal(err1, err2)
-	}
-	got := make(chan *Conn)
-	go func() {
-		c, err := p.Get()
-		if err != nil {
-			t.Error(err)
-		}
-		got <- c
-	}()
-	select {
-	case <-got:
-		t.Fatal("Get returned with every conn lent")
-	case <-time.After(100 * time.Millisecond):
-	}
-	p.Put(c1)
-	if c := <-got; c != c1 {
-		t.Fatal("the waiting Get did not get the returned conn")
-	}
-	c2.broken = true
-	p.Put(c2)
-	c3, err := p.Get()
-	if err != nil || c3 == c2 || c3 == nil {
-		t.Fatalf("after a broken conn: %p, %v; want a new conn", c3, err)
-	}
-	if _, err := c3.RoundTrip(gettable, 0, body); err != nil {
-		t.Fatalf("the replacement conn: %v", err)
-	}
-	// Close wakes a waiting Get; a conn returned after it is closed.
-	go func() {
-		_, err := p.Get()
-		got <- nil
-		if !errors.Is(err, net.ErrClosed) {
-			t.Errorf("Get across Close: %v, want net.ErrClosed", err)
-		}
-	}()
-	p.Close()
-	<-got
-	p.Put(c1)
-	p.Put(c3)
-	if len(p.idle) != 0 {
-		t.Error("a conn returned after Close was kept")
-	}
-	if _, err := p.Get(); !errors.Is(err, net.ErrClosed) {
-		t.Fatalf("Get after Close: %v, want net.ErrClosed", err)
 	}
 }

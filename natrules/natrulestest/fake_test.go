@@ -1,8 +1,11 @@
-package natrules
+package natrulestest
 
 import (
+	"net/netip"
+
 	"context"
 	"errors"
+	"github.com/ftpalg/ftpalg/natrules"
 	"testing"
 )
 
@@ -10,23 +13,23 @@ import (
 type holeManager interface {
 	Setup(context.Context) error
 	Teardown(context.Context) error
-	Open(context.Context, Hole) error
-	Revoke(context.Context, Hole) error
-	CloseSession(context.Context, []Hole, []Hole) error
+	Open(context.Context, natrules.Hole) error
+	Revoke(context.Context, natrules.Hole) error
+	CloseSession(context.Context, []natrules.Hole, []natrules.Hole) error
 	Run(context.Context) error
 	Ready() bool
-	Stats() Stats
+	Stats() natrules.Stats
 }
 
 var (
-	_ holeManager = (*Manager)(nil)
+	_ holeManager = (*natrules.Manager)(nil)
 	_ holeManager = (*Fake)(nil)
 )
 
 func TestFake(t *testing.T) {
 	ctx := t.Context()
 	var f Fake
-	h := Hole{From: ad("192.0.2.1"), To: ap("198.51.100.1:2000")}
+	h := natrules.Hole{From: ad("192.0.2.1"), To: ap("198.51.100.1:2000")}
 	if err := f.Open(ctx, h); err != nil {
 		t.Fatal(err)
 	}
@@ -34,15 +37,15 @@ func TestFake(t *testing.T) {
 		t.Fatal("hole not live")
 	}
 	f.FailOpen(true)
-	h2 := Hole{From: ad("192.0.2.1"), To: ap("198.51.100.1:2001")}
+	h2 := natrules.Hole{From: ad("192.0.2.1"), To: ap("198.51.100.1:2001")}
 	if err := f.Open(ctx, h2); !errors.Is(err, ErrFakeOpen) {
 		t.Fatalf("FailOpen: %v", err)
 	}
 	f.FailOpen(false)
-	if err := f.Open(ctx, Hole{From: ad("192.0.2.1")}); err == nil {
+	if err := f.Open(ctx, natrules.Hole{From: ad("192.0.2.1")}); err == nil {
 		t.Error("invalid hole accepted")
 	}
-	if err := f.CloseSession(ctx, []Hole{h, h2}, []Hole{h, h2}); err != nil {
+	if err := f.CloseSession(ctx, []natrules.Hole{h, h2}, []natrules.Hole{h, h2}); err != nil {
 		t.Fatal(err)
 	}
 	if f.IsOpen(h) || len(f.Live()) != 0 {
@@ -56,3 +59,6 @@ func TestFake(t *testing.T) {
 		t.Errorf("stats: %+v", s)
 	}
 }
+
+func ad(s string) netip.Addr     { return netip.MustParseAddr(s) }
+func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }

@@ -1,20 +1,24 @@
-package natrules
+// Package natrulestest has a fake of the pinhole manager for root-free
+// tests of its users.
+package natrulestest
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ftpalg/ftpalg/natrules"
+	"github.com/ftpalg/ftpalg/natrules/hole"
 	"slices"
 	"sync"
 )
 
 // FakeCall is one call recorded by Fake.
 type FakeCall struct {
-	Op     string // "Setup", "Teardown", "Open", "Revoke", "CloseSession"
-	Hole   Hole   // Open, Revoke
-	Holes  []Hole // CloseSession: the outstanding holes
-	Opened []Hole // CloseSession: every hole of the session
-	Err    error  // what the call returned
+	Op     string          // "Setup", "Teardown", "Open", "Revoke", "CloseSession"
+	Hole   natrules.Hole   // Open, Revoke
+	Holes  []natrules.Hole // CloseSession: the outstanding holes
+	Opened []natrules.Hole // CloseSession: every hole of the session
+	Err    error           // what the call returned
 }
 
 // ErrFakeOpen is what Fake.Open returns when told to fail with a nil error
@@ -31,9 +35,9 @@ type Fake struct {
 
 	mu    sync.Mutex
 	calls []FakeCall
-	live  map[holeKey]Hole
+	live  map[hole.Key]natrules.Hole
 	ready bool
-	stats Stats
+	stats natrules.Stats
 }
 
 // SetOpenError makes subsequent Open calls fail with err (nil: succeed).
@@ -59,7 +63,7 @@ func (f *Fake) record(c FakeCall) {
 func (f *Fake) Setup(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.live = map[holeKey]Hole{}
+	f.live = map[hole.Key]natrules.Hole{}
 	f.ready = true
 	f.record(FakeCall{Op: "Setup"})
 	return nil
@@ -74,10 +78,10 @@ func (f *Fake) Teardown(ctx context.Context) error {
 	return nil
 }
 
-func (f *Fake) Open(ctx context.Context, h Hole) error {
+func (f *Fake) Open(ctx context.Context, h natrules.Hole) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n, err := normalize(h)
+	n, err := hole.Normalize(h)
 	if err == nil {
 		err = f.OpenErr
 	}
@@ -85,7 +89,7 @@ func (f *Fake) Open(ctx context.Context, h Hole) error {
 		err = ctx.Err()
 	}
 	if err == nil {
-		if old, ok := f.live[keyOf(n)]; ok && old != n {
+		if old, ok := f.live[hole.KeyOf(n)]; ok && old != n {
 			err = fmt.Errorf("conflicts with live hole %s", old)
 		}
 	}
@@ -94,16 +98,16 @@ func (f *Fake) Open(ctx context.Context, h Hole) error {
 		f.stats.Failed++
 	} else {
 		if f.live == nil {
-			f.live = map[holeKey]Hole{}
+			f.live = map[hole.Key]natrules.Hole{}
 		}
-		f.live[keyOf(n)] = n
+		f.live[hole.KeyOf(n)] = n
 		f.stats.Opened++
 	}
 	f.record(FakeCall{Op: "Open", Hole: h, Err: err})
 	return err
 }
 
-func (f *Fake) Revoke(ctx context.Context, h Hole) error {
+func (f *Fake) Revoke(ctx context.Context, h natrules.Hole) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.revokeLocked(h)
@@ -111,18 +115,18 @@ func (f *Fake) Revoke(ctx context.Context, h Hole) error {
 	return nil
 }
 
-func (f *Fake) revokeLocked(h Hole) {
-	n, err := normalize(h)
+func (f *Fake) revokeLocked(h natrules.Hole) {
+	n, err := hole.Normalize(h)
 	if err != nil {
 		return
 	}
-	if old, ok := f.live[keyOf(n)]; ok && old == n {
-		delete(f.live, keyOf(n))
+	if old, ok := f.live[hole.KeyOf(n)]; ok && old == n {
+		delete(f.live, hole.KeyOf(n))
 		f.stats.Revoked++
 	}
 }
 
-func (f *Fake) CloseSession(ctx context.Context, open, opened []Hole) error {
+func (f *Fake) CloseSession(ctx context.Context, open, opened []natrules.Hole) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, h := range open {
@@ -133,7 +137,7 @@ func (f *Fake) CloseSession(ctx context.Context, open, opened []Hole) error {
 }
 
 // Forget records the call; the fake keeps no flows.
-func (f *Fake) Forget(h Hole) {
+func (f *Fake) Forget(h natrules.Hole) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record(FakeCall{Op: "Forget", Hole: h})
@@ -151,7 +155,7 @@ func (f *Fake) Ready() bool {
 	return f.ready
 }
 
-func (f *Fake) Stats() Stats {
+func (f *Fake) Stats() natrules.Stats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s := f.stats
@@ -167,10 +171,10 @@ func (f *Fake) Calls() []FakeCall {
 }
 
 // Live returns the holes currently open, in no particular order.
-func (f *Fake) Live() []Hole {
+func (f *Fake) Live() []natrules.Hole {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]Hole, 0, len(f.live))
+	out := make([]natrules.Hole, 0, len(f.live))
 	for _, h := range f.live {
 		out = append(out, h)
 	}
@@ -178,13 +182,13 @@ func (f *Fake) Live() []Hole {
 }
 
 // IsOpen reports whether a hole with h's From and To is live.
-func (f *Fake) IsOpen(h Hole) bool {
-	n, err := normalize(h)
+func (f *Fake) IsOpen(h natrules.Hole) bool {
+	n, err := hole.Normalize(h)
 	if err != nil {
 		return false
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	_, ok := f.live[keyOf(n)]
+	_, ok := f.live[hole.KeyOf(n)]
 	return ok
 }
