@@ -20,12 +20,13 @@ type mutant struct {
 }
 
 var (
-	hostile  = spec{"./tests/", "^TestForwardHostile$"}
-	install  = spec{"./tests/", "^TestFaultHoleInstallFailure$"}
-	pipeline = spec{"./tests/", "^TestPoolPipelinedForward$"}
-	bounce   = spec{"./alg/", "^TestActiveCommands$"}
-	order    = spec{"./alg/", "^TestOrderedRevocation$"}
-	withheld = spec{"./proxy/", "^TestOpenFailureWithheld$"}
+	hostile    = spec{"./tests/", "^TestForwardHostile$"}
+	install    = spec{"./tests/", "^TestFaultHoleInstallFailure$"}
+	pipeline   = spec{"./tests/", "^TestPoolPipelinedForward$"}
+	bounce     = spec{"./alg/", "^TestActiveCommands$"}
+	order      = spec{"./alg/", "^TestOrderedRevocation$"}
+	withheld   = spec{"./proxy/", "^TestOpenFailureWithheld$"}
+	failClosed = spec{"./natrules/", "^TestManagerFailClosed$"}
 )
 
 var mutants = []mutant{
@@ -72,6 +73,14 @@ var mutants = []mutant{
 			"if err != nil {\n\t\tss.srv.metrics.HoleFailures.Inc()",
 			"if err != nil && false {\n\t\tss.srv.metrics.HoleFailures.Inc()"}},
 		Tests: []spec{install, withheld},
+	},
+	{
+		Property: "fail-closed on install failure",
+		Name:     "a failed install leaves its set members in the kernel",
+		Edits: []edit{{"natrules/holes.go",
+			"m.undo(m.tab.Abort(op))\n\t\treturn err\n\t}\n\tm.tab.Commit(op, false",
+			"m.forgot(m.tab.Abort(op))\n\t\treturn err\n\t}\n\tm.tab.Commit(op, false"}},
+		Tests: []spec{failClosed},
 	},
 	{
 		Property: "command/reply order",
