@@ -325,7 +325,7 @@ func (ss *session) feed(ctx context.Context, from alg.Side, data []byte, toPeer,
 				*toClient = append(*toClient, ss.eng.OpenFailed(h)...)
 				return nil
 			}
-			ss.srv.metrics.Endpoints.WithLabelValues(h.Kind.String()).Inc()
+			ss.srv.metrics.endpoint(h.Kind).Inc()
 			ss.remember(toNat(h))
 			if ss.log.Enabled(ctx, slog.LevelDebug) { // holeString formats
 				ss.log.Debug("pinhole opened", "hole", holeString(h))
