@@ -71,12 +71,13 @@ func main() {
 	flag.IntVar(&o.idle, "idle", 10000, "idle sessions to hold (ftpalg)")
 	only := flag.String("only", "bulk,files,sessions,idle", "metrics to run, comma-separated")
 	modes := flag.String("modes", "plain,kernel,relay,krelay,ftpalg", "gateways to measure, comma-separated (relay, krelay: the user-space and kernel relay floors, files and sessions only; every -ftpalg-alt setup is added unless -modes is given)")
-	flag.DurationVar(&o.rtt, "rtt", 0, "round trip time added between the gateway and the server: netem delay of half of it on each end of that link (gateway s0 and server eth0 egress), e.g. 10ms")
+	flag.DurationVar(&o.rtt, "rtt", 0, "round trip time added between the gateway and the server, e.g. 10ms: half of it on each way (netem on both ends of the link, or NFQUEUE in the server's namespace where the kernel has no netem; see delay.go)")
 	var alts altFlags
 	flag.Var(&alts, "ftpalg-alt", "also measure ftpalg with other settings, as setup ftpalg-NAME: \"NAME:KEY=VALUE[,KEY=VALUE]\", the key bin naming another binary, other keys environment variables (e.g. p2:GOMAXPROCS=2, nodebug:GODEBUG=schedtrace=0, main:bin=/path/ftpalg); repeatable")
 	flag.StringVar(&o.out, "out", "/tmp/bench-results.md", "write the results (markdown) here too")
 	hold := flag.String("hold", "", "debug: set the gateway up as plain, kernel, relay, krelay or ftpalg, print the namespaces and wait for Ctrl-C")
 	serveIdleAddr := flag.String("serve-idle", "", "internal: run the idle test's upstream server on this address")
+	serveDelaySpec := flag.String("serve-delay", "", "internal: accept the packets of an NFQUEUE queue after a delay, \"queue delay\" (-rtt without netem)")
 	serveRelaySpec := flag.String("serve-relay", "", "internal: run the relay floor's relay, \"listen upstream\"")
 	serveKernelRelay := flag.Bool("kernel-relay", false, "internal: with -serve-relay, relay in the kernel (sockmap verdict program)")
 	filesClientSpec := flag.String("files-client", "", "internal: run the files client in this namespace, \"server passive|active n\"")
@@ -84,6 +85,12 @@ func main() {
 	if *filesClientSpec != "" {
 		if err := filesClient(*filesClientSpec); err != nil {
 			fatalf("files client: %v", err)
+		}
+		return
+	}
+	if *serveDelaySpec != "" {
+		if err := serveDelay(*serveDelaySpec); err != nil {
+			fatalf("%v", err)
 		}
 		return
 	}
@@ -235,8 +242,19 @@ func run(o opts, command string) error {
 	r.nofileCapped = capped
 	r.command = command
 
-	if err := tuneBed(b, o.rtt); err != nil {
+	if err := tuneBed(b); err != nil {
 		return err
+	}
+	if o.rtt > 0 {
+		// Every exchange with the server, control and data, takes rtt
+		// longer; the client's side of the gateway is unchanged.
+		how, stop, err := addRTT(b, o.rtt)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		r.rttHow = how
+		logf("round trip time +%s: %s", o.rtt, how)
 	}
 	logf("writing files: %d bytes bulk, %d x 1 KiB", o.bulkBytes, o.files)
 	if err := os.MkdirAll(filepath.Join(b.FTPRoot, "pub", "small"), 0o755); err != nil {
@@ -284,24 +302,11 @@ func run(o opts, command string) error {
 }
 
 // tuneBed widens the load generator's port range so that TIME_WAIT sockets
-// of earlier runs never run it dry, and adds the round trip time rtt to the
-// link between the gateway and the server: netem delays each direction's
-// packets by rtt/2 as they leave (the gateway's s0 toward the server, the
-// server's eth0 toward the gateway), so every exchange with the server,
-// control and data, takes rtt longer. The same for every gateway.
-func tuneBed(b *bed.Bed, rtt time.Duration) error {
+// of earlier runs never run it dry. The same for every gateway.
+func tuneBed(b *bed.Bed) error {
 	for _, ns := range []string{b.Client} {
 		if _, err := b.Exec(ns, 10*time.Second, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"); err != nil {
 			return err
-		}
-	}
-	if rtt <= 0 {
-		return nil
-	}
-	half := fmt.Sprintf("%dus", (rtt / 2).Microseconds())
-	for _, l := range []struct{ ns, dev string }{{b.Gateway, "s0"}, {b.Server, "eth0"}} {
-		if _, err := b.Exec(l.ns, 10*time.Second, "tc", "qdisc", "add", "dev", l.dev, "root", "netem", "delay", half, "limit", "100000"); err != nil {
-			return fmt.Errorf("-rtt: netem on %s: %w", l.dev, err)
 		}
 	}
 	return nil

@@ -37,6 +37,7 @@ type results struct {
 	// nofileCapped: the hard RLIMIT_NOFILE could not be raised.
 	nofileCapped bool
 	elapsed      time.Duration
+	rttHow       string // how -rtt was applied
 }
 
 func newResults(o opts) *results { return &results{o: o, cells: map[key]*cell{}} }
@@ -143,7 +144,7 @@ func (r *results) markdown() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "## ftpalg benchmark (`make bench`)\n\n")
 	if r.o.rtt > 0 {
-		fmt.Fprintf(&sb, "With %s round trip time added between the gateway and the server (netem delay %s on each end of that link).\n\n", r.o.rtt, r.o.rtt/2)
+		fmt.Fprintf(&sb, "With %s of round trip time added between the gateway and the server (%s).\n\n", r.o.rtt, r.rttHow)
 	}
 	setups := r.o.modes
 	fmt.Fprintf(&sb, "| metric | mode |")
@@ -296,7 +297,7 @@ func (r *results) markdown() string {
 		"Relay floor = FORWARD open and the bed's MASQUERADE kept (the kernel helper and ftpalg NAT every data connection too), the control channel REDIRECTed through a trivial Go TCP relay (this bench binary, -serve-relay: a goroutine per direction copying bytes, no parsing, no holes, the same GOMAXPROCS=1 and GODEBUG as ftpalg), which connects to the server from the client's own address (IP_TRANSPARENT; the gateway exempts it from MASQUERADE and routes the server's port-21 packets to it by a mark and a local route), so that vsftpd accepts the client's PORT; it measures what relaying the control channel in user space costs on this machine, files and sessions, passive and active. "+
 		"Gateway process CPU per file = CPU time of the relay or ftpalg process (sum of its threads' /proc/PID/task/*/schedstat) over a files run / files, median of the runs; the kernel helper's work happens in softirq context and has no process to measure. "+
 		"Kernel relay floor = the same relay, whose two sockets per session go into a BPF sockhash once both are connected; an sk_skb verdict program redirects every segment to the other socket inside the kernel, so no byte reaches user space after the greeting (-serve-relay -kernel-relay); it measures what terminating the control connection on the gateway costs when user space is off the path; vsftpd runs with pasv_promiscuous=YES in every mode, because with the relays the server sees the control connection from the client and the passive data connection masqueraded (port_promiscuous=YES breaks vsftpd's connect_from_port_20 in this bed: \"500 OOPS: vsf_sysutil_bind\"). "+
-		"-rtt D adds D of round trip time between the gateway and the server: `tc qdisc add dev s0 root netem delay D/2` on the gateway and the same on the server's eth0. "+
+		"-rtt D adds D of round trip time between the gateway and the server, D/2 each way: `tc qdisc add dev s0 root netem delay D/2` on the gateway and `tc qdisc add dev eth0 root netem delay D/2` on the server, or, on a kernel without sch_netem, NFQUEUE rules on the server's INPUT -i eth0 and OUTPUT -o eth0 whose packets this bench binary (-serve-delay) accepts D/2 after they were queued. "+
 		"ftpalg runs with its defaults except FTPALG_LOG_LEVEL=info and FTPALG_MAX_SESSIONS; the kernel helper mode also accepts NEW tcp/21 from lan0 to wan0 in FORWARD (the control connection); "+
 		"the client namespace has ip_local_port_range 1024-65535 and tcp_tw_reuse=1 (all modes).\n", r.o.reps, r.o.conc, r.o.duration)
 	fmt.Fprintf(&sb, "\nSetups:\n\n")
