@@ -100,6 +100,21 @@ func (r *results) cpu(m mode, x xfer, us float64, err error) {
 	}
 }
 
+// pairedCPU is the median over rounds of m's CPU per file divided by the
+// relay floor's in the same round.
+func (r *results) pairedCPU(m mode, x xfer) string {
+	a, b := r.cells[key{m, "files", x}], r.cells[key{modeRelay, "files", x}]
+	if a == nil || b == nil || len(a.cpu) < 2 || len(a.cpu) != len(b.cpu) {
+		return "—"
+	}
+	q := make([]float64, len(a.cpu))
+	for i := range q {
+		q[i] = a.cpu[i] / b.cpu[i]
+	}
+	sort.Float64s(q)
+	return fmt.Sprintf("%.2f", q[len(q)/2])
+}
+
 // cpuOf is the median CPU per file of a setup's files runs, 0 if none.
 func (r *results) cpuOf(m mode, x xfer) float64 {
 	c := r.cells[key{m, "files", x}]
@@ -131,6 +146,27 @@ func (r *results) cellText(m mode, metric string, x xfer) string {
 	default:
 		return fmt.Sprintf("%.1f", c.v)
 	}
+}
+
+// pairedText is the median over rounds of m's sample divided by base's in
+// the same round ("—" unless both have one sample per round): on a shared
+// machine whose load changes from round to round, a steadier figure than
+// the ratio of the best samples.
+func (r *results) pairedText(m, base mode, metric string, x xfer) string {
+	a, b := r.cells[key{m, metric, x}], r.cells[key{base, metric, x}]
+	if a == nil || b == nil || len(a.runs) < 2 || len(a.runs) != len(b.runs) {
+		return "—"
+	}
+	q := make([]float64, len(a.runs))
+	for i := range q {
+		q[i] = a.runs[i] / b.runs[i]
+	}
+	sort.Float64s(q)
+	med := q[len(q)/2]
+	if len(q)%2 == 0 {
+		med = (q[len(q)/2-1] + q[len(q)/2]) / 2
+	}
+	return fmt.Sprintf("%.2f", med)
 }
 
 func ratioText(a, b float64, okA, okB bool) string {
@@ -174,7 +210,8 @@ func (r *results) markdown() string {
 		}
 	}
 	fmt.Fprintf(&sb, "\n### Ratios and targets\n\n")
-	fmt.Fprintf(&sb, "| metric | mode | setup | ÷ kernel helper | ÷ relay floor | target | result |\n|---|---|---|--:|--:|---|---|\n")
+	fmt.Fprintf(&sb, "Best samples compared; the last two columns are medians over rounds of the ratio within each round.\n\n")
+	fmt.Fprintf(&sb, "| metric | mode | setup | ÷ kernel helper | ÷ relay floor | target | result | ÷ kernel, rounds | ÷ relay, rounds |\n|---|---|---|--:|--:|---|---|--:|--:|\n")
 	for _, rw := range rows {
 		if !r.o.only[rw.metric] {
 			continue
@@ -205,10 +242,11 @@ func (r *results) markdown() string {
 				}
 			}
 			if m == modeRelay && rw.metric != "bulk" {
-				fmt.Fprintf(&sb, "| %s (%s) | %s | %s | %s | 1 | | |\n", rw.label, rw.unit, rw.x, m, ratioText(v, k, ok, kok))
+				fmt.Fprintf(&sb, "| %s (%s) | %s | %s | %s | 1 | | | %s | 1 |\n", rw.label, rw.unit, rw.x, m, ratioText(v, k, ok, kok), r.pairedText(m, modeKernel, rw.metric, rw.x))
 				continue
 			}
-			fmt.Fprintf(&sb, "| %s (%s) | %s | %s | %s | %s | %s | %s |\n", rw.label, rw.unit, rw.x, m, ratioText(v, k, ok, kok), ratioText(v, fl, ok, flok), target, verdict)
+			fmt.Fprintf(&sb, "| %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s |\n", rw.label, rw.unit, rw.x, m, ratioText(v, k, ok, kok), ratioText(v, fl, ok, flok), target, verdict,
+				r.pairedText(m, modeKernel, rw.metric, rw.x), r.pairedText(m, modeRelay, rw.metric, rw.x))
 		}
 		if rw.metric != "files" {
 			continue
@@ -229,7 +267,7 @@ func (r *results) markdown() string {
 					}
 				}
 			}
-			fmt.Fprintf(&sb, "| gateway CPU per file (µs) | %s | %s | — | %s | %s | %s |\n", rw.x, m, ratioText(c, fc, true, fc > 0), target, verdict)
+			fmt.Fprintf(&sb, "| gateway CPU per file (µs, medians) | %s | %s | — | %s | %s | %s | — | %s |\n", rw.x, m, ratioText(c, fc, true, fc > 0), target, verdict, r.pairedCPU(m, rw.x))
 		}
 	}
 	if r.o.only["idle"] {
@@ -248,7 +286,7 @@ func (r *results) markdown() string {
 				verdict = "MISS (RLIMIT_NOFILE hard limit of this machine, see below)"
 			}
 		}
-		fmt.Fprintf(&sb, "| concurrent idle sessions, daemon RSS | — | ftpalg | %s | — | 10000 within %d MB | %s |\n", val, rssLimitMB, verdict)
+		fmt.Fprintf(&sb, "| concurrent idle sessions, daemon RSS | — | ftpalg | %s | — | 10000 within %d MB | %s | | |\n", val, rssLimitMB, verdict)
 	}
 
 	fmt.Fprintf(&sb, "\nSizes: bulk file %d MB (10^6 B), %d files of 1 KiB, best of %d; load generator %d concurrent sessions for %s per run; idle target %d sessions.\n",
@@ -266,6 +304,9 @@ func (r *results) markdown() string {
 			var parts []string
 			if len(c.runs) > 1 {
 				parts = append(parts, "runs "+joinF(c.runs, 0)+" "+rw.unit)
+			}
+			if len(c.cpu) > 1 {
+				parts = append(parts, "gateway process CPU per file "+joinF(c.cpu, 0)+" µs")
 			}
 			if c.note != "" {
 				parts = append(parts, c.note)
