@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -154,10 +155,19 @@ func serveDelay(spec string) error {
 		}
 	}()
 	fmt.Println("delaying queue", queue, "by", delay)
-	for h := range ch {
-		if d := time.Until(h.due); d > 0 {
-			time.Sleep(d)
+	// The Go scheduler's sleeps wake on whole milliseconds at best
+	// (epoll_wait); nanosleep in a thread of its own is exact to µs.
+	runtime.LockOSThread()
+	sleep := func(d time.Duration) {
+		if d <= 0 {
+			return
 		}
+		ts := unix.NsecToTimespec(int64(d))
+		for unix.Nanosleep(&ts, &ts) == unix.EINTR {
+		}
+	}
+	for h := range ch {
+		sleep(time.Until(h.due))
 		// Every packet queued up to the last one now due goes with one
 		// batch verdict.
 		last := h.id
@@ -168,7 +178,7 @@ func serveDelay(spec string) error {
 					if _, err := c.Send(msg(nfqnlMsgVerdictB, 0, []netlink.Attribute{{Type: nfqaVerdictHdr, Data: append(be32(nfAccept), be32(last)...)}})); err != nil {
 						fmt.Println("delay: verdict:", err)
 					}
-					time.Sleep(time.Until(n.due))
+					sleep(time.Until(n.due))
 				}
 				last = n.id
 			default:
