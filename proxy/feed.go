@@ -105,7 +105,7 @@ func (ss *session) open(ctx context.Context, from alg.Side, a alg.Action, toPeer
 		*toClient = append(*toClient, ss.eng.OpenFailed(h)...)
 		return nil
 	}
-	ss.srv.metrics.Endpoints.WithLabelValues(h.Kind.String()).Inc()
+	ss.srv.metrics.endpoint(h.Kind).Inc()
 	ss.remember(toNat(h))
 	if ss.log.Enabled(ctx, slog.LevelDebug) { // holeString formats
 		ss.log.Debug("pinhole opened", "hole", holeString(h))

@@ -31,8 +31,9 @@ func (g *gatedHoles) Open(ctx context.Context, h natrules.Hole) error {
 	return g.Fake.Open(ctx, h)
 }
 
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (a, b *net.TCPConn) {
+// tcpPair returns the two ends of a loopback TCP connection: the dialled
+// one, then the accepted one.
+func tcpPair(t testing.TB) (a, b *net.TCPConn) {
 	t.Helper()
 	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ftpalg/ftpalg/alg"
 )
 
 // Metrics are the proxy's Prometheus collectors. Labels never carry client
@@ -16,6 +18,17 @@ type Metrics struct {
 	HoleFailures    prometheus.Counter
 	Transfers       *prometheus.CounterVec
 	TransferBytes   prometheus.Counter
+	// endpoints caches Endpoints' child per kind: one is counted per data
+	// connection, and WithLabelValues hashes the label each time.
+	endpoints [4]prometheus.Counter
+}
+
+// endpoint is Endpoints.WithLabelValues(k.String()).
+func (m *Metrics) endpoint(k alg.Kind) prometheus.Counter {
+	if int(k) < len(m.endpoints) && m.endpoints[k] != nil {
+		return m.endpoints[k]
+	}
+	return m.Endpoints.WithLabelValues(k.String())
 }
 
 // NewMetrics creates the collectors and registers them on reg (nil: not
@@ -57,8 +70,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.RuleInstall, m.HoleFailures, m.Transfers, m.TransferBytes)
 	}
 	// Pre-create the label values operators alert on, so they read 0, not absent.
-	for _, k := range []string{"PORT", "EPRT", "227", "229"} {
-		m.Endpoints.WithLabelValues(k)
+	for _, k := range []alg.Kind{alg.KindPORT, alg.KindEPRT, alg.Kind227, alg.Kind229} {
+		m.endpoints[k] = m.Endpoints.WithLabelValues(k.String())
 	}
 	for _, r := range []string{"limit", "no_upstream", "upstream_unreachable", "interface", "policy_client", "policy_server"} {
 		m.SessionsRefused.WithLabelValues(r)

@@ -199,8 +199,12 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 	if from == alg.FromClient {
 		marks, _ = newMarkReader(src) // nil: plain reads, no mark passed on
 	}
-	for {
-		src.SetReadDeadline(time.Now().Add(idle))
+	deadline := newIdleDeadline(src, idle)
+	for rearmed := false; ; {
+		if !rearmed {
+			deadline.arm(time.Now())
+		}
+		rearmed = false
 		var n int
 		var rerr error
 		if marks != nil {
@@ -248,6 +252,10 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 		}
 		switch {
 		case errors.Is(rerr, os.ErrDeadlineExceeded):
+			if deadline.early(time.Now()) {
+				rearmed = true
+				continue
+			}
 			if ss.stillAlive(idle) {
 				continue
 			}

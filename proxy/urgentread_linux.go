@@ -17,6 +17,12 @@ import (
 // read finds it as the first byte of a chunk.
 type markReader struct {
 	rc syscall.RawConn
+	fn func(fd uintptr) bool // m.readFD, bound once: no allocation per read
+	// One read's buffer and results, for fn.
+	buf  []byte
+	n    int
+	mark bool
+	err  error
 }
 
 func newMarkReader(c *net.TCPConn) (*markReader, error) {
@@ -24,27 +30,33 @@ func newMarkReader(c *net.TCPConn) (*markReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("urgent mark reader: %w", err)
 	}
-	return &markReader{rc: rc}, nil
+	m := &markReader{rc: rc}
+	m.fn = m.readFD
+	return m, nil
+}
+
+func (m *markReader) readFD(fd uintptr) bool {
+	for {
+		at, merr := unix.IoctlGetInt(int(fd), unix.SIOCATMARK)
+		m.n, m.err = unix.Read(int(fd), m.buf)
+		switch m.err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait until readable
+		}
+		m.mark = merr == nil && at == 1 && m.n > 0
+		return true
+	}
 }
 
 // read is c.Read (the connection's read deadline applies), and reports
 // whether the first byte read is the client's urgent byte.
 func (m *markReader) read(buf []byte) (n int, mark bool, err error) {
-	var rerr error
-	werr := m.rc.Read(func(fd uintptr) bool {
-		for {
-			at, merr := unix.IoctlGetInt(int(fd), unix.SIOCATMARK)
-			n, rerr = unix.Read(int(fd), buf)
-			switch rerr {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // wait until readable
-			}
-			mark = merr == nil && at == 1 && n > 0
-			return true
-		}
-	})
+	m.buf, m.n, m.mark, m.err = buf, 0, false, nil
+	werr := m.rc.Read(m.fn)
+	n, mark, rerr := m.n, m.mark, m.err
+	m.buf = nil
 	switch {
 	case werr != nil:
 		return 0, false, werr // the deadline, or the connection closed

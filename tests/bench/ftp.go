@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ftpalg/ftpalg/tests/bed"
@@ -262,12 +263,37 @@ func serveRelay(spec string, kernel bool) error {
 	}
 }
 
+// relayTransparent: the relay connects to the server from its client's
+// address (IP_TRANSPARENT; the bench's gateway routes the answers back to
+// it, see transparentRouting).
+var relayTransparent bool
+
+func relayDialer(c *net.TCPConn) *net.Dialer {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	if !relayTransparent {
+		return d
+	}
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		d.LocalAddr = &net.TCPAddr{IP: a.IP}
+	}
+	d.Control = func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_IP, syscall.IP_TRANSPARENT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}
+	return d
+}
+
 // relayConn relays one client until both directions have ended and says
 // how many bytes went through user space (with a kernel relay: only what
 // arrived before the sockets were handed over).
 func relayConn(c *net.TCPConn, upstream string, kr *kernelRelay) (userBytes int64, err error) {
 	defer c.Close()
-	d, err := net.DialTimeout("tcp", upstream, 10*time.Second)
+	d, err := relayDialer(c).Dial("tcp", upstream)
 	if err != nil {
 		return 0, err
 	}

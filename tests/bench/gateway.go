@@ -22,17 +22,74 @@ const (
 	modeRelay
 	modeFtpalg
 	modeKernelRelay
+	// modeVariant and up: ftpalg with other runtime settings or another
+	// build (-ftpalg-alt), variants[m-modeVariant].
+	modeVariant
 )
 
 var allModes = []mode{modePlain, modeKernel, modeRelay, modeKernelRelay, modeFtpalg}
 
-func (m mode) String() string { return [...]string{"plain", "kernel", "relay", "ftpalg", "krelay"}[m] }
+// variant is ftpalg run with extra environment and, if bin is set, another
+// binary, measured side by side with the default ftpalg setup.
+type variant struct {
+	name string
+	env  []string
+	bin  string
+}
+
+var variants []variant
+
+// parseVariant reads -ftpalg-alt "NAME:KEY=VALUE,KEY=VALUE"; the key bin
+// names another ftpalg binary, every other key is an environment variable.
+func parseVariant(spec string) (variant, error) {
+	name, rest, ok := strings.Cut(spec, ":")
+	if !ok || name == "" || strings.ContainsAny(name, ", ") {
+		return variant{}, fmt.Errorf("-ftpalg-alt %q: want NAME:KEY=VALUE[,KEY=VALUE...] (key bin: another binary)", spec)
+	}
+	v := variant{name: name}
+	for _, kv := range strings.Split(rest, ",") {
+		k, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		switch {
+		case !ok || k == "":
+			return variant{}, fmt.Errorf("-ftpalg-alt %q: %q is not KEY=VALUE", spec, kv)
+		case k == "bin":
+			if _, err := os.Stat(val); err != nil {
+				return variant{}, fmt.Errorf("-ftpalg-alt %q: %w", spec, err)
+			}
+			v.bin = val
+		default:
+			v.env = append(v.env, k+"="+val)
+		}
+	}
+	return v, nil
+}
+
+// isFtpalg: the setup runs ftpalg (the default build or a variant).
+func (m mode) isFtpalg() bool { return m == modeFtpalg || m >= modeVariant }
+
+// isFloor: one of the relay floors.
+func (m mode) isFloor() bool { return m == modeRelay || m == modeKernelRelay }
+
+func (m mode) String() string {
+	if m >= modeVariant {
+		return "ftpalg-" + variants[m-modeVariant].name
+	}
+	return [...]string{"plain", "kernel", "relay", "ftpalg", "krelay"}[m]
+}
 
 func (m mode) title() string {
+	if m >= modeVariant {
+		v := variants[m-modeVariant]
+		bin := "the same binary"
+		if v.bin != "" {
+			bin = v.bin
+		}
+		return fmt.Sprintf("%s: ftpalg as above with %s, environment %s", m, bin, strings.Join(v.env, " "))
+	}
 	return [...]string{
 		"plain routing: FORWARD ACCEPT, no NAT, no helper",
 		"kernel FTP helper: raw PREROUTING CT --helper ftp, default-deny FORWARD (ESTABLISHED,RELATED), MASQUERADE",
-		"relay floor: FORWARD ACCEPT, MASQUERADE, the control channel REDIRECTed through a trivial Go TCP relay on the gateway (copies bytes: no parsing, no holes)",
+		"relay floor: FORWARD ACCEPT, MASQUERADE, the control channel REDIRECTed through a trivial Go TCP relay on the gateway (copies bytes: no parsing, no holes), which connects to the server from the client's address (IP_TRANSPARENT)",
 		"ftpalg: default-deny FORWARD, MASQUERADE, ftpalg forward mode",
 		"kernel relay floor: the relay floor, whose two sockets per session an sk_skb verdict program (BPF sockhash) relays inside the kernel: no user space on the path",
 	}[m]
@@ -81,8 +138,11 @@ type gateway struct {
 	cur    mode
 	ftpalg *bed.Proc
 	relay  *bed.Proc
-	pid    int // the ftpalg process itself, not `ip netns exec`
-	maxSes int
+	pid    int // the ftpalg or relay process itself, not `ip netns exec`
+	// fileCPU: the gateway process's CPU per file in the last files run, µs
+	// (0: no gateway process, as with plain routing and the kernel helper).
+	fileCPU float64
+	maxSes  int
 }
 
 const (
@@ -137,27 +197,56 @@ func (g *gateway) set(m mode) error {
 		if err := g.ipt(controlRule); err != nil {
 			return err
 		}
-	case modeFtpalg:
+	default: // ftpalg or a variant of it
 		// Production log level (info), and room for the idle test.
-		p, err := g.b.StartFtpalg("FTPALG_LOG_LEVEL=info", fmt.Sprintf("FTPALG_MAX_SESSIONS=%d", g.maxSes))
+		env := []string{"FTPALG_LOG_LEVEL=info", fmt.Sprintf("FTPALG_MAX_SESSIONS=%d", g.maxSes)}
+		bin, err := bed.Binary()
+		if err != nil {
+			return err
+		}
+		if m >= modeVariant {
+			v := variants[m-modeVariant]
+			env = append(env, v.env...)
+			if v.bin != "" {
+				bin = v.bin
+			}
+		}
+		p, err := g.startFtpalg(bin, env)
 		if p != nil {
 			g.ftpalg = p
 		}
 		if err != nil {
 			return err
 		}
-		bin, _ := bed.Binary()
-		name := filepath.Base(bin)
-		if len(name) > 15 { // comm is truncated
-			name = name[:15]
-		}
-		pid, err := daemonPid(p.Cmd.Process.Pid, name)
-		if err != nil {
+		if g.pid, err = daemonPid(p.Cmd.Process.Pid, commOf(bin)); err != nil {
 			return err
 		}
-		g.pid = pid
 	}
 	return nil
+}
+
+// startFtpalg runs bin on the gateway as bed.StartFtpalg does (forward
+// mode on lan0, env last) and waits until /readyz answers.
+func (g *gateway) startFtpalg(bin string, env []string) (*bed.Proc, error) {
+	full := append([]string{"FTPALG_LOG_LEVEL=debug", "FTPALG_CAPTURE_IFACES=" + bed.LANIface}, env...)
+	p, err := g.b.Start(g.b.Gateway, "ftpalg", full, bin)
+	if err != nil {
+		return nil, err
+	}
+	err = g.b.WaitFor(15*time.Second, func() bool { return p.Running() && g.b.Ready() }, "ftpalg /readyz")
+	if err != nil {
+		return p, fmt.Errorf("%w\nftpalg output:\n%s", err, p.Out.String())
+	}
+	return p, nil
+}
+
+// commOf is the process name (comm, 15 bytes at most) of a program.
+func commOf(bin string) string {
+	name := filepath.Base(bin)
+	if len(name) > 15 {
+		name = name[:15]
+	}
+	return name
 }
 
 // reset undoes set and restores the bed's own ruleset.
@@ -166,9 +255,16 @@ func (g *gateway) reset() {
 	case modeRelay, modeKernelRelay:
 		if g.relay != nil {
 			g.relay.Signal(syscall.SIGKILL, 5*time.Second)
-			g.relay = nil
+			g.relay, g.pid = nil, 0
 		}
-	case modeFtpalg:
+		for _, c := range transparentRouting {
+			c = strings.NewReplacer(" add ", " del ", " -A ", " -D ", " -I ", " -D ").Replace(c)
+			g.b.Exec(g.b.Gateway, 10*time.Second, "sh", "-c", c)
+		}
+	case modeKernel:
+		g.ipt(strings.Replace(helperRule, "-A", "-D", 1))
+	case modePlain:
+	default:
 		if g.ftpalg != nil {
 			if err := g.ftpalg.Signal(syscall.SIGTERM, 45*time.Second); err != nil {
 				logf("ftpalg: %v", err)
@@ -176,8 +272,6 @@ func (g *gateway) reset() {
 			}
 			g.ftpalg, g.pid = nil, 0
 		}
-	case modeKernel:
-		g.ipt(strings.Replace(helperRule, "-A", "-D", 1))
 	}
 	if _, err := g.b.Exec(g.b.Gateway, 10*time.Second, "sh", "-c", "iptables-restore < "+g.saved); err != nil {
 		logf("restore gateway rules: %v", err)
@@ -187,16 +281,26 @@ func (g *gateway) reset() {
 
 // startRelay REDIRECTs the LAN's TCP/21 to a trivial relay (this bench
 // binary, -serve-relay) that dials the FTP server and copies bytes both
-// ways. The data connections are routed as in plain routing; the server
-// sees the control connection from the gateway and the data connections
-// from the client, hence the bed's promiscuous vsftpd. With kernel set the
-// relay relays in the kernel (-kernel-relay, see kernelRelay).
+// ways. The relay connects from the client's own address (IP_TRANSPARENT,
+// and transparentRouting delivers the server's answers to it), so that the
+// server sees the control connection from where the active data
+// connections go: vsftpd's port_promiscuous=YES fails with
+// connect_from_port_20 ("500 OOPS: vsf_sysutil_bind"). The data
+// connections are routed (and masqueraded) as in plain routing; a passive
+// one comes from the gateway's address, hence the bed's pasv_promiscuous.
+// With kernel set the relay relays in the kernel (-kernel-relay, see
+// kernelRelay).
 func (g *gateway) startRelay(kernel bool) error {
 	for _, r := range []string{
 		"-t nat -A PREROUTING -i lan0 -p tcp --dport 21 -j REDIRECT --to-ports " + relayPort,
 		"-A INPUT -p tcp --dport " + relayPort + " -j ACCEPT",
 	} {
 		if err := g.ipt(r); err != nil {
+			return err
+		}
+	}
+	for _, c := range transparentRouting {
+		if _, err := g.b.Exec(g.b.Gateway, 10*time.Second, "sh", "-c", c); err != nil {
 			return err
 		}
 	}
@@ -217,7 +321,19 @@ func (g *gateway) startRelay(kernel bool) error {
 	if err := g.b.WaitFor(5*time.Second, func() bool { return strings.Contains(p.Out.String(), "listening") }, "relay"); err != nil {
 		return fmt.Errorf("%w: %s", err, strings.TrimSpace(p.Out.String()))
 	}
-	return nil
+	g.pid, err = daemonPid(p.Cmd.Process.Pid, commOf(exe))
+	return err
+}
+
+// transparentRouting lets the relay's upstream connections keep the
+// client's address: not masqueraded, and the server's answers (from port
+// 21) delivered locally, as for TPROXY. reset undoes it (add -> del, -I/-A
+// -> -D); the mangle table is not in the saved ruleset.
+var transparentRouting = []string{
+	"iptables -w -t nat -I POSTROUTING -o wan0 -p tcp --dport 21 -j ACCEPT",
+	"iptables -w -t mangle -A PREROUTING -i wan0 -p tcp --sport 21 -j MARK --set-mark 0x2121",
+	"ip rule add fwmark 0x2121 lookup 2121",
+	"ip route add local 0.0.0.0/0 dev lo table 2121",
 }
 
 // sessionsStarted counts the sessions ftpalg has logged so far.

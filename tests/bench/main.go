@@ -14,12 +14,16 @@
 // of a Go load generator (login, 1 KiB RETR, QUIT; 64 concurrent), and, for
 // ftpalg, the concurrent idle sessions held and the daemon's RSS. The
 // gateways are measured in interleaved rounds; see results.go for what the
-// table says and -h for the flags (-quick, -only, -modes, -hold).
+// table says and -h for the flags (-quick, -only, -modes, -hold, -rtt,
+// -ftpalg-alt).
 //
-// Two floors are measured too, for passive files only: relay, the control
+// Two floors are measured too, for files and sessions: relay, the control
 // channel REDIRECTed through a trivial Go relay, and krelay, the same relay
 // with its sockets handed to a BPF sockmap verdict program that relays in
-// the kernel (what relaying costs in user space, and without it).
+// the kernel (what relaying costs in user space, and without it). For the
+// relay, krelay and ftpalg, the gateway process's CPU per file is measured
+// too. -ftpalg-alt adds ftpalg with other runtime settings or another
+// build as more setups; -rtt adds a round trip time to the server link.
 package main
 
 import (
@@ -47,7 +51,14 @@ type opts struct {
 	modes     []mode
 	out       string
 	hold      string
+	rtt       time.Duration
 }
+
+// altFlags collects repeated -ftpalg-alt flags.
+type altFlags []string
+
+func (a *altFlags) String() string     { return strings.Join(*a, " ") }
+func (a *altFlags) Set(v string) error { *a = append(*a, v); return nil }
 
 func main() {
 	var o opts
@@ -59,10 +70,14 @@ func main() {
 	flag.IntVar(&o.conc, "conc", 64, "concurrent sessions of the load generator")
 	flag.IntVar(&o.idle, "idle", 10000, "idle sessions to hold (ftpalg)")
 	only := flag.String("only", "bulk,files,sessions,idle", "metrics to run, comma-separated")
-	modes := flag.String("modes", "plain,kernel,relay,krelay,ftpalg", "gateways to measure, comma-separated (relay, krelay: the user-space and kernel relay floors, passive files only)")
+	modes := flag.String("modes", "plain,kernel,relay,krelay,ftpalg", "gateways to measure, comma-separated (relay, krelay: the user-space and kernel relay floors, files and sessions only; every -ftpalg-alt setup is added unless -modes is given)")
+	flag.DurationVar(&o.rtt, "rtt", 0, "round trip time added between the gateway and the server, e.g. 10ms: half of it on each way (netem on both ends of the link, or NFQUEUE in the server's namespace where the kernel has no netem; see delay.go)")
+	var alts altFlags
+	flag.Var(&alts, "ftpalg-alt", "also measure ftpalg with other settings, as setup ftpalg-NAME: \"NAME:KEY=VALUE[,KEY=VALUE]\", the key bin naming another binary, other keys environment variables (e.g. p2:GOMAXPROCS=2, nodebug:GODEBUG=schedtrace=0, main:bin=/path/ftpalg); repeatable")
 	flag.StringVar(&o.out, "out", "/tmp/bench-results.md", "write the results (markdown) here too")
 	hold := flag.String("hold", "", "debug: set the gateway up as plain, kernel, relay, krelay or ftpalg, print the namespaces and wait for Ctrl-C")
 	serveIdleAddr := flag.String("serve-idle", "", "internal: run the idle test's upstream server on this address")
+	serveDelaySpec := flag.String("serve-delay", "", "internal: accept the packets of an NFQUEUE queue after a delay, \"queue delay\" (-rtt without netem)")
 	serveRelaySpec := flag.String("serve-relay", "", "internal: run the relay floor's relay, \"listen upstream\"")
 	serveKernelRelay := flag.Bool("kernel-relay", false, "internal: with -serve-relay, relay in the kernel (sockmap verdict program)")
 	filesClientSpec := flag.String("files-client", "", "internal: run the files client in this namespace, \"server passive|active n\"")
@@ -73,7 +88,14 @@ func main() {
 		}
 		return
 	}
+	if *serveDelaySpec != "" {
+		if err := serveDelay(*serveDelaySpec); err != nil {
+			fatalf("%v", err)
+		}
+		return
+	}
 	if *serveRelaySpec != "" {
+		relayTransparent = true
 		if err := serveRelay(*serveRelaySpec, *serveKernelRelay); err != nil {
 			fatalf("%v", err)
 		}
@@ -116,6 +138,19 @@ func main() {
 			fatalf("-only: unknown metric %q (bulk, files, sessions, idle)", m)
 		}
 	}
+	for _, a := range alts {
+		v, err := parseVariant(a)
+		if err != nil {
+			fatalf("%v", err)
+		}
+		variants = append(variants, v)
+		allModes = append(allModes, modeVariant+mode(len(variants)-1))
+	}
+	if !isFlagSet("modes") {
+		for _, m := range allModes[5:] {
+			*modes += "," + m.String()
+		}
+	}
 	for _, m := range strings.Split(*modes, ",") {
 		md, ok := parseMode(strings.TrimSpace(m))
 		if !ok {
@@ -132,9 +167,15 @@ func main() {
 		}
 	}
 	o.hold = *hold
-	if err := run(o, strings.TrimSpace("go run ./tests/bench "+strings.Join(os.Args[1:], " "))); err != nil {
+	if err := run(o, strings.TrimSpace("cd tests/bench && go run . "+strings.Join(os.Args[1:], " "))); err != nil {
 		fatalf("%v", err)
 	}
+}
+
+func isFlagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func fatalf(format string, args ...any) {
@@ -203,6 +244,17 @@ func run(o opts, command string) error {
 
 	if err := tuneBed(b); err != nil {
 		return err
+	}
+	if o.rtt > 0 {
+		// Every exchange with the server, control and data, takes rtt
+		// longer; the client's side of the gateway is unchanged.
+		how, stop, err := addRTT(b, o.rtt)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		r.rttHow = how
+		logf("round trip time +%s: %s", o.rtt, how)
 	}
 	logf("writing files: %d bytes bulk, %d x 1 KiB", o.bulkBytes, o.files)
 	if err := os.MkdirAll(filepath.Join(b.FTPRoot, "pub", "small"), 0o755); err != nil {
@@ -294,15 +346,18 @@ func measureRound(b *bed.Bed, g *gateway, m mode, o opts, r *results, round int,
 	defer g.reset()
 	for _, passive := range []bool{true, false} {
 		x := xferOf(passive)
-		if m == modeRelay || m == modeKernelRelay {
+		if m.isFloor() {
 			// The floors of what relaying the control channel costs, in
-			// user space and in the kernel: only the metric where the
-			// relay is on the path of every step, passive only (see
-			// bed.NewWith above).
-			if o.only["files"] && passive {
+			// user space and in the kernel: the metrics where the relay is
+			// on the path of every step.
+			if o.only["files"] {
 				v, note, err := files(b, g, passive, o)
 				r.sample(m, "files", x, v, note, err)
+				r.cpu(m, x, g.fileCPU, err)
 				logf("%s files %s: %.0f files/s (%s) %s", m, x, v, note, errOr(err))
+			}
+			if o.only["sessions"] && last {
+				sessionsRun(b, g, m, x, o, r)
 			}
 			continue
 		}
@@ -314,6 +369,7 @@ func measureRound(b *bed.Bed, g *gateway, m mode, o opts, r *results, round int,
 		if o.only["files"] {
 			v, note, err := files(b, g, passive, o)
 			r.sample(m, "files", x, v, note, err)
+			r.cpu(m, x, g.fileCPU, err)
 			logf("%s files %s: %.0f files/s (%s) %s", m, x, v, note, errOr(err))
 			if last {
 				c, err := curlFiles(b, g, passive, o)
@@ -325,23 +381,7 @@ func measureRound(b *bed.Bed, g *gateway, m mode, o opts, r *results, round int,
 			}
 		}
 		if o.only["sessions"] && last {
-			res := sessions(b, g, passive, o)
-			note := fmt.Sprintf("%d complete, %d errors in %.1f s", res.ok, res.errs, res.elapsed.Seconds())
-			if res.errs > 0 {
-				note += ": " + res.topErrors(3)
-			}
-			if m == modeFtpalg {
-				note += fmt.Sprintf("; ftpalg CPU %.2f s (%.1f ms per session)", res.daemonCPU, 1000*res.daemonCPU/float64(max(1, res.ok+res.errs)))
-			}
-			if res.tcp != "" {
-				note += "; TCP: " + res.tcp
-			}
-			var err error
-			if res.ok == 0 {
-				err = fmt.Errorf("no session completed: %s", res.topErrors(3))
-			}
-			r.sample(m, "sessions", x, res.rate(), note, err)
-			logf("%s sessions %s: %.0f/s (%s)", m, x, res.rate(), note)
+			sessionsRun(b, g, m, x, o, r)
 		}
 	}
 	if m == modeFtpalg && o.only["idle"] && last {
@@ -356,6 +396,26 @@ func measureRound(b *bed.Bed, g *gateway, m mode, o opts, r *results, round int,
 		}
 	}
 	return nil
+}
+
+func sessionsRun(b *bed.Bed, g *gateway, m mode, x xfer, o opts, r *results) {
+	res := sessions(b, g, x == xferPassive, o)
+	note := fmt.Sprintf("%d complete, %d errors in %.1f s", res.ok, res.errs, res.elapsed.Seconds())
+	if res.errs > 0 {
+		note += ": " + res.topErrors(3)
+	}
+	if g.pid != 0 {
+		note += fmt.Sprintf("; gateway process CPU %.2f s (%.1f ms per session)", res.daemonCPU, 1000*res.daemonCPU/float64(max(1, res.ok+res.errs)))
+	}
+	if res.tcp != "" {
+		note += "; TCP: " + res.tcp
+	}
+	var err error
+	if res.ok == 0 {
+		err = fmt.Errorf("no session completed: %s", res.topErrors(3))
+	}
+	r.sample(m, "sessions", x, res.rate(), note, err)
+	logf("%s sessions %s: %.0f/s (%s)", m, x, res.rate(), note)
 }
 
 func errOr(err error) string {

@@ -60,9 +60,14 @@ func files(b *bed.Bed, g *gateway, passive bool, o opts) (float64, string, error
 	}
 	before := g.sessionsStarted()
 	spec := fmt.Sprintf("%s %s %d", bed.Server4, xferOf(passive), o.files)
-	out, err := b.Exec(b.Client, 2*time.Minute, exe, "-files-client", spec)
+	g.fileCPU = 0
+	cpu0, cpuErr := cpuNanos(g.pid)
+	out, err := b.Exec(b.Client, 10*time.Minute, exe, "-files-client", spec)
 	if err != nil {
 		return 0, "", err
+	}
+	if cpu1, err := cpuNanos(g.pid); g.pid != 0 && cpuErr == nil && err == nil {
+		g.fileCPU = float64(cpu1-cpu0) / 1e3 / float64(o.files)
 	}
 	var res filesResult
 	lines := strings.Split(strings.TrimSpace(out), "\n")
@@ -70,6 +75,9 @@ func files(b *bed.Bed, g *gateway, passive bool, o opts) (float64, string, error
 		return 0, "", fmt.Errorf("files client: %v: %q", err, out)
 	}
 	note := "per file: " + stepText(res.Steps, o.files)
+	if g.fileCPU > 0 {
+		note += fmt.Sprintf("; gateway process CPU %.0f µs", g.fileCPU)
+	}
 	if before >= 0 {
 		time.Sleep(100 * time.Millisecond) // the log line is written after accept
 		if n := g.sessionsStarted() - before; n != 1 {
@@ -371,6 +379,37 @@ func idle(b *bed.Bed, g *gateway, o opts) (idleRes, error) {
 	out, _ := b.Exec(b.Gateway, 20*time.Second, "sh", "-c", "ss -Htn state established '( sport = :2121 )' | wc -l")
 	res.established, _ = strconv.Atoi(strings.TrimSpace(out))
 	return res, nil
+}
+
+// cpuNanos is the CPU time pid's threads have run so far (the sum of
+// /proc/PID/task/*/schedstat, in ns: finer than the 10 ms ticks of
+// /proc/PID/stat; a thread that exits takes its time with it, and neither
+// ftpalg nor the relay ends threads while relaying).
+func cpuNanos(pid int) (int64, error) {
+	if pid == 0 {
+		return 0, fmt.Errorf("no gateway process")
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 1 {
+			continue
+		}
+		n, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("schedstat of %d/%s: %w", pid, t.Name(), err)
+		}
+		sum += n
+	}
+	return sum, nil
 }
 
 func lastLine(s string) string {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sort"
 	"strings"
 	"time"
 
@@ -24,6 +25,7 @@ type cell struct {
 	note  string // of the best sample
 	runs  []float64
 	extra string
+	cpu   []float64 // gateway process CPU per file of each run, µs
 }
 
 type results struct {
@@ -35,6 +37,7 @@ type results struct {
 	// nofileCapped: the hard RLIMIT_NOFILE could not be raised.
 	nofileCapped bool
 	elapsed      time.Duration
+	rttHow       string // how -rtt was applied
 }
 
 func newResults(o opts) *results { return &results{o: o, cells: map[key]*cell{}} }
@@ -70,19 +73,66 @@ func (r *results) fail(m mode, metric string, x xfer, err error) {
 type row struct {
 	metric, label, unit string
 	x                   xfer
-	target              float64 // ratio to the kernel helper
+	// target: the least ratio of ftpalg to the base setup
+	target float64
+	base   mode
 }
 
 var rows = []row{
-	{"bulk", "bulk download", "MB/s", xferPassive, 0.95},
-	{"bulk", "bulk download", "MB/s", xferActive, 0.95},
-	{"files", "files (1 KiB) in one session", "files/s", xferPassive, 0.8},
-	{"files", "files (1 KiB) in one session", "files/s", xferActive, 0.8},
-	{"sessions", "sessions (login, 1 KiB RETR, QUIT)", "sessions/s", xferPassive, 0.8},
-	{"sessions", "sessions (login, 1 KiB RETR, QUIT)", "sessions/s", xferActive, 0.8},
+	{"bulk", "bulk download", "MB/s", xferPassive, 0.95, modeKernel},
+	{"bulk", "bulk download", "MB/s", xferActive, 0.95, modeKernel},
+	{"files", "files (1 KiB) in one session", "files/s", xferPassive, 0.95, modeRelay},
+	{"files", "files (1 KiB) in one session", "files/s", xferActive, 0.95, modeRelay},
+	{"sessions", "sessions (login, 1 KiB RETR, QUIT)", "sessions/s", xferPassive, 0.8, modeKernel},
+	{"sessions", "sessions (login, 1 KiB RETR, QUIT)", "sessions/s", xferActive, 0.8, modeKernel},
 }
 
+// cpuTarget: ftpalg's CPU per file at most this times the relay floor's.
+const cpuTarget = 1.15
+
 const rssLimitMB = 300
+
+// cpu records a files run's gateway CPU per file (µs; 0: not measured).
+func (r *results) cpu(m mode, x xfer, us float64, err error) {
+	if err == nil && us > 0 {
+		c := r.get(m, "files", x)
+		c.cpu = append(c.cpu, us)
+	}
+}
+
+// pairedCPU is the median over rounds of m's CPU per file divided by the
+// relay floor's in the same round.
+func (r *results) pairedCPU(m mode, x xfer) string {
+	a, b := r.cells[key{m, "files", x}], r.cells[key{modeRelay, "files", x}]
+	if a == nil || b == nil || len(a.cpu) < 2 || len(a.cpu) != len(b.cpu) {
+		return "—"
+	}
+	q := make([]float64, len(a.cpu))
+	for i := range q {
+		q[i] = a.cpu[i] / b.cpu[i]
+	}
+	sort.Float64s(q)
+	return fmt.Sprintf("%.2f", q[len(q)/2])
+}
+
+// cpuOf is the median CPU per file of a setup's files runs, 0 if none.
+func (r *results) cpuOf(m mode, x xfer) float64 {
+	c := r.cells[key{m, "files", x}]
+	if c == nil || len(c.cpu) == 0 {
+		return 0
+	}
+	v := append([]float64(nil), c.cpu...)
+	sort.Float64s(v)
+	return v[len(v)/2]
+}
+
+func (r *results) value(m mode, metric string, x xfer) (float64, bool) {
+	c := r.cells[key{m, metric, x}]
+	if c == nil || !c.set || c.v <= 0 {
+		return 0, false
+	}
+	return c.v, true
+}
 
 func (r *results) cellText(m mode, metric string, x xfer) string {
 	c := r.cells[key{m, metric, x}]
@@ -98,37 +148,127 @@ func (r *results) cellText(m mode, metric string, x xfer) string {
 	}
 }
 
+// pairedText is the median over rounds of m's sample divided by base's in
+// the same round ("—" unless both have one sample per round): on a shared
+// machine whose load changes from round to round, a steadier figure than
+// the ratio of the best samples.
+func (r *results) pairedText(m, base mode, metric string, x xfer) string {
+	a, b := r.cells[key{m, metric, x}], r.cells[key{base, metric, x}]
+	if a == nil || b == nil || len(a.runs) < 2 || len(a.runs) != len(b.runs) {
+		return "—"
+	}
+	q := make([]float64, len(a.runs))
+	for i := range q {
+		q[i] = a.runs[i] / b.runs[i]
+	}
+	sort.Float64s(q)
+	med := q[len(q)/2]
+	if len(q)%2 == 0 {
+		med = (q[len(q)/2-1] + q[len(q)/2]) / 2
+	}
+	return fmt.Sprintf("%.2f", med)
+}
+
+func ratioText(a, b float64, okA, okB bool) string {
+	if !okA || !okB {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
+
 func (r *results) markdown() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "## ftpalg benchmark (`make bench`)\n\n")
-	fmt.Fprintf(&sb, "| metric | mode | plain routing | kernel helper | relay floor | kernel relay floor | ftpalg | ftpalg/kernel | relay floor/kernel | kernel relay floor/kernel | target | result |\n")
-	fmt.Fprintf(&sb, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|\n")
+	if r.o.rtt > 0 {
+		fmt.Fprintf(&sb, "With %s of round trip time added between the gateway and the server (%s).\n\n", r.o.rtt, r.rttHow)
+	}
+	setups := r.o.modes
+	fmt.Fprintf(&sb, "| metric | mode |")
+	for _, m := range setups {
+		fmt.Fprintf(&sb, " %s |", m)
+	}
+	fmt.Fprintf(&sb, "\n|---|---|%s\n", strings.Repeat("--:|", len(setups)))
 	for _, rw := range rows {
 		if !r.o.only[rw.metric] {
 			continue
 		}
-		k := r.cells[key{modeKernel, rw.metric, rw.x}]
-		f := r.cells[key{modeFtpalg, rw.metric, rw.x}]
-		ratio, verdict := "—", "n/a"
-		if k != nil && k.set && f != nil && f.set && k.v > 0 {
-			q := f.v / k.v
-			ratio = fmt.Sprintf("%.2f", q)
-			verdict = "MISS"
-			if q >= rw.target {
-				verdict = "PASS"
-			}
-		} else if f != nil && !f.set {
-			verdict = "MISS (error)"
+		fmt.Fprintf(&sb, "| %s (%s) | %s |", rw.label, rw.unit, rw.x)
+		for _, m := range setups {
+			fmt.Fprintf(&sb, " %s |", r.cellText(m, rw.metric, rw.x))
 		}
-		floor := func(m mode) string {
-			if rl := r.cells[key{m, rw.metric, rw.x}]; rl != nil && rl.set && k != nil && k.set && k.v > 0 {
-				return fmt.Sprintf("%.2f", rl.v/k.v)
+		fmt.Fprintf(&sb, "\n")
+		if rw.metric == "files" {
+			fmt.Fprintf(&sb, "| gateway process CPU per file (µs) | %s |", rw.x)
+			for _, m := range setups {
+				if v := r.cpuOf(m, rw.x); v > 0 {
+					fmt.Fprintf(&sb, " %.0f |", v)
+				} else {
+					fmt.Fprintf(&sb, " — |")
+				}
 			}
-			return "—"
+			fmt.Fprintf(&sb, "\n")
 		}
-		fmt.Fprintf(&sb, "| %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | ≥ %.2f× kernel | %s |\n", rw.label, rw.unit, rw.x,
-			r.cellText(modePlain, rw.metric, rw.x), r.cellText(modeKernel, rw.metric, rw.x), r.cellText(modeRelay, rw.metric, rw.x),
-			r.cellText(modeKernelRelay, rw.metric, rw.x), r.cellText(modeFtpalg, rw.metric, rw.x), ratio, floor(modeRelay), floor(modeKernelRelay), rw.target, verdict)
+	}
+	fmt.Fprintf(&sb, "\n### Ratios and targets\n\n")
+	fmt.Fprintf(&sb, "Best samples compared; the last two columns are medians over rounds of the ratio within each round.\n\n")
+	fmt.Fprintf(&sb, "| metric | mode | setup | ÷ kernel helper | ÷ relay floor | target | result | ÷ kernel, rounds | ÷ relay, rounds |\n|---|---|---|--:|--:|---|---|--:|--:|\n")
+	for _, rw := range rows {
+		if !r.o.only[rw.metric] {
+			continue
+		}
+		k, kok := r.value(modeKernel, rw.metric, rw.x)
+		fl, flok := r.value(modeRelay, rw.metric, rw.x)
+		for _, m := range setups {
+			if m == modeKernel || m == modePlain || (m.isFloor() && rw.metric == "bulk") {
+				continue
+			}
+			v, ok := r.value(m, rw.metric, rw.x)
+			target, verdict := "", ""
+			if m.isFtpalg() {
+				base, bok := k, kok
+				if rw.base == modeRelay {
+					base, bok = fl, flok
+				}
+				target = fmt.Sprintf("≥ %.2f× %s", rw.target, map[mode]string{modeKernel: "kernel helper", modeRelay: "relay floor"}[rw.base])
+				switch {
+				case r.cells[key{m, rw.metric, rw.x}] != nil && !ok:
+					verdict = "MISS (error)"
+				case !ok || !bok:
+					verdict = "n/a"
+				case v/base >= rw.target:
+					verdict = "PASS"
+				default:
+					verdict = "MISS"
+				}
+			}
+			if m == modeRelay && rw.metric != "bulk" {
+				fmt.Fprintf(&sb, "| %s (%s) | %s | %s | %s | 1 | | | %s | 1 |\n", rw.label, rw.unit, rw.x, m, ratioText(v, k, ok, kok), r.pairedText(m, modeKernel, rw.metric, rw.x))
+				continue
+			}
+			fmt.Fprintf(&sb, "| %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s |\n", rw.label, rw.unit, rw.x, m, ratioText(v, k, ok, kok), ratioText(v, fl, ok, flok), target, verdict,
+				r.pairedText(m, modeKernel, rw.metric, rw.x), r.pairedText(m, modeRelay, rw.metric, rw.x))
+		}
+		if rw.metric != "files" {
+			continue
+		}
+		fc := r.cpuOf(modeRelay, rw.x)
+		for _, m := range setups {
+			c := r.cpuOf(m, rw.x)
+			if !m.isFtpalg() && m != modeKernelRelay || c == 0 {
+				continue
+			}
+			target, verdict := "", ""
+			if m.isFtpalg() {
+				target, verdict = fmt.Sprintf("≤ %.2f× relay floor", cpuTarget), "n/a"
+				if fc > 0 {
+					verdict = "MISS"
+					if c/fc <= cpuTarget {
+						verdict = "PASS"
+					}
+				}
+			}
+			fmt.Fprintf(&sb, "| gateway CPU per file (µs, medians) | %s | %s | — | %s | %s | %s | — | %s |\n", rw.x, m, ratioText(c, fc, true, fc > 0), target, verdict, r.pairedCPU(m, rw.x))
+		}
 	}
 	if r.o.only["idle"] {
 		val, verdict := "—", "n/a"
@@ -146,7 +286,7 @@ func (r *results) markdown() string {
 				verdict = "MISS (RLIMIT_NOFILE hard limit of this machine, see below)"
 			}
 		}
-		fmt.Fprintf(&sb, "| concurrent idle sessions, daemon RSS | — | — | — | — | %s | — | — | 10000 within %d MB | %s |\n", val, rssLimitMB, verdict)
+		fmt.Fprintf(&sb, "| concurrent idle sessions, daemon RSS | — | ftpalg | %s | — | 10000 within %d MB | %s | | |\n", val, rssLimitMB, verdict)
 	}
 
 	fmt.Fprintf(&sb, "\nSizes: bulk file %d MB (10^6 B), %d files of 1 KiB, best of %d; load generator %d concurrent sessions for %s per run; idle target %d sessions.\n",
@@ -164,6 +304,9 @@ func (r *results) markdown() string {
 			var parts []string
 			if len(c.runs) > 1 {
 				parts = append(parts, "runs "+joinF(c.runs, 0)+" "+rw.unit)
+			}
+			if len(c.cpu) > 1 {
+				parts = append(parts, "gateway process CPU per file "+joinF(c.cpu, 0)+" µs")
 			}
 			if c.note != "" {
 				parts = append(parts, c.note)
@@ -192,16 +335,22 @@ func (r *results) markdown() string {
 		"One curl invocation with all URLs (`--ftp-method nocwd`, one control connection, counted by its local port) is shown for reference, not scored: curl 7.88 sometimes waits exactly 1 s between a 229 reply and its data connect (no loss or retransmission in the bed; seen with plain routing too). "+
 		"Sessions/s = sessions whose 1 KiB file arrived complete (then 226 and 221) / run time, %d concurrent Go clients using PASV or PORT for %s; vsftpd's listen backlog (32) overflows at this concurrency in every mode, see the TCP counters. "+
 		"Idle = Go client holds sessions greeted 220 end to end through ftpalg by a Go server (a child process) on the WAN outsider host 198.51.100.66:21, because vsftpd forks per session; RSS = VmRSS of the ftpalg process. "+
-		"Relay floor = FORWARD open and the bed's MASQUERADE kept (the kernel helper and ftpalg NAT every data connection too), the control channel REDIRECTed through a trivial Go TCP relay (this bench binary, -serve-relay: a goroutine per direction copying bytes, no parsing, no holes, the same GOMAXPROCS=1 and GODEBUG as ftpalg); it measures what relaying the control channel in user space costs on this machine, passive files only. "+
-		"Kernel relay floor = the same relay, whose two sockets per session go into a BPF sockhash once both are connected; an sk_skb verdict program redirects every segment to the other socket inside the kernel, so no byte reaches user space after the greeting (-serve-relay -kernel-relay); it measures what terminating the control connection on the gateway costs when user space is off the path, passive files only; vsftpd runs with pasv_promiscuous=YES in every mode, because the relay's server sees the control connection from the gateway and the data from the client (port_promiscuous=YES breaks vsftpd's active mode in this bed). "+
+		"Relay floor = FORWARD open and the bed's MASQUERADE kept (the kernel helper and ftpalg NAT every data connection too), the control channel REDIRECTed through a trivial Go TCP relay (this bench binary, -serve-relay: a goroutine per direction copying bytes, no parsing, no holes, the same GOMAXPROCS=1 and GODEBUG as ftpalg), which connects to the server from the client's own address (IP_TRANSPARENT; the gateway exempts it from MASQUERADE and routes the server's port-21 packets to it by a mark and a local route), so that vsftpd accepts the client's PORT; it measures what relaying the control channel in user space costs on this machine, files and sessions, passive and active. "+
+		"Gateway process CPU per file = CPU time of the relay or ftpalg process (sum of its threads' /proc/PID/task/*/schedstat) over a files run / files, median of the runs; the kernel helper's work happens in softirq context and has no process to measure. "+
+		"Kernel relay floor = the same relay, whose two sockets per session go into a BPF sockhash once both are connected; an sk_skb verdict program redirects every segment to the other socket inside the kernel, so no byte reaches user space after the greeting (-serve-relay -kernel-relay); it measures what terminating the control connection on the gateway costs when user space is off the path; vsftpd runs with pasv_promiscuous=YES in every mode, because with the relays the server sees the control connection from the client and the passive data connection masqueraded (port_promiscuous=YES breaks vsftpd's connect_from_port_20 in this bed: \"500 OOPS: vsf_sysutil_bind\"). "+
+		"-rtt D adds D of round trip time between the gateway and the server, D/2 each way: `tc qdisc add dev s0 root netem delay D/2` on the gateway and `tc qdisc add dev eth0 root netem delay D/2` on the server, or, on a kernel without sch_netem, NFQUEUE rules on the server's INPUT -i eth0 and OUTPUT -o eth0 whose packets this bench binary (-serve-delay) accepts D/2 after they were queued. "+
 		"ftpalg runs with its defaults except FTPALG_LOG_LEVEL=info and FTPALG_MAX_SESSIONS; the kernel helper mode also accepts NEW tcp/21 from lan0 to wan0 in FORWARD (the control connection); "+
 		"the client namespace has ip_local_port_range 1024-65535 and tcp_tw_reuse=1 (all modes).\n", r.o.reps, r.o.conc, r.o.duration)
+	fmt.Fprintf(&sb, "\nSetups:\n\n")
+	for _, m := range r.o.modes {
+		fmt.Fprintf(&sb, "- %s: %s\n", m, m.title())
+	}
 	fmt.Fprintf(&sb, "\n### Machine\n\n")
 	for _, f := range r.facts {
 		fmt.Fprintf(&sb, "- %s\n", f)
 	}
 	fmt.Fprintf(&sb, "- bench took %s\n", r.elapsed.Round(time.Second))
-	fmt.Fprintf(&sb, "\nCommand: `%s` (as root; `make bench` builds bin/ftpalg and runs `go run ./tests/bench`)\n", r.command)
+	fmt.Fprintf(&sb, "\nCommand: `%s` (as root; `make bench` builds bin/ftpalg and runs `cd tests/bench && go run .`)\n", r.command)
 	return sb.String()
 }
 
