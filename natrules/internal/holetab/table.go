@@ -132,13 +132,13 @@ type Table struct {
 
 // New returns an empty table.
 func New(cfg Config) *Table {
-	t := &Table{cfg: cfg}
+	t := &Table{cfg: cfg, delEntries: map[hole.SetEntry]chan struct{}{}, delElems: map[string]chan struct{}{}}
 	t.resetLocked()
 	return t
 }
 
 // Reset forgets every hole (a new Setup). Operations in progress finish
-// on the old state.
+// on the old state; objects being deleted stay busy until their Done.
 func (t *Table) Reset() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -150,8 +150,8 @@ func (t *Table) resetLocked() {
 	t.fwdRef = map[hole.SetEntry]int{}
 	t.elemRef = map[string]*elemRef{}
 	t.live = map[hole.Family]int{}
-	t.delEntries = map[hole.SetEntry]chan struct{}{}
-	t.delElems = map[string]chan struct{}{}
+	// Deletes in progress stay marked: they still run in the kernel, and
+	// their Done wakes the waiters.
 	t.lateDel = nil
 	t.index = map[hole.SetEntry][]*state{}
 	t.recent = map[hole.SetEntry]recentHole{}

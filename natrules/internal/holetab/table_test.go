@@ -422,3 +422,54 @@ func TestTableMarkAbsent(t *testing.T) {
 		}
 	}
 }
+
+// A Reset (a second Setup) while a delete is in progress: an Open waiting
+// for that delete still wakes when it is done, and the delete's objects
+// stay busy for Opens that come after the Reset.
+func TestTableResetDuringDelete(t *testing.T) {
+	ctx := context.Background()
+	tab := newT(8)
+	if _, err := open(t, tab, hB, false); err != nil {
+		t.Fatal(err)
+	}
+	rop, err := tab.Revoke(ctx, hB, t0)
+	if err != nil || rop == nil {
+		t.Fatal(rop, err)
+	}
+	u := tab.Finish(rop, false)
+	if len(u.Entries) != 1 || len(u.Elems) != 1 {
+		t.Fatalf("undo %+v", u)
+	}
+	opens := func() chan error {
+		done := make(chan error, 1)
+		go func() {
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			op, err := tab.Open(wctx, hC, parts(hC), t0)
+			if err == nil {
+				tab.Commit(op, false, t0)
+			}
+			done <- err
+		}()
+		return done
+	}
+	waits := func(name string, ch chan error) {
+		t.Helper()
+		select {
+		case err := <-ch:
+			t.Fatalf("open %s the reset, during a delete of its member, did not wait (%v)", name, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	before := opens()
+	waits("before", before)
+	tab.Reset()
+	after := opens()
+	waits("after", after)
+	tab.Done(u)
+	for name, ch := range map[string]chan error{"before": before, "after": after} {
+		if err := <-ch; err != nil {
+			t.Errorf("open %s the reset, once the delete is done: %v", name, err)
+		}
+	}
+}
