@@ -230,8 +230,10 @@ func (s *structure) verify(ctx context.Context, drifted func()) (ready, repaired
 		drifted()
 		s.log.Warn("drift detected, re-installing", "drift", drift)
 		// No revoke may end between the view of the live holes and
-		// the re-adds of their objects (it would be undone).
-		held, release, err := s.tab.Hold(ctx)
+		// the re-adds of their objects (it would be undone), and no
+		// element may be added while the table is replaced (it would
+		// be lost). The iptables backend's installs need this goroutine.
+		held, release, err := s.tab.Hold(ctx, s.kind == natNFT)
 		defer release()
 		if err != nil {
 			return fmt.Errorf("re-install: %w", err)

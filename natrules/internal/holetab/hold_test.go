@@ -87,7 +87,7 @@ func TestTableHold(t *testing.T) {
 	}
 	hr := make(chan holdRes, 1)
 	go func() {
-		held, release, err := tab.Hold(ctx)
+		held, release, err := tab.Hold(ctx, false)
 		hr <- holdRes{held, release, err}
 	}()
 	select {
@@ -128,6 +128,54 @@ func TestTableHold(t *testing.T) {
 	tab.Done(tab.Finish(op, false))
 	tab.Commit(iop, false, t0)
 	if c := tab.Counts(); c.Live != 1 || c.Revoked != 2 {
+		t.Errorf("counts %+v", c)
+	}
+}
+
+// Hold with installs waits for an install in progress (then holds its
+// hole), and an Open of a new hole waits until release.
+func TestTableHoldInstalls(t *testing.T) {
+	ctx := context.Background()
+	tab := newT(8)
+	iop, err := tab.Open(ctx, hA, parts(hA), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type holdRes struct {
+		held    []Info
+		release func()
+		err     error
+	}
+	hr := make(chan holdRes, 1)
+	go func() {
+		held, release, err := tab.Hold(ctx, true)
+		hr <- holdRes{held, release, err}
+	}()
+	select {
+	case r := <-hr:
+		t.Fatalf("hold did not wait for the install in progress (held %d holes, %v)", len(r.held), r.err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	tab.Commit(iop, false, t0)
+	r := <-hr
+	if r.err != nil || len(r.held) != 1 || r.held[0].Hole != hA {
+		t.Fatalf("held %+v, %v; want hA", r.held, r.err)
+	}
+	opened := make(chan error, 1)
+	go func() {
+		_, err := open(t, tab, hB, false)
+		opened <- err
+	}()
+	select {
+	case err := <-opened:
+		t.Fatalf("open of a new hole during a hold did not wait (%v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	r.release()
+	if err := <-opened; err != nil {
+		t.Fatal(err)
+	}
+	if c := tab.Counts(); c.Live != 2 {
 		t.Errorf("counts %+v", c)
 	}
 }

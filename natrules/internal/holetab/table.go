@@ -128,6 +128,7 @@ type Table struct {
 	recent     map[hole.SetEntry]recentHole
 	gen        int
 	counts     Counts
+	holding    chan struct{} // while a Hold keeps new holes out; closed at its release
 }
 
 // New returns an empty table.
@@ -200,6 +201,12 @@ func (t *Table) Open(ctx context.Context, h hole.Hole, p Parts, now time.Time) (
 			op.Ask, op.Known = t.askLocked(st, now)
 			t.busyLocked(st, op)
 			return op, nil
+		}
+		if t.holding != nil {
+			if err := t.await(ctx, t.holding); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		if ch := t.deletingLocked(p); ch != nil {
 			if err := t.await(ctx, ch); err != nil {
