@@ -54,6 +54,13 @@ func (c *ctCleaner) clean(ctx context.Context, holes []Hole) error {
 	select {
 	case err := <-b.done:
 		return err
+	case <-c.done: // stopped: the batch may have been left in the queue
+		select {
+		case err := <-b.done:
+			return err
+		default:
+			return errClosed
+		}
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -229,6 +229,17 @@ func (s *structure) verify(ctx context.Context, drifted func()) (ready, repaired
 		}
 		drifted()
 		s.log.Warn("drift detected, re-installing", "drift", drift)
+		// No revoke may end between the view of the live holes and
+		// the re-adds of their objects (it would be undone), and no
+		// element may be added while the table is replaced (it would
+		// be lost). The iptables backend's installs need this goroutine.
+		held, release, err := s.tab.Hold(ctx, s.kind == natNFT)
+		defer release()
+		if err != nil {
+			return fmt.Errorf("re-install: %w", err)
+		}
+		s.held = held
+		defer func() { s.held = nil }()
 		start := time.Now()
 		for _, f := range s.fams {
 			if err := s.ensureSets(f, false); err != nil {
@@ -243,6 +254,7 @@ func (s *structure) verify(ctx context.Context, drifted func()) (ready, repaired
 				}
 			}
 		}
+		release()
 		repaired = true
 		drift, _, err = s.checkAll(ctx)
 		if err != nil {
@@ -267,7 +279,7 @@ var errNotSetUp = errors.New("not set up")
 func (s *structure) nftBook(f Family) []timedElem {
 	now := time.Now()
 	var book []timedElem
-	for _, hi := range s.tab.Holes() {
+	for _, hi := range s.held {
 		if FamilyOf(hi.Hole.From) != f || !now.Before(hi.Expires) || len(hi.Parts.Elems) == 0 {
 			continue
 		}

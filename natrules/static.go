@@ -36,6 +36,7 @@ type structure struct {
 	ipt      map[Family]*iptables.IPTables
 	kind     natKind
 	expected map[Family]map[string][]string // static lines per family and table, captured after install
+	held     []holetab.Info                 // the live holes a repair re-adds, held (verify)
 }
 
 // setup sweeps whatever an earlier instance left and installs the static
@@ -228,7 +229,7 @@ func (s *structure) ensureSets(f Family, initial bool) error {
 		}
 		s.log.Warn("set was missing, recreated", "set", name)
 		now := time.Now()
-		for _, hi := range s.tab.Holes() {
+		for _, hi := range s.held {
 			if hi.KnownUsed {
 				continue // consumed: re-adding would re-arm it
 			}

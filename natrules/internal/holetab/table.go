@@ -128,17 +128,18 @@ type Table struct {
 	recent     map[hole.SetEntry]recentHole
 	gen        int
 	counts     Counts
+	holding    chan struct{} // while a Hold keeps new holes out; closed at its release
 }
 
 // New returns an empty table.
 func New(cfg Config) *Table {
-	t := &Table{cfg: cfg}
+	t := &Table{cfg: cfg, delEntries: map[hole.SetEntry]chan struct{}{}, delElems: map[string]chan struct{}{}}
 	t.resetLocked()
 	return t
 }
 
 // Reset forgets every hole (a new Setup). Operations in progress finish
-// on the old state.
+// on the old state; objects being deleted stay busy until their Done.
 func (t *Table) Reset() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -150,8 +151,8 @@ func (t *Table) resetLocked() {
 	t.fwdRef = map[hole.SetEntry]int{}
 	t.elemRef = map[string]*elemRef{}
 	t.live = map[hole.Family]int{}
-	t.delEntries = map[hole.SetEntry]chan struct{}{}
-	t.delElems = map[string]chan struct{}{}
+	// Deletes in progress stay marked: they still run in the kernel, and
+	// their Done wakes the waiters.
 	t.lateDel = nil
 	t.index = map[hole.SetEntry][]*state{}
 	t.recent = map[hole.SetEntry]recentHole{}
@@ -200,6 +201,12 @@ func (t *Table) Open(ctx context.Context, h hole.Hole, p Parts, now time.Time) (
 			op.Ask, op.Known = t.askLocked(st, now)
 			t.busyLocked(st, op)
 			return op, nil
+		}
+		if t.holding != nil {
+			if err := t.await(ctx, t.holding); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		if ch := t.deletingLocked(p); ch != nil {
 			if err := t.await(ctx, ch); err != nil {
