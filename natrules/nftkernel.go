@@ -175,8 +175,10 @@ type timedElem struct {
 
 // nftInstall (re)creates the table of a family in one transaction:
 // the old table, if replace, is deleted first; then the table, maps,
-// chains, rules and the given elements are added. The datapath sees the
-// old state or the new one, never a half-built table.
+// chains, rules and the first elemsPerTx of the given elements are added.
+// The datapath sees the old state or the new one, never a half-built
+// table; beyond elemsPerTx, the other elements follow within
+// milliseconds, in transactions of their own.
 func (m *nftPart) nftInstall(f Family, replace bool, elems []timedElem) error {
 	c, err := m.nftConn()
 	if err != nil {
@@ -205,17 +207,28 @@ func (m *nftPart) nftInstall(f Family, replace bool, elems []timedElem) error {
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: withSetIDs(r.Exprs, sets)})
 		}
 	}
-	for _, e := range elems {
-		s := sets[e.Map]
-		if s == nil {
-			continue
+	// The elements go in messages of a map each. The table's own
+	// transaction carries the first elemsPerTx; the rest follow in
+	// transactions of their own (nftAddMany), since one sendmsg must fit
+	// the socket's buffer: a repair with thousands of NAT holes failed
+	// with EMSGSIZE when it sent them all at once.
+	first, rest := elems[:min(len(elems), elemsPerTx)], elems[min(len(elems), elemsPerTx):]
+	byMap := map[string][]nftables.SetElement{}
+	for _, e := range first {
+		if sets[e.Map] != nil {
+			byMap[e.Map] = append(byMap[e.Map], nftables.SetElement{Key: e.Key, Val: e.Data, Timeout: e.ttl})
 		}
-		if err := c.SetAddElements(s, []nftables.SetElement{{Key: e.Key, Val: e.Data, Timeout: e.ttl}}); err != nil {
+	}
+	for name, els := range byMap {
+		if err := c.SetAddElements(sets[name], els); err != nil {
 			return err
 		}
 	}
 	if err := m.nftFlush(c); err != nil {
 		return fmt.Errorf("install nftables table %s %s: %w", nftFamilyName(f), nftTableName, err)
+	}
+	if err := m.nftAddMany(f, rest); err != nil {
+		return fmt.Errorf("re-add %d nftables elements %s %s: %w", len(rest), nftFamilyName(f), nftTableName, err)
 	}
 	return nil
 }
@@ -364,8 +377,12 @@ func (m *nftPart) elems(f Family, es []nftElem, add, refresh bool, ttl time.Dura
 	return nil
 }
 
-// nftAddMany adds many elements (benchmark pre-population), a
-// thousand per transaction.
+// elemsPerTx is how many map elements one transaction carries (about
+// 80 KB of messages).
+const elemsPerTx = 1000
+
+// nftAddMany adds many elements (a repair's remainder, benchmark
+// pre-population), elemsPerTx per transaction.
 func (m *nftPart) nftAddMany(f Family, es []timedElem) error {
 	c, err := m.nftConn()
 	if err != nil {
@@ -378,7 +395,7 @@ func (m *nftPart) nftAddMany(f Family, es []timedElem) error {
 	for name, els := range byMap {
 		s := m.nftSetByName(f, name)
 		for len(els) > 0 {
-			n := min(len(els), 1000) // one batch must fit a netlink message
+			n := min(len(els), elemsPerTx)
 			if err := c.SetAddElements(s, els[:n]); err != nil {
 				m.nftClose()
 				return err

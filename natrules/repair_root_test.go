@@ -130,3 +130,55 @@ func TestRootRepairRacesOpen(t *testing.T) {
 		}
 	}
 }
+
+// A repair re-creates the ftpalg table with every live NAT hole's elements,
+// however many: thousands of elements do not fit one netlink message, nor
+// their acknowledgements the socket's buffer. Both sources of elements are
+// checked: the bookkeeping (the table deleted) and the kernel's maps (a
+// chain flushed).
+func TestRootRepairManyNATHoles(t *testing.T) {
+	needRoot(t)
+	needNFT(t)
+	const n = 3000
+	for _, drift := range [][]string{
+		{"nft", "delete", "table", "ip", nftTableName},
+		{"nft", "flush", "chain", "ip", nftTableName, "dnat_pre"},
+	} {
+		t.Run(drift[1]+"-"+drift[2], func(t *testing.T) {
+			ns := newNS(t, "rn")
+			m := newTestManager(t, ns, Config{IPv4: true, MaxHoles: 2 * n})
+			ctx := t.Context()
+			if err := m.Setup(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if m.nb() != natNFT {
+				t.Skip("no nftables NAT maps here")
+			}
+			var hs []Hole
+			for i := range n {
+				hs = append(hs, Hole{
+					From: ad(fmt.Sprintf("192.0.2.%d", 1+i%200)),
+					To:   ap2("203.0.113.1", uint16(10000+i)),
+					DNAT: ap2("198.51.100.1", uint16(20000+i)),
+				})
+			}
+			if err := m.openBatch(ctx, hs); err != nil {
+				t.Fatal(err)
+			}
+			count := func() int {
+				out := ns.exec(t, "nft", "list", "map", "ip", nftTableName, dnatMap(IPv4))
+				return strings.Count(out, "expires")
+			}
+			if got := count(); got != n {
+				t.Fatalf("%d dnat elements before the drift, want %d", got, n)
+			}
+			ns.exec(t, drift...)
+			if _, _, err := m.st.verify(ctx, func() {}); err != nil {
+				t.Fatalf("repair with %d NAT holes: %v", n, err)
+			}
+			if got := count(); got != n {
+				t.Fatalf("%d dnat elements after the repair, want %d", got, n)
+			}
+		})
+	}
+}
