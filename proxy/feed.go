@@ -100,6 +100,7 @@ func (ss *session) open(ctx context.Context, from alg.Side, a alg.Action, toPeer
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if err != nil {
+		ss.ports.side = from // OpenFailed frees the port on this pump's side
 		ss.srv.metrics.HoleFailures.Inc()
 		ss.log.Error("open pinhole failed; endpoint withheld", "hole", holeString(h), "err", err)
 		*toClient = append(*toClient, ss.eng.OpenFailed(h)...)

@@ -70,8 +70,8 @@ var mutants = []mutant{
 		Property: "fail-closed on install failure",
 		Name:     "failed Open still sends the rewritten line (no 425)",
 		Edits: []edit{{"proxy/feed.go",
-			"if err != nil {\n\t\tss.srv.metrics.HoleFailures.Inc()",
-			"if err != nil && false {\n\t\tss.srv.metrics.HoleFailures.Inc()"}},
+			"if err != nil {\n\t\tss.ports.side = from",
+			"if err != nil && false {\n\t\tss.ports.side = from"}},
 		Tests: []spec{install, withheld},
 	},
 	{
