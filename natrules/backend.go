@@ -81,17 +81,27 @@ func (b *iptBackend) prepare(ctx context.Context, h Hole) error {
 	if len(rules) == 0 {
 		return nil
 	}
-	k := keyOf(h)
+	k, f := keyOf(h), FamilyOf(h.From)
 	return b.own.do(func() error {
 		b.mu.Lock()
-		if d, ok := b.dead[k]; ok && slices.EqualFunc(d, rules, ruleEqual) {
+		d, dead := b.dead[k]
+		if dead && slices.EqualFunc(d, rules, ruleEqual) {
 			delete(b.dead, k)
 			b.live[k] = rules
 			b.mu.Unlock()
 			return nil
 		}
 		b.mu.Unlock()
-		if err := b.ns.restore(ctx, FamilyOf(h.From), restoreScript("-A", rules)); err != nil {
+		if dead {
+			// Another hole's inert rules on the same key sit earlier in
+			// the chain, and the new gate entry would let them catch
+			// this hole's SYN (DNAT to the old destination): they go
+			// first.
+			if err := b.dropKey(ctx, f, k, d); err != nil {
+				return err
+			}
+		}
+		if err := b.ns.restore(ctx, f, restoreScript("-A", rules)); err != nil {
 			return err
 		}
 		b.mu.Lock()
@@ -99,6 +109,35 @@ func (b *iptBackend) prepare(ctx context.Context, h Hole) error {
 		b.mu.Unlock()
 		return nil
 	})
+}
+
+// dropKey deletes the dead rules d of key k now, rescanning the table if
+// they are not all there. Owner goroutine.
+func (b *iptBackend) dropKey(ctx context.Context, f Family, k holeKey, d []Rule) error {
+	if err := b.ns.restore(ctx, f, restoreScript("-D", d)); err != nil {
+		b.mu.Lock()
+		live := map[string]bool{}
+		for lk := range b.live {
+			live[lk.String()] = true
+		}
+		b.mu.Unlock()
+		if _, err := b.gcScan(ctx, f, live); err != nil {
+			return fmt.Errorf("delete the inert rules of %s: %w", k, err)
+		}
+		// The rescan deleted every dead rule of the family.
+		b.mu.Lock()
+		for dk := range b.dead {
+			if FamilyOf(dk.From) == f {
+				delete(b.dead, dk)
+			}
+		}
+		b.mu.Unlock()
+		return nil
+	}
+	b.mu.Lock()
+	delete(b.dead, k)
+	b.mu.Unlock()
+	return nil
 }
 
 func (b *iptBackend) arm(Family, []nftElem, bool) error { return nil }

@@ -182,3 +182,43 @@ func TestRootRepairManyNATHoles(t *testing.T) {
 		})
 	}
 }
+
+// With the iptables fallback, a hole's per-hole rules stay in place, inert,
+// until the next GC. A new hole on the same key with another destination
+// must not find them first in the chain: its SYN would be sent to the old
+// destination. After the second Open only the new hole's rule is there.
+func TestRootFallbackReusedKeyNewDestination(t *testing.T) {
+	needRoot(t)
+	ns := newNS(t, "rk")
+	m, err := newManager(Config{IPv4: true}, testLogger(t), ns.h, WithoutNFTables())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	ctx := t.Context()
+	if err := m.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m.stopJanitor() // no GC between the two holes: the window, made wide
+	old := Hole{From: ad("198.51.100.20"), To: ap("203.0.113.1:50000"), DNAT: ap("192.0.2.10:40001")}
+	neu := old
+	neu.DNAT = ap("192.0.2.11:40002")
+	if err := m.Open(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Revoke(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Open(ctx, neu); err != nil {
+		t.Fatal(err)
+	}
+	var dnat []string
+	for _, l := range strings.Split(ns.exec(t, "iptables-save", "-t", "nat"), "\n") {
+		if strings.HasPrefix(l, "-A "+chDNAT+" ") && strings.Contains(l, "--to-destination") {
+			dnat = append(dnat, l)
+		}
+	}
+	if len(dnat) != 1 || !strings.Contains(dnat[0], "--to-destination 192.0.2.11:40002") {
+		t.Fatalf("per-hole DNAT rules after the key was reused:\n%s\nwant only the new hole's (to 192.0.2.11:40002)", strings.Join(dnat, "\n"))
+	}
+}
