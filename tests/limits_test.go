@@ -24,7 +24,6 @@ const (
 	msgClientLimit   = "421 Too many sessions from your address, try again later.\r\n"
 	msgLoginBlocked  = "421 Too many failed logins from your address, try again later.\r\n"
 	msgLoginTimeout  = "421 Timeout: not logged in in time, closing.\r\n"
-	msgGatewayFull   = "421 Too many sessions through the gateway, try again later.\r\n"
 	defaultPerClient = 32
 )
 
@@ -98,16 +97,40 @@ func TestLimitsLockout(t *testing.T) {
 	hash := writeFile(t, b, "pub/lock.bin", 1<<20)
 	const gateway = 40 // FTPALG_MAX_SESSIONS: more than the per-client cap
 	startFtpalg(t, b, fmt.Sprintf("FTPALG_MAX_SESSIONS=%d", gateway))
-	for i := range gateway {
+	// The attacker connects as often as the gateway has sessions and holds
+	// each connection open, never logging in.
+	var first []string
+	var conns []*ftpConn
+	for range gateway {
+		c, err := b.Dial(b.Attacker, netip.AddrPortFrom(bed.Server4, 21), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := newFTPConn(c)
+		t.Cleanup(f.close)
+		_, text, err := f.reply()
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, conns = append(first, text), append(conns, f)
+	}
+	fetchFile(t, b, "lock.bin", hash)
+	for i, text := range first {
 		if i < defaultPerClient {
-			greeted(t, b, b.Attacker) // held open, never logged in
+			if !strings.HasPrefix(text, "220 ") || !strings.Contains(text, "vsFTPd") {
+				t.Fatalf("attacker's connection %d: %q, want vsftpd's greeting", i+1, text)
+			}
 			continue
 		}
-		refusedWith(t, b, b.Attacker, msgClientLimit)
+		if text != msgClientLimit {
+			t.Fatalf("attacker's connection %d: %q, want %q", i+1, text, msgClientLimit)
+		}
+		if rest, closed := conns[i].rest(3 * time.Second); rest != "" || !closed {
+			t.Fatalf("attacker's connection %d after the 421: %q (closed %v)", i+1, rest, closed)
+		}
 	}
 	waitMetric(t, b, `ftpalg_sessions_refused_total{reason="client_limit"}`, gateway-defaultPerClient, 5*time.Second)
 	waitMetric(t, b, activeSessions, defaultPerClient, 5*time.Second)
-	fetchFile(t, b, "lock.bin", hash)
 	t.Logf("ok: the attacker holds %d idle sessions and got 421 for %d more; the client's 1 MiB download is intact", defaultPerClient, gateway-defaultPerClient)
 }
 
