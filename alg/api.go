@@ -227,12 +227,26 @@ type Action struct {
 	// Transfer, if not nil, reports the start (client command forwarded) or
 	// end (server's final reply) of a data transfer, for the audit log.
 	Transfer *Transfer
+	// Login, on the server's final reply to USER, PASS or ACCT, says
+	// whether the reply passed on logs the client in (230), or refuses
+	// its password (530 to PASS): the proxy's login timeout and
+	// brute-force counting follow it.
+	Login LoginEvent
 	// Urgent, if > 0, says the first Urgent bytes of Output go out as TCP
 	// urgent data: the last of them is the urgent byte (ABOR, RFC 959 4.1.3;
 	// servers such as vsftpd only notice an ABOR during a transfer by its
 	// SIGURG).
 	Urgent int
 }
+
+// LoginEvent is what a reply does to the client's login.
+type LoginEvent uint8
+
+const (
+	LoginNone      LoginEvent = iota
+	LoginSucceeded            // a 230 to USER, PASS or ACCT
+	LoginFailed               // a 530 to PASS
+)
 
 // TransferPhase says which end of a transfer a Transfer event marks.
 type TransferPhase uint8

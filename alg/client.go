@@ -43,6 +43,8 @@ func (s *Session) clientLine(raw, text []byte, flags uint8) Action {
 		return s.auth(raw, arg)
 	case vUSER:
 		return s.forward(raw, entry{kind: cmdUSER})
+	case vPASS:
+		return s.forward(raw, entry{kind: cmdPASS})
 	case vREIN:
 		return s.forward(raw, entry{kind: cmdREIN, seq: s.nextSeq()})
 	case vTransfer:

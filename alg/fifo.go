@@ -7,7 +7,8 @@ type cmdKind uint8
 const (
 	cmdOther    cmdKind = iota
 	cmdGreeting         // the server's greeting is the first expected reply
-	cmdUSER             // USER, PASS, ACCT: a 230 logs the user in
+	cmdUSER             // USER, ACCT: a 230 logs the user in
+	cmdPASS             // PASS: a 230 logs the user in, a 530 is a failed login
 	cmdPASV
 	cmdEPSV
 	cmdPORT // PORT and EPRT; entry.hole names the hole it opened

@@ -84,9 +84,13 @@ func (s *Session) finalReply(raw, text []byte) Action {
 	switch e.kind {
 	case cmdTransfer:
 		fwd.Transfer, fwd.Revoke = s.endTransfer(code)
-	case cmdUSER:
-		if code == 230 {
+	case cmdUSER, cmdPASS:
+		switch {
+		case code == 230:
 			s.loggedIn = true
+			fwd.Login = LoginSucceeded
+		case code == 530 && e.kind == cmdPASS:
+			fwd.Login = LoginFailed
 		}
 	case cmdAUTH:
 		if code == 234 {

@@ -341,3 +341,53 @@ func TestOutstandingCapOnPORT(t *testing.T) {
 		t.Fatalf("%+v", hs)
 	}
 }
+
+// The reply to USER/PASS/ACCT says what it does to the login: the proxy
+// counts 530s to PASS (brute force) and ends its login timer on a 230.
+func TestLoginEvents(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		cmd      string
+		reply    string
+		want     LoginEvent
+		loggedIn bool
+	}{
+		{"PASS 230", "PASS p", "230 ok", LoginSucceeded, true},
+		{"pass lower case 230", "pass p", "230 ok", LoginSucceeded, true},
+		{"USER 230 (no password needed)", "USER u", "230 ok", LoginSucceeded, true},
+		{"ACCT 230", "ACCT a", "230 ok", LoginSucceeded, true},
+		{"PASS 530", "PASS wrong", "530 Login incorrect.", LoginFailed, false},
+		{"USER 530 is not a password failure", "USER u", "530 no", LoginNone, false},
+		{"ACCT 530", "ACCT a", "530 no", LoginNone, false},
+		{"PASS 332 (needs ACCT)", "PASS p", "332 account?", LoginNone, false},
+		{"PASS 503", "PASS p", "503 Login with USER first.", LoginNone, false},
+		{"PASS 421", "PASS p", "421 bye", LoginNone, false},
+		{"NOOP 530", "NOOP", "530 no", LoginNone, false},
+		{"NOOP 230", "NOOP", "230 fake", LoginNone, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := newModeTester(t, ModeReverse)
+			x.server("220 hi\r\n")
+			if a := x.client(tc.cmd + "\r\n"); a.Verdict != Forward || a.Login != LoginNone {
+				t.Fatalf("%s: %+v", tc.cmd, a)
+			}
+			a := x.server(tc.reply + "\r\n")
+			if a.Verdict != Forward || a.Login != tc.want || x.s.LoggedIn() != tc.loggedIn {
+				t.Fatalf("%s → %s: verdict %s login %d logged in %v, want forward %d %v",
+					tc.cmd, tc.reply, a.Verdict, a.Login, x.s.LoggedIn(), tc.want, tc.loggedIn)
+			}
+			x.finish()
+		})
+	}
+	// A multi-line 530 counts once, on its final line.
+	x := newModeTester(t, ModeForward)
+	x.server("220 hi\r\n")
+	x.client("PASS p\r\n")
+	if a := x.server("530-no\r\n"); a.Login != LoginNone {
+		t.Fatalf("continuation line: %+v", a)
+	}
+	if a := x.server("530 no\r\n"); a.Login != LoginFailed {
+		t.Fatalf("final line: %+v", a)
+	}
+	x.finish()
+}

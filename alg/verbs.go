@@ -17,7 +17,8 @@ const (
 	vEPSV
 	vLPRT // RFC 1639 long address forms: not translated, so refused
 	vAUTH
-	vUSER // USER, PASS, ACCT
+	vUSER // USER, ACCT
+	vPASS
 	vREIN
 	vTransfer
 	vABOR
@@ -47,8 +48,10 @@ func classify(v []byte) verb {
 		return vLPRT
 	case "AUTH":
 		return vAUTH
-	case "USER", "PASS", "ACCT":
+	case "USER", "ACCT":
 		return vUSER
+	case "PASS":
+		return vPASS
 	case "REIN":
 		return vREIN
 	case "RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD":

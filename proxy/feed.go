@@ -45,11 +45,15 @@ func (ss *session) feedLine(ctx context.Context, from alg.Side, data []byte, toP
 		toClient = toPeer
 	}
 	var pending *alg.Action // the action whose hole is opened after the unlock
+	var login alg.LoginEvent
 	ss.mu.Lock()
 	wasOpaque := ss.eng.Opaque()
 	ss.ports.side = from
 	err := ss.eng.Feed(from, data, func(a alg.Action) error {
 		*revokes = append(*revokes, a.Revoke...)
+		if a.Login != alg.LoginNone {
+			login = a.Login
+		}
 		if a.Refusal != alg.RefusedNone {
 			ss.srv.metrics.Refused.WithLabelValues(string(a.Refusal)).Inc()
 			if n, ok := ss.refusals.note(time.Now(), from, a); ok {
@@ -70,9 +74,15 @@ func (ss *session) feedLine(ctx context.Context, from alg.Side, data []byte, toP
 	})
 	opaque := ss.eng.Opaque()
 	ss.mu.Unlock()
+	if login == alg.LoginSucceeded || opaque != wasOpaque {
+		ss.loggedIn()
+	}
 	if opaque != wasOpaque {
 		ss.opaque.Store(true)
 		ss.log.Warn("AUTH TLS passthrough engaged: control channel no longer inspected, no data holes will be opened for this session")
+	}
+	if login == alg.LoginFailed && err == nil {
+		err = ss.loginFailed(toClient)
 	}
 	if pending != nil && err == nil {
 		err = ss.open(ctx, from, *pending, toPeer, toSender, toClient, revokes, urgent)

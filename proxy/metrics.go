@@ -42,7 +42,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ftpalg_sessions_total", Help: "Control sessions started.",
 		}, []string{"mode"}),
 		SessionsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ftpalg_sessions_refused_total", Help: "Control connections answered 421 before relaying, by reason.",
+			Name: "ftpalg_sessions_refused_total", Help: "Control connections answered 421 and closed, by reason: before relaying, or by a login limit (login_timeout, login_blocked).",
 		}, []string{"reason"}),
 		Endpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ftpalg_data_endpoints_total", Help: "Data endpoints negotiated and opened (rewritten where the mode requires), by kind.",
@@ -73,7 +73,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, k := range []alg.Kind{alg.KindPORT, alg.KindEPRT, alg.Kind227, alg.Kind229} {
 		m.endpoints[k] = m.Endpoints.WithLabelValues(k.String())
 	}
-	for _, r := range []string{"limit", "no_upstream", "upstream_unreachable", "interface", "policy_client", "policy_server"} {
+	for _, r := range []string{"limit", "no_upstream", "upstream_unreachable", "interface", "policy_client", "policy_server", "client_limit", "login_blocked", "login_timeout"} {
 		m.SessionsRefused.WithLabelValues(r)
 	}
 	for _, r := range []string{"bounce", "privileged_port", "malformed", "state", "denied_command", "line_too_long", "tls", "address", "pool_exhausted"} {

@@ -60,6 +60,10 @@ func (f *fakeFTP) serve(c net.Conn) {
 		case "USER":
 			io.WriteString(c, "331 Password please.\r\n")
 		case "PASS":
+			if strings.HasSuffix(line, " wrong") {
+				io.WriteString(c, "530 Login incorrect.\r\n")
+				continue
+			}
 			io.WriteString(c, "230 Logged in.\r\n")
 		case "QUIT":
 			io.WriteString(c, "221 Bye.\r\n")
@@ -81,6 +85,13 @@ func (f *fakeFTP) addr() netip.AddrPort { return netip.MustParseAddrPort(f.ln.Ad
 // startProxy runs a forward-mode proxy whose "original destination" is dst.
 func startProxy(t *testing.T, dst netip.AddrPort, mod func(*Config)) (netip.AddrPort, *natrulestest.Fake) {
 	t.Helper()
+	return startProxyServer(t, dst, mod, nil)
+}
+
+// startProxyServer is startProxy that also gives the server, if out is
+// not nil.
+func startProxyServer(t *testing.T, dst netip.AddrPort, mod func(*Config), out **Server) (netip.AddrPort, *natrulestest.Fake) {
+	t.Helper()
 	cfg := Config{Policy: alg.DefaultPolicy(), PortLo: 50000, PortHi: 50009, IdleTimeout: time.Minute, ConnectTimeout: time.Second}
 	cfg.Policy.AllowLoopbackServer = true // the fake server is on loopback
 	if mod != nil {
@@ -93,6 +104,9 @@ func startProxy(t *testing.T, dst netip.AddrPort, mod func(*Config)) (netip.Addr
 		t.Fatal(err)
 	}
 	s.originalDst = func(*net.TCPConn) (netip.AddrPort, error) { return dst, nil }
+	if out != nil {
+		*out = s
+	}
 	empty := map[netip.Addr]struct{}{} // loopback is "local"; the test needs it not to be
 	s.local.set.Store(&empty)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")

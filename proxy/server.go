@@ -46,6 +46,7 @@ type Config struct {
 	MaxSessions    int
 	IdleTimeout    time.Duration
 	ConnectTimeout time.Duration
+	Limits         Limits // per-client limits (limits.go); zero: none
 	// UpstreamMark, if non-zero, is set as SO_MARK on upstream sockets.
 	UpstreamMark uint32
 	// WriteTimeout bounds a write to a peer that does not read.
@@ -69,6 +70,9 @@ type Server struct {
 	log   *slog.Logger
 	pool  *portPool
 	local *localAddrs
+	// clients and logins are the per-client state of Limits (limits.go).
+	clients *clientCounts
+	logins  *loginFailures
 
 	// originalDst is swappable so tests can run forward mode without
 	// REDIRECT.
@@ -111,9 +115,10 @@ func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	s := &Server{cfg: cfg, holes: holes, log: log, pool: newPortPool(cfg.PortLo, cfg.PortHi), local: newLocalAddrs(), originalDst: originalDst, metrics: cfg.Metrics}
+	s := &Server{cfg: cfg, holes: holes, log: log, pool: newPortPool(cfg.PortLo, cfg.PortHi), local: newLocalAddrs(),
+		clients: newClientCounts(), logins: newLoginFailures(loginFailuresCap), originalDst: originalDst, metrics: cfg.Metrics}
 	s.cfg.Policy.IsLocal = s.local.Contains
-	s.Reload(Runtime{Policy: cfg.Policy, MaxSessions: cfg.MaxSessions, IdleTimeout: cfg.IdleTimeout, ConnectTimeout: cfg.ConnectTimeout, Access: cfg.Access})
+	s.Reload(Runtime{Policy: cfg.Policy, MaxSessions: cfg.MaxSessions, IdleTimeout: cfg.IdleTimeout, ConnectTimeout: cfg.ConnectTimeout, Access: cfg.Access, Limits: cfg.Limits})
 	s.audit = newAuditor(cfg.FlowCounter, log, cfg.Metrics, cfg.AuditLog, cfg.AuditOut)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
@@ -130,6 +135,9 @@ type Runtime struct {
 	IdleTimeout    time.Duration
 	ConnectTimeout time.Duration
 	Access         Access // nil allows every client and server
+	// Limits apply as they are: a zero field turns its limit off. The
+	// counts behind them are kept across reloads.
+	Limits Limits
 }
 
 // Reload swaps the runtime configuration for new sessions.
@@ -211,8 +219,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		backoff = 0
 		tc := c.(*net.TCPConn)
-		if limit := s.runtime().MaxSessions; s.active.Add(1) > int64(limit) {
+		rt := s.runtime()
+		// Per client first: one client's flood takes no global slot.
+		key := clientKey(addrPortOf(tc.RemoteAddr()).Addr())
+		if label, reason, reply := s.admitClient(rt, key, time.Now()); label != "" {
+			s.log.Warn("session refused", "client", c.RemoteAddr().String(), "reason", reason)
+			s.metrics.SessionsRefused.WithLabelValues(label).Inc()
+			writeLine(tc, reply, time.Second)
+			tc.Close()
+			continue
+		}
+		if limit := rt.MaxSessions; s.active.Add(1) > int64(limit) {
 			s.active.Add(-1)
+			s.clients.release(key)
 			s.log.Warn("session refused: limit reached", "client", c.RemoteAddr().String(), "limit", limit)
 			s.metrics.SessionsRefused.WithLabelValues("limit").Inc()
 			tc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -224,7 +243,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		go func() {
 			defer s.wg.Done()
 			defer s.active.Add(-1)
-			s.runSession(ctx, tc)
+			defer s.clients.release(key)
+			s.runSession(ctx, tc, key)
 		}()
 	}
 }

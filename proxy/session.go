@@ -55,9 +55,15 @@ type session struct {
 	audited    bool         // guarded by mu: a transfer record was queued
 	endOnce    sync.Once
 	reason     atomic.Pointer[string]
+
+	key        netip.Prefix // the client, as Limits count it
+	loginTimer *time.Timer  // nil: no login timeout
+	// pastLogin: a 230 was relayed, or the login can no longer be seen
+	// (TLS passthrough); the login timeout no longer applies.
+	pastLogin atomic.Bool
 }
 
-func (s *Server) runSession(ctx context.Context, client *net.TCPConn) {
+func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.Prefix) {
 	id := s.nextID.Add(1)
 	clientAP := addrPortOf(client.RemoteAddr())
 	log := s.log.With("session", id, "client", clientAP.String(), "mode", s.cfg.Policy.Mode.String())
@@ -112,8 +118,11 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn) {
 		// Only an urgent ABOR suffers: relay anyway.
 		log.Warn("client's urgent data not read in line; an urgent ABOR will be refused", "err", err)
 	}
-	ss := &session{srv: s, id: id, log: log, client: client, server: server, eng: eng, ports: ports, idle: rt.IdleTimeout}
+	ss := &session{srv: s, id: id, log: log, client: client, server: server, eng: eng, ports: ports, idle: rt.IdleTimeout, key: key}
 	ss.touch()
+	if d := rt.Limits.LoginTimeout; d > 0 {
+		ss.loginTimer = time.AfterFunc(d, ss.loginExpired)
+	}
 	mode := s.cfg.Policy.Mode.String()
 	s.metrics.SessionsTotal.WithLabelValues(mode).Inc()
 	s.metrics.SessionsActive.WithLabelValues(mode).Inc()
@@ -326,9 +335,11 @@ func (ss *session) writeUrgent(c *net.TCPConn, b []byte, urgent int) error {
 }
 
 // end stops the session once: it records why, tells the client if there is
-// something to say, and closes both connections so both pumps return.
-func (ss *session) end(reason, clientMsg string) {
+// something to say, and closes both connections so both pumps return. It
+// reports whether this call ended it.
+func (ss *session) end(reason, clientMsg string) (first bool) {
 	ss.endOnce.Do(func() {
+		first = true
 		r := reason
 		ss.reason.CompareAndSwap(nil, &r)
 		if clientMsg != "" {
@@ -337,12 +348,16 @@ func (ss *session) end(reason, clientMsg string) {
 		ss.client.Close()
 		ss.server.Close()
 	})
+	return first
 }
 
 func (ss *session) closeBoth() { ss.end("", "") }
 
 // cleanup removes the session's holes and any data connection still tracked.
 func (ss *session) cleanup(start time.Time) {
+	if ss.loginTimer != nil {
+		ss.loginTimer.Stop()
+	}
 	ss.client.Close()
 	ss.server.Close()
 	ss.mu.Lock()

@@ -233,7 +233,11 @@ func TestLoad(t *testing.T) {
 	// 15 s). A 30 s upstream timeout lets the retries land instead of
 	// answering 421 (which is right, and tested elsewhere, but not this
 	// test's subject).
-	startFtpalg(t, b, "FTPALG_LOG_LEVEL=warn", "FTPALG_DATA_PORTS=40000-49999", "FTPALG_MAX_SESSIONS=5000", "FTPALG_CONNECT_TIMEOUT=30s")
+	// Every session comes from the one client address of the bed: the
+	// per-client cap (default 32) is off here, it is tested in
+	// limits_test.go.
+	startFtpalg(t, b, "FTPALG_LOG_LEVEL=warn", "FTPALG_DATA_PORTS=40000-49999", "FTPALG_MAX_SESSIONS=5000", "FTPALG_CONNECT_TIMEOUT=30s",
+		"FTPALG_MAX_SESSIONS_PER_CLIENT=0")
 	static := snapshot(t, b)
 	before := restingState(t, b)
 	m0 := metricsOf(t, b, b.Gateway)

@@ -85,7 +85,13 @@ func policyOf(cfg *config.Config) alg.Policy {
 // runtimeOf is what a reload changes in the proxy.
 func runtimeOf(cfg *config.Config) proxy.Runtime {
 	return proxy.Runtime{Policy: policyOf(cfg), MaxSessions: cfg.MaxSessions,
-		IdleTimeout: cfg.IdleTimeout, ConnectTimeout: cfg.ConnectTimeout, Access: cfg.AccessOf()}
+		IdleTimeout: cfg.IdleTimeout, ConnectTimeout: cfg.ConnectTimeout, Access: cfg.AccessOf(), Limits: limitsOf(cfg)}
+}
+
+// limitsOf is the proxy's per-client limits.
+func limitsOf(cfg *config.Config) proxy.Limits {
+	return proxy.Limits{PerClient: cfg.MaxPerClient, LoginTimeout: cfg.LoginTimeout,
+		MaxLoginFailures: cfg.MaxLoginFails, LoginBlock: cfg.LoginBlock}
 }
 
 // proxyConfig is the proxy's configuration, without the parts that need
@@ -103,6 +109,7 @@ func (d *daemon) proxyConfig(metrics *proxy.Metrics) proxy.Config {
 		MaxSessions:    cfg.MaxSessions,
 		IdleTimeout:    cfg.IdleTimeout,
 		ConnectTimeout: cfg.ConnectTimeout,
+		Limits:         limitsOf(cfg),
 		AuditLog: func(w io.Writer) *slog.Logger {
 			return newLogger(cfg, d.level, w).With("component", "proxy")
 		},

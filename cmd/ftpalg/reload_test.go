@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ftpalg/ftpalg/alg"
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/config"
@@ -49,12 +50,24 @@ func TestReload(t *testing.T) {
 		env:  base + "FTPALG_DENY_COMMANDS=NLST,SITE EXEC\nFTPALG_MAX_SESSIONS=7\nFTPALG_DATA_PORTS=40000-40010\nFTPALG_ALLOW_CLIENTS=198.51.100.0/24",
 		runtime: &proxy.Runtime{Policy: policyWith(func(p *alg.Policy) { p.DeniedCommands = []string{"NLST", "SITE EXEC"} }),
 			MaxSessions: 7, IdleTimeout: defaults(t).IdleTimeout, ConnectTimeout: defaults(t).ConnectTimeout,
-			Access: config.Access{Clients: config.Prefixes{mustPrefix("198.51.100.0/24")}}},
+			Access: config.Access{Clients: config.Prefixes{mustPrefix("198.51.100.0/24")}},
+			Limits: proxy.Limits{PerClient: 32, LoginTimeout: time.Minute, MaxLoginFailures: 10, LoginBlock: 10 * time.Minute}},
 		level: slog.LevelInfo,
 		logs: []string{`msg="reload: changed" var=FTPALG_DENY_COMMANDS from="" to="NLST,SITE EXEC"`,
 			`msg="reload: changed" var=FTPALG_MAX_SESSIONS from=10000 to=7`,
 			`msg="reload: changed" var=FTPALG_ALLOW_CLIENTS from="" to=198.51.100.0/24`,
 			`msg="reload: change needs a restart, ignored" var=FTPALG_DATA_PORTS running=50000-50999 file=40000-40010`},
+	}, {
+		name: "the per-client limits",
+		env:  base + "FTPALG_MAX_SESSIONS_PER_CLIENT=0\nFTPALG_LOGIN_TIMEOUT=2s\nFTPALG_MAX_LOGIN_FAILURES=3\nFTPALG_LOGIN_BLOCK=3s",
+		runtime: &proxy.Runtime{Policy: policyWith(func(*alg.Policy) {}), MaxSessions: 10000,
+			IdleTimeout: defaults(t).IdleTimeout, ConnectTimeout: defaults(t).ConnectTimeout, Access: defaults(t).AccessOf(),
+			Limits: proxy.Limits{PerClient: 0, LoginTimeout: 2 * time.Second, MaxLoginFailures: 3, LoginBlock: 3 * time.Second}},
+		level: slog.LevelInfo,
+		logs: []string{`msg="reload: changed" var=FTPALG_MAX_SESSIONS_PER_CLIENT from=32 to=0`,
+			`msg="reload: changed" var=FTPALG_LOGIN_TIMEOUT from=1m0s to=2s`,
+			`msg="reload: changed" var=FTPALG_MAX_LOGIN_FAILURES from=10 to=3`,
+			`msg="reload: changed" var=FTPALG_LOGIN_BLOCK from=10m0s to=3s`},
 	}, {
 		name:  "log level alone: no proxy reload",
 		env:   base + "FTPALG_LOG_LEVEL=debug",
@@ -157,7 +170,7 @@ func policyWith(f func(*alg.Policy)) alg.Policy {
 }
 
 func sameRuntime(a, b proxy.Runtime) bool {
-	return reflect.DeepEqual(a.Policy, b.Policy) && a.MaxSessions == b.MaxSessions && a.IdleTimeout == b.IdleTimeout &&
+	return reflect.DeepEqual(a.Policy, b.Policy) && a.MaxSessions == b.MaxSessions && a.IdleTimeout == b.IdleTimeout && a.Limits == b.Limits &&
 		a.ConnectTimeout == b.ConnectTimeout && reflect.DeepEqual(a.Access, b.Access)
 }
 

@@ -27,19 +27,23 @@ const Prefix = "FTPALG_"
 type Config struct {
 	Mode           Mode          `env:"MODE" envDefault:"forward" expect:"forward, reverse or sidecar" help:"forward (LAN clients to outside servers), reverse or sidecar (publish one server)"`
 	Listen         ListenAddr    `env:"LISTEN" envDefault:":2121" expect:"[address]:port with a literal address, e.g. :2121 or 192.0.2.1:21" help:"control-channel listener, host:port"`
-	Upstream       Upstreams     `env:"UPSTREAM" expect:"address:port with a literal IP, at most one IPv4 and one IPv6, e.g. 192.0.2.10:21,[2001:db8::10]:21" help:"reverse/sidecar: the FTP server, address:port; one per family, comma-separated, for IPv4 and IPv6 clients"`
+	Upstream       Upstreams     `env:"UPSTREAM" expect:"address:port with a literal IP, at most one IPv4 and one IPv6, e.g. 192.0.2.10:21,[2001:db8::10]:21" help:"reverse/sidecar: the FTP server, address:port; one per family, comma-separated"`
 	Capture        bool          `env:"CAPTURE" envDefault:"true" help:"forward: install the REDIRECT of forwarded TCP/21 to the listener"`
-	CaptureIfaces  []string      `env:"CAPTURE_IFACES" envSeparator:"," help:"forward: the LAN interfaces to serve (comma list, e.g. lan0): FTP arriving on them is captured, and only connections that arrived on them are relayed; required when FTPALG_CAPTURE=true"`
+	CaptureIfaces  []string      `env:"CAPTURE_IFACES" envSeparator:"," help:"forward: the LAN interfaces served, comma list (e.g. lan0): only FTP arriving on them is captured and relayed; required when FTPALG_CAPTURE=true"`
 	PublicAddr     netip.Addr    `env:"PUBLIC_ADDR" expect:"a unicast IP address, or empty to find it automatically" help:"address written into rewritten endpoints; empty = found from the routing table / the connection"`
 	DataPorts      PortRange     `env:"DATA_PORTS" envDefault:"50000-50999" expect:"lo-hi within 1024-65535 with lo <= hi, e.g. 50000-50999" help:"pool of gateway ports for translated data endpoints, lo-hi"`
 	PinholeTTL     time.Duration `env:"PINHOLE_TTL" envDefault:"30s" help:"lifetime of an unused pinhole, enforced by the kernel"`
-	NflogGroup     uint16        `env:"NFLOG_GROUP" envDefault:"2121" expect:"an NFLOG group number between 1 and 65535, or 0 for off" help:"NFLOG group the pinhole chain logs each data connection's first SYN to (headers only), so byte counts and cleanup are exact conntrack lookups; 0 = off (table walks)"`
+	NflogGroup     uint16        `env:"NFLOG_GROUP" envDefault:"2121" expect:"an NFLOG group number between 1 and 65535, or 0 for off" help:"NFLOG group for each data connection's first SYN, for exact byte counts and cleanup; 0 = off (table walks)"`
 	MaxSessions    int           `env:"MAX_SESSIONS" envDefault:"10000" reload:"sessions" help:"concurrent control sessions; more are answered 421"`
+	MaxPerClient   int           `env:"MAX_SESSIONS_PER_CLIENT" envDefault:"32" reload:"sessions" help:"sessions per client address (IPv6: per /64); more get 421; 0 = no limit"`
+	LoginTimeout   time.Duration `env:"LOGIN_TIMEOUT" envDefault:"60s" reload:"sessions" help:"a session not logged in (230) by then gets 421; 0 = none"`
+	MaxLoginFails  int           `env:"MAX_LOGIN_FAILURES" envDefault:"10" reload:"sessions" help:"failed logins (530 to PASS) per client address that block it; 0 = off"`
+	LoginBlock     time.Duration `env:"LOGIN_BLOCK" envDefault:"10m" reload:"sessions" help:"how long a client is blocked; failures further apart do not add up"`
 	IdleTimeout    time.Duration `env:"IDLE_TIMEOUT" envDefault:"15m" reload:"sessions" help:"idle control channel timeout (never while a transfer runs)"`
 	ConnectTimeout time.Duration `env:"CONNECT_TIMEOUT" envDefault:"10s" reload:"sessions" help:"upstream dial timeout; the client gets 421 after it"`
-	AllowClients   Prefixes      `env:"ALLOW_CLIENTS" expect:"a comma list of CIDRs or addresses, e.g. 192.0.2.0/24,2001:db8::/32,198.51.100.7" reload:"sessions" help:"clients that may use the gateway: comma list of CIDRs (an address alone is one host); empty = all; others get 421"`
-	AllowServers   Prefixes      `env:"ALLOW_SERVERS" expect:"a comma list of CIDRs or addresses, e.g. 192.0.2.0/24,2001:db8::/32,198.51.100.7" reload:"sessions" help:"forward: FTP servers that may be reached, comma list of CIDRs; empty = all; others get 421 (reverse/sidecar: the upstream must be allowed)"`
-	DenyServers    Prefixes      `env:"DENY_SERVERS" expect:"a comma list of CIDRs or addresses, e.g. 192.0.2.0/24,2001:db8::/32,198.51.100.7" reload:"sessions" help:"FTP servers that may never be reached, comma list of CIDRs; wins over FTPALG_ALLOW_SERVERS"`
+	AllowClients   Prefixes      `env:"ALLOW_CLIENTS" expect:"a comma list of CIDRs or addresses, e.g. 192.0.2.0/24,2001:db8::/32,198.51.100.7" reload:"sessions" help:"clients that may use the gateway, comma list of CIDRs; empty = all; others get 421"`
+	AllowServers   Prefixes      `env:"ALLOW_SERVERS" expect:"a comma list of CIDRs or addresses, e.g. 192.0.2.0/24,2001:db8::/32,198.51.100.7" reload:"sessions" help:"forward: FTP servers that may be reached, CIDRs; empty = all; others get 421"`
+	DenyServers    Prefixes      `env:"DENY_SERVERS" expect:"a comma list of CIDRs or addresses, e.g. 192.0.2.0/24,2001:db8::/32,198.51.100.7" reload:"sessions" help:"FTP servers never reached, CIDRs; wins over FTPALG_ALLOW_SERVERS"`
 	ShutdownGrace  time.Duration `env:"SHUTDOWN_GRACE" envDefault:"30s" help:"on SIGTERM, time given to sessions before the rules are removed"`
 	IPv6           bool          `env:"IPV6" envDefault:"true" help:"also install the IPv6 (ip6tables) structure"`
 	AuthTLS        AuthTLS       `env:"AUTH_TLS" envDefault:"deny" expect:"deny or passthrough" reload:"sessions" help:"deny (answer AUTH with 534) or passthrough (stop inspecting after 234)"`
@@ -49,7 +53,7 @@ type Config struct {
 	LogFormat      LogFormat     `env:"LOG_FORMAT" envDefault:"text" expect:"text or json" help:"text or json"`
 	LogLevel       LogLevel      `env:"LOG_LEVEL" envDefault:"info" expect:"debug, info, warn or error" reload:"log" help:"debug, info, warn or error"`
 	// An explicitly empty value is no listener, not the default.
-	AdminListen ListenAddr `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9180" emptyIsZero:"true" expect:"[address]:port, or empty to disable" help:"admin HTTP listener (/livez, /readyz, /metrics); loopback only by default, e.g. :9180 to be reached from other hosts; empty disables"`
+	AdminListen ListenAddr `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9180" emptyIsZero:"true" expect:"[address]:port, or empty to disable" help:"admin HTTP listener (/livez, /readyz, /metrics); loopback by default, e.g. :9180 for other hosts; empty disables"`
 	EnvFile     string     `env:"ENV_FILE" help:"file of FTPALG_*=value lines read over the environment at start and again on SIGHUP"`
 }
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -296,6 +297,42 @@ func TestUpstreamAgainstPolicy(t *testing.T) {
 		_, err := Load(tc.env)
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%v: got %v, want %q", tc.env, err, tc.want)
+		}
+	}
+}
+
+// The per-client limits: defaults, values that turn them off, and the
+// bounds each is checked against.
+func TestLimits(t *testing.T) {
+	c := load(t, valid)
+	if c.MaxPerClient != 32 || c.LoginTimeout != time.Minute || c.MaxLoginFails != 10 || c.LoginBlock != 10*time.Minute {
+		t.Fatalf("defaults: %d %s %d %s", c.MaxPerClient, c.LoginTimeout, c.MaxLoginFails, c.LoginBlock)
+	}
+	for _, tc := range []struct {
+		set  string
+		want string // a problem; "" = valid
+	}{
+		{"FTPALG_MAX_SESSIONS_PER_CLIENT=0", ""},
+		{"FTPALG_MAX_SESSIONS_PER_CLIENT=1", ""},
+		{"FTPALG_MAX_SESSIONS_PER_CLIENT=-1", `FTPALG_MAX_SESSIONS_PER_CLIENT="-1": expected an integer between 0 (no limit) and 1000000`},
+		{"FTPALG_MAX_SESSIONS_PER_CLIENT=many", `FTPALG_MAX_SESSIONS_PER_CLIENT="many": expected an integer`},
+		{"FTPALG_LOGIN_TIMEOUT=0", ""},
+		{"FTPALG_LOGIN_TIMEOUT=2s", ""},
+		{"FTPALG_LOGIN_TIMEOUT=500ms", `FTPALG_LOGIN_TIMEOUT="500ms": expected 0 (none) or a duration between 1s and 1h`},
+		{"FTPALG_LOGIN_TIMEOUT=2h", `FTPALG_LOGIN_TIMEOUT="2h": expected 0 (none)`},
+		{"FTPALG_LOGIN_TIMEOUT=-1s", `FTPALG_LOGIN_TIMEOUT="-1s": expected 0 (none)`},
+		{"FTPALG_MAX_LOGIN_FAILURES=0", ""},
+		{"FTPALG_MAX_LOGIN_FAILURES=-2", `FTPALG_MAX_LOGIN_FAILURES="-2": expected an integer between 0 (off) and 1000000`},
+		{"FTPALG_LOGIN_BLOCK=3s", ""},
+		{"FTPALG_LOGIN_BLOCK=0", `FTPALG_LOGIN_BLOCK="0": expected a duration between 1s and 24h`},
+		{"FTPALG_LOGIN_BLOCK=48h", `FTPALG_LOGIN_BLOCK="48h": expected a duration between 1s and 24h`},
+	} {
+		_, err := Load(append(slices.Clone(valid), tc.set))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.set, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: got %v, want %s", tc.set, err, tc.want)
 		}
 	}
 }

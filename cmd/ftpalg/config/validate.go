@@ -50,6 +50,18 @@ func (c *Config) validate(value func(name string) string, failed map[string]bool
 	if c.MaxSessions < 1 || c.MaxSessions > 1_000_000 {
 		bad("MAX_SESSIONS", "expected an integer between 1 and 1000000")
 	}
+	if c.MaxPerClient < 0 || c.MaxPerClient > 1_000_000 {
+		bad("MAX_SESSIONS_PER_CLIENT", "expected an integer between 0 (no limit) and 1000000")
+	}
+	if c.LoginTimeout != 0 && (c.LoginTimeout < time.Second || c.LoginTimeout > time.Hour) {
+		bad("LOGIN_TIMEOUT", "expected 0 (none) or a duration between 1s and 1h")
+	}
+	if c.MaxLoginFails < 0 || c.MaxLoginFails > 1_000_000 {
+		bad("MAX_LOGIN_FAILURES", "expected an integer between 0 (off) and 1000000")
+	}
+	if c.LoginBlock < time.Second || c.LoginBlock > 24*time.Hour {
+		bad("LOGIN_BLOCK", "expected a duration between 1s and 24h")
+	}
 	if c.IdleTimeout < time.Second {
 		bad("IDLE_TIMEOUT", "expected a duration of at least 1s")
 	}
