@@ -154,15 +154,15 @@ func (l *flowLog) drain() {
 // be read whole is counted lost and costs only the exactness of the holes
 // it may have used: one bad message never turns the log off.
 func (l *flowLog) deliver(msg []byte) {
-	p, read := parseFlowLogPacket(msg)
+	p, read := nflog.Parse(msg)
 	switch read {
-	case pktFull:
+	case nflog.Full:
 		l.events.Add(1)
-		l.h.seen(p.src, p.sport, p.dst, p.dport)
-	case pktAddrs:
+		l.h.seen(p.Src, p.Sport, p.Dst, p.Dport)
+	case nflog.Addrs:
 		l.lost.Add(1)
 		l.unread.Store(true)
-		l.h.unsure(p.src, p.dst)
+		l.h.unsure(p.Src, p.Dst)
 	default:
 		l.blind()
 	}
