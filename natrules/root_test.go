@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -14,13 +13,14 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/ftpalg/ftpalg/natrules/internal/nstest"
 )
 
 // ---- helpers for root tests: network namespaces created per test ----
@@ -44,47 +44,15 @@ type testNS struct {
 
 func sh(tb testing.TB, args ...string) string {
 	tb.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		tb.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return nstest.Sh(tb, args...)
 }
 
-// newNS creates a uniquely named netns, removed on cleanup even on failure.
-// sweepStale removes namespaces left by test processes that were killed
-// before their cleanup ran (their pid is in the name and is gone).
-var sweepStale sync.Once
-
+// newNS creates a uniquely named netns, removed on cleanup even on failure
+// (nstest.New).
 func newNS(tb testing.TB, tag string) *testNS {
 	tb.Helper()
-	sweepStale.Do(func() {
-		entries, _ := os.ReadDir("/run/netns")
-		for _, e := range entries {
-			var pid int
-			if _, err := fmt.Sscanf(e.Name(), "ftpalg-nr-%d-", &pid); err != nil || pid == os.Getpid() {
-				continue
-			}
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
-				exec.Command("ip", "netns", "del", e.Name()).Run()
-			}
-		}
-	})
-	name := fmt.Sprintf("ftpalg-nr-%d-%s-%04x", os.Getpid(), tag, rand.IntN(1<<16))
-	sh(tb, "ip", "netns", "add", name)
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		exec.Command("ip", "netns", "del", name).Run()
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		h.Close()
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			tb.Logf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	sh(tb, "ip", "-n", name, "link", "set", "lo", "up")
-	return &testNS{name: name, h: h}
+	ns := nstest.New(tb, tag)
+	return &testNS{name: ns.Name, h: ns.Handle}
 }
 
 func (n *testNS) exec(tb testing.TB, args ...string) string {

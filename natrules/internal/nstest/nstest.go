@@ -1,4 +1,4 @@
-// Package nstest gives the kernel tests of natrules' netlink packages a
+// Package nstest gives the kernel tests of natrules and its netlink packages a
 // fresh network namespace each: uniquely named, removed on cleanup even
 // when the test fails. The tests skip cleanly when not run as root.
 package nstest
@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vishvananda/netns"
@@ -34,10 +35,26 @@ func NeedRoot(tb testing.TB, cmds ...string) {
 	}
 }
 
+// sweepStale removes namespaces left by test processes that were killed
+// before their cleanup ran (their pid is in the name and is gone).
+var sweepStale sync.Once
+
 // New creates a namespace with loopback up; tag goes into its name.
 func New(tb testing.TB, tag string) *NS {
 	tb.Helper()
 	NeedRoot(tb)
+	sweepStale.Do(func() {
+		entries, _ := os.ReadDir("/run/netns")
+		for _, e := range entries {
+			var pid int
+			if _, err := fmt.Sscanf(e.Name(), "ftpalg-nl-%d-", &pid); err != nil || pid == os.Getpid() {
+				continue
+			}
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+				exec.Command("ip", "netns", "del", e.Name()).Run()
+			}
+		}
+	})
 	name := fmt.Sprintf("ftpalg-nl-%d-%s-%04x", os.Getpid(), tag, rand.IntN(1<<16))
 	Sh(tb, "ip", "netns", "add", name)
 	h, err := netns.GetFromName(name)
