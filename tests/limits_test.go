@@ -43,6 +43,28 @@ func greeted(t *testing.T, b *bed.Bed, ns string) *ftpConn {
 	return f
 }
 
+// greetedEventually opens control connections from ns until one is
+// greeted 220 (a limit let it in), within timeout.
+func greetedEventually(t *testing.T, b *bed.Bed, ns string, timeout time.Duration, what string) *ftpConn {
+	t.Helper()
+	var f *ftpConn
+	eventually(t, b, timeout, what, func() bool {
+		c, err := b.Dial(ns, netip.AddrPortFrom(bed.Server4, 21), 5*time.Second)
+		if err != nil {
+			return false
+		}
+		g := newFTPConn(c)
+		if code, _, err := g.reply(); err != nil || code != 220 {
+			g.close()
+			return false
+		}
+		f = g
+		return true
+	})
+	t.Cleanup(f.close)
+	return f
+}
+
 // refusedWith opens a control connection from ns and requires exactly the
 // line want, then the end of the connection.
 func refusedWith(t *testing.T, b *bed.Bed, ns, want string) {
@@ -154,21 +176,7 @@ func TestLimitsPerClientCap(t *testing.T) {
 	// The cap is on sessions at once: when one ends, a new one is let in.
 	expect(t, held[0], "QUIT", 221)
 	held[0].close()
-	var f *ftpConn
-	eventually(t, b, 10*time.Second, "a session of the client let in again", func() bool {
-		c, err := b.Dial(b.Client, netip.AddrPortFrom(bed.Server4, 21), 5*time.Second)
-		if err != nil {
-			return false
-		}
-		g := newFTPConn(c)
-		if code, _, err := g.reply(); err != nil || code != 220 {
-			g.close()
-			return false
-		}
-		f = g
-		return true
-	})
-	t.Cleanup(f.close)
+	f := greetedEventually(t, b, b.Client, 10*time.Second, "a session of the client let in again")
 	if err := f.loginRest(); err != nil {
 		t.Fatal(err)
 	}
@@ -288,21 +296,7 @@ func TestLimitsLoginBlock(t *testing.T) {
 	if time.Since(blocked) < block {
 		refusedWith(t, b, b.Attacker, msgLoginBlocked)
 	}
-	var f *ftpConn
-	eventually(t, b, block+10*time.Second, "the attacker's address let in again", func() bool {
-		c, err := b.Dial(b.Attacker, netip.AddrPortFrom(bed.Server4, 21), 5*time.Second)
-		if err != nil {
-			return false
-		}
-		g := newFTPConn(c)
-		if code, _, err := g.reply(); err != nil || code != 220 {
-			g.close()
-			return false
-		}
-		f = g
-		return true
-	})
-	t.Cleanup(f.close)
+	f := greetedEventually(t, b, b.Attacker, block+10*time.Second, "the attacker's address let in again")
 	if d := time.Since(blocked); d < block {
 		t.Fatalf("let in again %s after the block started, before %s", d, block)
 	}
