@@ -22,10 +22,10 @@ import (
 // 21, both pods, ClientIP affinity) and one Service per replica ("ftp-0",
 // "ftp-1") with that replica's slice of the pool, selecting only its pod,
 // all on the one address. Each ftpalg hands out only its slice
-// (FTPALG_POOL_SHARD=ordinal/2 from the pod name), so a data connection
+// (FTPALG_POOL_SHARD=ordinal/N from the pod name), so a data connection
 // lands where its control connection is, whatever kube-proxy's lottery.
 const (
-	replicaPool = "30000-30009"
+	replicaPool = "30000-30009" // the single pool
 	podCIDR     = "192.0.2.0/24"
 	svcIP       = "198.51.100.1"
 )
@@ -87,10 +87,15 @@ func newReplicaBed(t *testing.T, sharded bool) *replicaBed {
 
 	for i, ns := range r.pods {
 		env := []string{"FTPALG_MODE=sidecar", "FTPALG_LISTEN=:21", "FTPALG_UPSTREAM=127.0.0.1:2121",
-			"FTPALG_PUBLIC_ADDR=" + svcIP, "FTPALG_DATA_PORTS=" + replicaPool, "FTPALG_PINHOLE_TTL=3s", "FTPALG_LOG_FORMAT=json"}
-		if sharded {
-			// As in the chart: the slice from the StatefulSet pod name.
-			env = append(env, "FTPALG_POOL_SHARD=ordinal/2", fmt.Sprintf("HOSTNAME=ftp-%d", i))
+			"FTPALG_PUBLIC_ADDR=" + svcIP, "FTPALG_PINHOLE_TTL=3s", "FTPALG_LOG_FORMAT=json"}
+		if !sharded {
+			env = append(env, "FTPALG_DATA_PORTS="+replicaPool)
+		} else {
+			// As the chart does with maxReplicas 4: the pool has a slice
+			// for each of 4 replicas (ftp-2 and ftp-3 are not running, so
+			// their Services have no endpoints and no rules), and each
+			// pod takes its slice from its StatefulSet pod name.
+			env = append(env, "FTPALG_DATA_PORTS=30000-30019", "FTPALG_POOL_SHARD=ordinal/4", fmt.Sprintf("HOSTNAME=ftp-%d", i))
 		}
 		p, err := b.StartFtpalgIn(ns, env...)
 		if err != nil {
