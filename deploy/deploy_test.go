@@ -5,57 +5,15 @@ package deploy
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/config"
+	"github.com/ftpalg/ftpalg/deploy/check"
 )
-
-type envVar struct {
-	Name      string `yaml:"name"`
-	Value     string `yaml:"value"`
-	ValueFrom *struct {
-		ConfigMapKeyRef *struct{ Name, Key string } `yaml:"configMapKeyRef"`
-	} `yaml:"valueFrom"`
-}
-
-type container struct {
-	Name           string   `yaml:"name"`
-	Env            []envVar `yaml:"env"`
-	LivenessProbe  *probe   `yaml:"livenessProbe"`
-	ReadinessProbe *probe   `yaml:"readinessProbe"`
-	Security       *struct {
-		Capabilities *struct{ Drop, Add []string } `yaml:"capabilities"`
-	} `yaml:"securityContext"`
-}
-
-type probe struct {
-	HTTPGet *struct{ Path string } `yaml:"httpGet"`
-}
-
-type object struct {
-	Kind     string                `yaml:"kind"`
-	Metadata struct{ Name string } `yaml:"metadata"`
-	Data     map[string]string     `yaml:"data"`
-	Spec     struct {
-		Ports []struct {
-			Name string
-			Port int
-		} `yaml:"ports"`
-		Template struct {
-			Spec struct {
-				Containers []container `yaml:"containers"`
-			} `yaml:"spec"`
-		} `yaml:"template"`
-	} `yaml:"spec"`
-}
 
 func known() map[string]bool {
 	m := map[string]bool{}
@@ -65,120 +23,54 @@ func known() map[string]bool {
 	return m
 }
 
-func readManifests(t *testing.T) map[string][]object {
+func readManifests(t *testing.T) map[string][]check.Object {
 	t.Helper()
 	files, _ := filepath.Glob("kubernetes/*.yaml")
 	if len(files) == 0 {
 		t.Fatal("no manifests under deploy/kubernetes")
 	}
-	out := map[string][]object{}
+	out := map[string][]check.Object{}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(false)
-		for {
-			var o object
-			err := dec.Decode(&o)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("%s: does not parse: %v", f, err)
-			}
-			if o.Kind == "" {
-				t.Fatalf("%s: a document without kind", f)
-			}
-			out[f] = append(out[f], o)
+		objs, err := check.Parse(data)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
 		}
+		if len(objs) == 0 {
+			t.Fatalf("%s: no objects", f)
+		}
+		out[f] = objs
 	}
 	return out
 }
 
 // Every manifest's ftpalg container sets only real variables, with values
-// the daemon accepts, and has probes on /livez and /readyz.
+// the daemon accepts (for every replica), has probes on /livez and /readyz
+// and drops its capabilities (deploy/check; the chart's test runs the same
+// checks on its renderings).
 func TestManifestsMatchConfig(t *testing.T) {
-	vars := known()
 	for file, objs := range readManifests(t) {
-		configMaps := map[string]map[string]string{}
-		for _, o := range objs {
-			if o.Kind == "ConfigMap" {
-				configMaps[o.Metadata.Name] = o.Data
-				for k := range o.Data {
-					if strings.HasPrefix(k, config.Prefix) && !vars[k] {
-						t.Errorf("%s: ConfigMap %s sets unknown %s", file, o.Metadata.Name, k)
-					}
-				}
-			}
-		}
-		for _, o := range objs {
-			for _, c := range o.Spec.Template.Spec.Containers {
-				if c.Name != "ftpalg" {
-					continue
-				}
-				var environ []string
-				for _, e := range c.Env {
-					if !vars[e.Name] {
-						t.Errorf("%s: container ftpalg sets %s, which is not a configuration variable", file, e.Name)
-					}
-					v := e.Value
-					if e.ValueFrom != nil && e.ValueFrom.ConfigMapKeyRef != nil {
-						ref := e.ValueFrom.ConfigMapKeyRef
-						cm, ok := configMaps[ref.Name]
-						if !ok {
-							t.Errorf("%s: %s refers to missing ConfigMap %s", file, e.Name, ref.Name)
-						}
-						v = cm[ref.Key]
-					}
-					environ = append(environ, e.Name+"="+v)
-				}
-				if _, err := config.Load(environ); err != nil {
-					t.Errorf("%s: ftpalg would refuse this configuration: %v", file, err)
-				}
-				if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/livez" {
-					t.Errorf("%s: ftpalg needs a liveness probe on /livez", file)
-				}
-				if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
-					t.Errorf("%s: ftpalg needs a readiness probe on /readyz", file)
-				}
-				if c.Security == nil || c.Security.Capabilities == nil || strings.Join(c.Security.Capabilities.Drop, ",") != "ALL" {
-					t.Errorf("%s: ftpalg must drop all capabilities and add back only what it needs", file)
-				}
-			}
+		if _, errs := check.Objects(objs); len(errs) > 0 {
+			t.Errorf("%s: %v", file, errors.Join(errs...))
 		}
 	}
 }
 
-// The sidecar Service must expose exactly the pool's ports, or passive
-// replies would name ports nobody can reach.
+// The sidecar Services must expose exactly the pool (each replica's slice
+// through its own Service), or passive replies would name ports nobody can
+// reach.
 func TestSidecarServiceExposesPool(t *testing.T) {
-	objs := readManifests(t)["kubernetes/ftp-sidecar.yaml"]
-	var pool string
-	ports := map[int]bool{}
-	for _, o := range objs {
-		if o.Kind == "ConfigMap" {
-			pool = o.Data["FTPALG_DATA_PORTS"]
-		}
-		if o.Kind == "Service" {
-			for _, p := range o.Spec.Ports {
-				ports[p.Port] = true
-			}
-		}
+	res, errs := check.Objects(readManifests(t)["kubernetes/ftp-sidecar.yaml"])
+	if len(errs) > 0 {
+		t.Fatal(errors.Join(errs...))
 	}
-	lo, hi, err := config.ParsePortRange(pool)
-	if err != nil {
-		t.Fatalf("pool %q: %v", pool, err)
+	if len(res.Pools) != 1 {
+		t.Fatalf("checked the Services of %v, want the one sidecar workload", res.Pools)
 	}
-	for p := int(lo); p <= int(hi); p++ {
-		if !ports[p] {
-			t.Errorf("Service does not expose pool port %d", p)
-		}
-	}
-	if len(ports) != int(hi-lo)+2 { // the pool plus 21
-		t.Errorf("Service exposes %d ports, want the pool (%d) and 21", len(ports), hi-lo+1)
-	}
+	t.Logf("ok: %s", res.Pools[0])
 }
 
 func TestSystemdUnit(t *testing.T) {

@@ -30,7 +30,7 @@ func buildMetrics(cfg *config.Config) (*prometheus.Registry, *proxy.Metrics) {
 // rulesConfig is the pinhole manager's configuration.
 func rulesConfig(cfg *config.Config) natrules.Config {
 	forward := cfg.Mode == config.Forward
-	maxHoles := 2 * (cfg.DataPorts.Len() + cfg.MaxSessions)
+	maxHoles := 2 * (cfg.Pool().Len() + cfg.MaxSessions)
 	return natrules.Config{
 		IPv4:          true,
 		IPv6:          cfg.IPv6,
@@ -104,8 +104,8 @@ func (d *daemon) proxyConfig(metrics *proxy.Metrics) proxy.Config {
 		PublicAddr:     cfg.PublicAddr,
 		Access:         cfg.AccessOf(),
 		Metrics:        metrics,
-		PortLo:         cfg.DataPorts.Lo,
-		PortHi:         cfg.DataPorts.Hi,
+		PortLo:         cfg.Pool().Lo,
+		PortHi:         cfg.Pool().Hi,
 		MaxSessions:    cfg.MaxSessions,
 		IdleTimeout:    cfg.IdleTimeout,
 		ConnectTimeout: cfg.ConnectTimeout,

@@ -42,7 +42,7 @@ func (d *daemon) run(ctx context.Context, hup <-chan struct{}, rules *natrules.M
 		return err
 	}
 	log.Info("ftpalg started", "version", version, "gomaxprocs", runtime.GOMAXPROCS(0), "mode", cfg.Mode, "listen", cfg.Listen,
-		"data_ports", cfg.DataPorts, "pinhole_ttl", cfg.PinholeTTL, "capture", rulesConfig(cfg).Capture)
+		"data_ports", cfg.Pool(), "pinhole_ttl", cfg.PinholeTTL, "capture", rulesConfig(cfg).Capture)
 	stopWatch := watchRules(rules, d)
 
 	var wg sync.WaitGroup

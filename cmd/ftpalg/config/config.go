@@ -55,6 +55,10 @@ type Config struct {
 	// An explicitly empty value is no listener, not the default.
 	AdminListen ListenAddr `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9180" emptyIsZero:"true" expect:"[address]:port, or empty to disable" help:"admin HTTP listener (/livez, /readyz, /metrics); loopback by default, e.g. :9180 for other hosts; empty disables"`
 	EnvFile     string     `env:"ENV_FILE" help:"file of FTPALG_*=value lines read over the environment at start and again on SIGHUP"`
+
+	// Replicas behind one Service address (docs/kubernetes.md): each
+	// hands out only its own slice of the pool.
+	PoolShard PoolShard `env:"POOL_SHARD" expect:"I/N (slice I of N, 0 <= I < N) or ordinal/N (I from the host name's -<ordinal> suffix, as a StatefulSet names its pods), or empty for the whole pool" help:"hand out only slice I of N equal slices of FTPALG_DATA_PORTS: I/N, or ordinal/N to take I from the pod name (StatefulSet ftp-2: slice 2); empty = whole pool"`
 }
 
 // Problem is one bad variable.
@@ -114,6 +118,7 @@ func Load(environ []string) (*Config, error) {
 		failed[p.Var] = true
 	}
 	probs = append(probs, c.validate(func(name string) string { return vars[Prefix+name] }, failed)...)
+	probs = append(probs, c.validateShard(vars, failed)...)
 	if len(probs) > 0 {
 		sort.SliceStable(probs, func(i, j int) bool { return probs[i].Var < probs[j].Var })
 		return nil, &Error{Problems: probs}
