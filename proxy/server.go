@@ -49,6 +49,9 @@ type Config struct {
 	Limits         Limits // per-client limits (limits.go); zero: none
 	// UpstreamMark, if non-zero, is set as SO_MARK on upstream sockets.
 	UpstreamMark uint32
+	// Transparent (reverse mode): the upstream control connection is
+	// dialled from the client's own address (Policy.Transparent too).
+	Transparent bool
 	// WriteTimeout bounds a write to a peer that does not read.
 	WriteTimeout time.Duration
 	// Metrics, if not nil, receives the proxy's counters.
@@ -94,6 +97,9 @@ type Server struct {
 
 // New builds a server. holes must not be nil (use natrulestest.Fake in tests).
 func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
+	if cfg.Transparent != cfg.Policy.Transparent || cfg.Transparent && cfg.Policy.Mode != alg.ModeReverse {
+		return nil, fmt.Errorf("proxy: transparent needs reverse mode and Policy.Transparent")
+	}
 	if cfg.Policy.Mode != alg.ModeForward && len(cfg.Upstreams) == 0 {
 		return nil, fmt.Errorf("proxy: %s mode needs an upstream address", cfg.Policy.Mode)
 	}
@@ -145,6 +151,7 @@ func (s *Server) Reload(r Runtime) {
 	r.Policy.Mode = s.cfg.Policy.Mode
 	r.Policy.IsLocal = s.local.Contains
 	r.Policy.AllowLoopbackServer = s.cfg.Policy.AllowLoopbackServer
+	r.Policy.Transparent = s.cfg.Policy.Transparent // fixed at New, as Mode
 	if r.MaxSessions <= 0 {
 		r.MaxSessions = s.cfg.MaxSessions
 	}
@@ -277,8 +284,12 @@ func (s *Server) Drain(ctx context.Context) {
 }
 
 // dialUpstream connects to the server with the configured timeout.
-func (s *Server) dialUpstream(ctx context.Context, dst netip.AddrPort, timeout time.Duration) (*net.TCPConn, error) {
+// In transparent mode it dials from the client's address.
+func (s *Server) dialUpstream(ctx context.Context, dst netip.AddrPort, client netip.Addr, timeout time.Duration) (*net.TCPConn, error) {
 	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second, Control: upstreamControl(s.cfg.UpstreamMark)}
+	if s.cfg.Transparent {
+		transparentDial(&d, client)
+	}
 	c, err := d.DialContext(ctx, "tcp", dst.String())
 	if err != nil {
 		return nil, err

@@ -87,7 +87,7 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 		return
 	}
 	dialCtx, cancel := context.WithTimeout(ctx, rt.ConnectTimeout)
-	server, err := s.dialUpstream(dialCtx, dst, rt.ConnectTimeout)
+	server, err := s.dialUpstream(dialCtx, dst, clientAP.Addr(), rt.ConnectTimeout)
 	cancel()
 	if err != nil {
 		log.Warn("upstream unreachable", "err", err, "after", time.Since(start).Round(time.Millisecond))
