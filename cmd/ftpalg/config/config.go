@@ -55,6 +55,8 @@ type Config struct {
 	// An explicitly empty value is no listener, not the default.
 	AdminListen ListenAddr `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9180" emptyIsZero:"true" expect:"[address]:port, or empty to disable" help:"admin HTTP listener (/livez, /readyz, /metrics); loopback by default, e.g. :9180 for other hosts; empty disables"`
 	EnvFile     string     `env:"ENV_FILE" help:"file of FTPALG_*=value lines read over the environment at start and again on SIGHUP"`
+	// Transparent reverse mode (issue 18 section 3, docs/transparent.md).
+	Transparent bool `env:"TRANSPARENT" envDefault:"false" help:"reverse: the server sees each client's own address on control and data connections (IP_TRANSPARENT; ftpalg installs the routing); the server's route to the clients must point to the gateway; see docs/transparent.md"`
 }
 
 // Problem is one bad variable.
