@@ -83,6 +83,7 @@ type Server struct {
 
 	metrics *Metrics
 	audit   *auditor
+	refused *refusedLog // throttles the refusal warnings (refusedlog.go)
 	rt      atomic.Pointer[Runtime]
 	stop    context.CancelFunc
 
@@ -125,6 +126,7 @@ func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 		clients: newClientCounts(), logins: newLoginFailures(loginFailuresCap), originalDst: originalDst, metrics: cfg.Metrics}
 	s.cfg.Policy.IsLocal = s.local.Contains
 	s.Reload(Runtime{Policy: cfg.Policy, MaxSessions: cfg.MaxSessions, IdleTimeout: cfg.IdleTimeout, ConnectTimeout: cfg.ConnectTimeout, Access: cfg.Access, Limits: cfg.Limits})
+	s.refused = newRefusedLog(log)
 	s.audit = newAuditor(cfg.FlowCounter, log, cfg.Metrics, cfg.AuditLog, cfg.AuditOut)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
@@ -167,7 +169,10 @@ func (s *Server) Reload(r Runtime) {
 func (s *Server) runtime() *Runtime { return s.rt.Load() }
 
 // Close stops the background work (the audit writer); call it after Drain.
-func (s *Server) Close() { s.stop() }
+func (s *Server) Close() {
+	s.stop()
+	s.refused.flush()
+}
 
 // Active reports the number of live sessions.
 func (s *Server) Active() int64 { return s.active.Load() }
@@ -230,7 +235,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// Per client first: one client's flood takes no global slot.
 		key := clientKey(addrPortOf(tc.RemoteAddr()).Addr())
 		if label, reason, reply := s.admitClient(rt, key, time.Now()); label != "" {
-			s.log.Warn("session refused", "client", c.RemoteAddr().String(), "reason", reason)
+			if s.refused.allow(time.Now(), label) {
+				s.log.Warn("session refused", "client", c.RemoteAddr().String(), "reason", reason)
+			}
 			s.metrics.SessionsRefused.WithLabelValues(label).Inc()
 			writeLine(tc, reply, time.Second)
 			tc.Close()
@@ -239,7 +246,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		if limit := rt.MaxSessions; s.active.Add(1) > int64(limit) {
 			s.active.Add(-1)
 			s.clients.release(key)
-			s.log.Warn("session refused: limit reached", "client", c.RemoteAddr().String(), "limit", limit)
+			if s.refused.allow(time.Now(), "limit") {
+				s.log.Warn("session refused: limit reached", "client", c.RemoteAddr().String(), "limit", limit)
+			}
 			s.metrics.SessionsRefused.WithLabelValues("limit").Inc()
 			tc.SetWriteDeadline(time.Now().Add(time.Second))
 			tc.Write([]byte("421 Too many sessions through the gateway, try again later.\r\n"))

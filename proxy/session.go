@@ -80,7 +80,9 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 	}
 	log = log.With("server", dst.String())
 	if label, reason, reply := s.admit(rt, addrPortOf(client.LocalAddr()), clientAP, dst); label != "" {
-		log.Warn("session refused", "reason", reason)
+		if s.refused.allow(time.Now(), label) {
+			log.Warn("session refused", "reason", reason)
+		}
 		s.metrics.SessionsRefused.WithLabelValues(label).Inc()
 		writeLine(client, reply, time.Second)
 		client.Close()
