@@ -67,7 +67,7 @@ func (n NFT) Install(mark uint32) error {
 	}
 	c.AddTable(table)
 	policy := nftables.ChainPolicyAccept
-	ch := c.AddChain(&nftables.Chain{Name: "mark", Table: table, Type: nftables.ChainTypeFilter,
+	ch := c.AddChain(&nftables.Chain{Name: "prerouting", Table: table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &policy})
 	c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: markExprs(mark)})
 	return c.Flush()

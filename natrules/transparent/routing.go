@@ -3,7 +3,7 @@
 // ftpalg's socket dialled from that address (IP_TRANSPARENT): the usual
 // TPROXY routing.
 //
-//	nftables: table inet ftpalg-transparent, chain mark (prerouting,
+//	nftables: table inet ftpalg-transparent, chain prerouting (hook prerouting,
 //	          priority mangle): meta l4proto tcp socket transparent 1
 //	          meta mark set meta mark | Mark
 //	ip rule add fwmark Mark/Mark lookup Table priority Priority (and -6)
