@@ -224,4 +224,32 @@ func TestTransparent(t *testing.T) {
 		}
 		t.Log("ok: ip rule, ip route show table all (both families) and nft list ruleset as before the start")
 	})
+
+	t.Run("routing table in use: refused at start, nothing left", func(t *testing.T) {
+		// Someone else's route in table 4654: ftpalg must not route
+		// through it, nor remove it at the end.
+		if _, err := b.Exec(b.Gateway, 5*time.Second, "ip", "route", "add", "unreachable", "203.0.113.0/24", "table", "4654"); err != nil {
+			t.Fatal(err)
+		}
+		before := routingState(t, b, b.Gateway)
+		p, err := b.StartFtpalgAsync(b.Gateway, "FTPALG_MODE=reverse", "FTPALG_LISTEN=:21", "FTPALG_TRANSPARENT=true",
+			"FTPALG_UPSTREAM=192.0.2.10:21,[2001:db8:1::10]:21")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Wait(15 * time.Second); err == nil {
+			t.Fatalf("ftpalg exited 0 with table 4654 in use:\n%s", p.Out.String())
+		}
+		const want = "transparent routing: routing table 4654 is not empty"
+		if !strings.Contains(p.Out.String(), want) {
+			t.Fatalf("exit without %q:\n%s", want, p.Out.String())
+		}
+		if after := snapshot(t, b); after != rulesBefore {
+			t.Fatalf("rules left after a failed start:\n%s", after)
+		}
+		if after := routingState(t, b, b.Gateway); after != before {
+			t.Fatalf("routing changed by a failed start:\n--- before:\n%s\n--- after:\n%s", before, after)
+		}
+		t.Logf("ok: refused (%s), rules and routing untouched", want)
+	})
 }
