@@ -225,6 +225,35 @@ func TestTransparent(t *testing.T) {
 		t.Log("ok: ip rule, ip route show table all (both families) and nft list ruleset as before the start")
 	})
 
+	t.Run("after SIGKILL: the next start adopts, -cleanup removes exactly", func(t *testing.T) {
+		env := []string{"FTPALG_MODE=reverse", "FTPALG_LISTEN=:21", "FTPALG_TRANSPARENT=true", "FTPALG_UPSTREAM=192.0.2.10:21,[2001:db8:1::10]:21"}
+		for range 2 { // the second start finds the first one's routing
+			p := startFtpalg(t, b, env...)
+			f := dialFTP(t, b, outside, bed.GwWAN4)
+			onlyPeer(t, b, 21, bed.Server4, "control")
+			f.close()
+			if err := p.Signal(syscall.SIGKILL, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if now := routingState(t, b, b.Gateway); now == routesBefore {
+				t.Fatal("SIGKILL removed the routing: the test proves nothing")
+			}
+		}
+		bin, err := bed.Binary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := b.Exec(b.Gateway, 30*time.Second, bin, "-cleanup"); err != nil {
+			t.Fatalf("-cleanup: %v\n%s", err, out)
+		}
+		if after := routingState(t, b, b.Gateway); after != routesBefore {
+			t.Fatalf("routing after -cleanup:\n--- before:\n%s\n--- after:\n%s", routesBefore, after)
+		}
+		if after := snapshot(t, b); after != rulesBefore {
+			t.Fatalf("rules left after -cleanup:\n%s", after)
+		}
+	})
+
 	t.Run("routing table in use: refused at start, nothing left", func(t *testing.T) {
 		// Someone else's route in table 4654: ftpalg must not route
 		// through it, nor remove it at the end.

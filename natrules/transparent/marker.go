@@ -1,6 +1,7 @@
 package transparent
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -81,6 +82,9 @@ func (n NFT) Remove() error {
 	}
 	defer c.CloseLasting()
 	ex, err := n.exists(c)
+	if errors.Is(err, unix.EPROTONOSUPPORT) || errors.Is(err, unix.EOPNOTSUPP) {
+		return nil // no nf_tables in this kernel: nothing can be there
+	}
 	if err != nil || !ex {
 		return err
 	}

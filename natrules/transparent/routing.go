@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -171,15 +172,14 @@ func (t *Routing) lo() (int, error) {
 	return l.Attrs().Index, nil
 }
 
-// Install removes what an earlier instance left, checks that the table is
-// not someone else's, then adds the routes, the rules and the mark rule
-// (in that order: a mark means nothing before its rule and route). On
-// failure it removes what it added and returns an error naming what
-// failed (fail closed: the daemon must not serve).
+// Install adopts what an earlier instance left (the same rule or route is
+// kept, not removed and added again: an upgraded process's sessions keep
+// being routed), checks that the table is not someone else's, then adds
+// the missing routes, rules and the mark rule (in that order: a mark
+// means nothing before its rule and route). On failure it removes
+// everything of its own and returns an error naming what failed (fail
+// closed: the daemon must not serve).
 func (t *Routing) Install() error {
-	if err := t.Remove(); err != nil {
-		return fmt.Errorf("transparent routing: remove an earlier instance's: %w", err)
-	}
 	lo, err := t.lo()
 	if err != nil {
 		return err
@@ -194,21 +194,76 @@ func (t *Routing) Install() error {
 		}
 		return err
 	}
-	for _, f := range t.fams {
-		if err := t.r.RouteAdd(t.route(f, lo)); err != nil {
-			return fail(t.routeText(f), err)
+	for _, f := range []int{unix.AF_INET, unix.AF_INET6} {
+		want := slices.Contains(t.fams, f)
+		routes, err := t.ourRoutes(f, lo)
+		if err != nil {
+			return fail("list routes", err)
+		}
+		switch {
+		case want && len(routes) == 0:
+			if err := t.r.RouteAdd(t.route(f, lo)); err != nil {
+				return fail(t.routeText(f), err)
+			}
+		case !want && len(routes) > 0: // an earlier instance's, IPv6 on
+			if err := t.r.RouteDel(t.route(f, lo)); err != nil {
+				return fail("delete "+t.routeText(f), err)
+			}
 		}
 	}
-	for _, f := range t.fams {
-		if err := t.r.RuleAdd(t.rule(f)); err != nil {
-			return fail(t.ruleText(f), err)
+	for _, f := range []int{unix.AF_INET, unix.AF_INET6} {
+		want := slices.Contains(t.fams, f)
+		n, err := t.ourRules(f)
+		if err != nil {
+			return fail("list rules", err)
+		}
+		switch {
+		case want && n == 0:
+			if err := t.r.RuleAdd(t.rule(f)); err != nil {
+				return fail(t.ruleText(f), err)
+			}
+		case !want && n > 0:
+			if err := t.r.RuleDel(t.rule(f)); err != nil {
+				return fail("delete "+t.ruleText(f), err)
+			}
 		}
 	}
+	// Replaced in one transaction: no moment without it.
 	if err := t.m.Install(t.cfg.Mark); err != nil {
 		return fail(fmt.Sprintf("nftables table inet %s (mark rule; needs nft_socket)", NFTTable), err)
 	}
 	t.log.Info("transparent routing installed", "mark", fmt.Sprintf("%#x", t.cfg.Mark), "table", t.cfg.Table, "priority", t.cfg.Priority)
 	return nil
+}
+
+// ourRoutes lists the routes of family f that are Install's.
+func (t *Routing) ourRoutes(f, lo int) ([]netlink.Route, error) {
+	routes, err := t.r.RouteListFiltered(f, &netlink.Route{Table: t.cfg.Table}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list %s routes of table %d: %w", famName(f), t.cfg.Table, err)
+	}
+	var out []netlink.Route
+	for _, r := range routes {
+		if t.ourRoute(r, lo) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// ourRules counts the rules of family f that are Install's.
+func (t *Routing) ourRules(f int) (int, error) {
+	rules, err := t.r.RuleList(f)
+	if err != nil {
+		return 0, fmt.Errorf("list %s rules: %w", famName(f), err)
+	}
+	n := 0
+	for _, r := range rules {
+		if t.ours(r, f) {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // checkFree refuses a table that holds routes, or that rules look up,
@@ -220,16 +275,18 @@ func (t *Routing) checkFree(lo int) error {
 		if err != nil {
 			return fmt.Errorf("transparent routing: list %s routes of table %d: %w", famName(f), t.cfg.Table, err)
 		}
-		if len(routes) > 0 {
-			return fmt.Errorf("transparent routing: routing table %d is not empty (%s route show table %d: %d routes): it is someone else's; free it",
-				t.cfg.Table, famName(f), t.cfg.Table, len(routes))
+		for _, r := range routes {
+			if !t.ourRoute(r, lo) {
+				return fmt.Errorf("transparent routing: routing table %d is not empty (%s route show table %d: %s): it is someone else's; free it",
+					t.cfg.Table, famName(f), t.cfg.Table, r)
+			}
 		}
 		rules, err := t.r.RuleList(f)
 		if err != nil {
 			return fmt.Errorf("transparent routing: list %s rules: %w", famName(f), err)
 		}
 		for _, r := range rules {
-			if r.Table == t.cfg.Table {
+			if r.Table == t.cfg.Table && !t.ours(r, f) {
 				return fmt.Errorf("transparent routing: an %s rule already looks up table %d (%s): it is someone else's", famName(f), t.cfg.Table, r)
 			}
 		}

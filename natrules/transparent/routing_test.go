@@ -57,6 +57,9 @@ func ruleKey(x netlink.Rule) string {
 }
 
 func (r *fakeRouter) RuleDel(x *netlink.Rule) error {
+	if r.fail["RuleDel"+famOf(x.Family)] {
+		return errors.New("operation not permitted")
+	}
 	i := slices.IndexFunc(r.rules, func(y netlink.Rule) bool { return ruleKey(y) == ruleKey(*x) })
 	if i < 0 {
 		return errors.New("no such file or directory")
@@ -91,6 +94,9 @@ func (r *fakeRouter) RouteAdd(x *netlink.Route) error {
 }
 
 func (r *fakeRouter) RouteDel(x *netlink.Route) error {
+	if r.fail["RouteDel"+famOf(x.Family)] {
+		return errors.New("operation not permitted")
+	}
 	i := slices.IndexFunc(r.routes, func(y netlink.Route) bool { return routeKey(y) == routeKey(*x) })
 	if i < 0 {
 		return errors.New("no such process")
@@ -169,17 +175,55 @@ func TestInstallRemoveExact(t *testing.T) {
 		if n := len(r.rules) + len(r.routes) - (len(foreign().rules) + len(foreign().routes)); n != want || m.mark != DefaultMark {
 			t.Fatalf("v6=%v: %d objects added (want %d), mark %#x\n%s", v6, n, want, m.mark, r.state())
 		}
-		// A second instance after a crash finds the first one's and
-		// replaces them, it does not refuse them as someone else's.
+		// A second instance (an upgrade, or after a crash) adopts the
+		// first one's: nothing is refused as someone else's, nor removed
+		// and added again (the first one's sessions keep their routing).
+		installed := r.state()
+		r.fail["RuleDel4"], r.fail["RuleDel6"], r.fail["RouteDel4"], r.fail["RouteDel6"] = true, true, true, true
 		if err := New(Config{IPv6: v6}, r, m, quiet()).Install(); err != nil {
-			t.Fatalf("install over a crashed instance's: %v", err)
+			t.Fatalf("install over an earlier instance's: %v", err)
 		}
+		if again := r.state(); again != installed {
+			t.Fatalf("second install changed the routing:\n%s\n---\n%s", installed, again)
+		}
+		clear(r.fail)
 		if err := rt.Remove(); err != nil {
 			t.Fatal(err)
 		}
 		if after := r.state(); after != before || m.mark != 0 {
 			t.Fatalf("v6=%v: not restored exactly\n--- before\n%s\n--- after\n%s", v6, before, after)
 		}
+	}
+}
+
+// An earlier instance had IPv6 on, this one has not: its IPv6 rule and
+// route go, the IPv4 ones are adopted.
+func TestInstallDropsFamilyTurnedOff(t *testing.T) {
+	r, m := foreign(), &fakeMarker{}
+	before := r.state()
+	if err := New(Config{IPv6: true}, r, m, quiet()).Install(); err != nil {
+		t.Fatal(err)
+	}
+	v4 := New(Config{}, r, m, quiet())
+	if err := v4.Install(); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range r.rules {
+		if v4.ours(x, unix.AF_INET6) {
+			t.Fatalf("IPv6 rule left: %v", x)
+		}
+	}
+	if rs, err := v4.ourRoutes(unix.AF_INET6, 1); err != nil || len(rs) != 0 {
+		t.Fatalf("IPv6 routes left: %v %v", rs, err)
+	}
+	if n, err := v4.ourRules(unix.AF_INET); err != nil || n != 1 {
+		t.Fatalf("%d IPv4 rules (%v), want 1", n, err)
+	}
+	if err := v4.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if after := r.state(); after != before {
+		t.Fatalf("not restored\n%s\n---\n%s", before, after)
 	}
 }
 
