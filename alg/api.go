@@ -113,6 +113,14 @@ type Policy struct {
 	// nothing more out of the gateway than a closed connection. Any line
 	// relayed to the server resets the run. 0 means no limit.
 	MaxRefusedRun int
+	// Transparent (reverse mode only): the upstream control connection
+	// comes from the client's own address (Peers.ServerFacing is on the
+	// client's address), and so do the data connections. A passive hole
+	// is DNATed to the server without SNAT; a PORT/EPRT reaches the server
+	// with the client's own endpoint, let through by a hole from the
+	// server to that endpoint, SNATed to the client-facing address (the
+	// client expects its data connections from the address it dialled).
+	Transparent bool
 }
 
 // DefaultPolicy returns the safe defaults.

@@ -171,6 +171,9 @@ func (s *Session) activeChecked(kind verb, arg []byte) Action {
 	if !s.holeOK(&h) {
 		return answer(msgForbiddenAddr, RefusedAddress, "data endpoint on a forbidden address")
 	}
+	if s.pol.Transparent {
+		return s.activeTransparent(hk, ap, h)
+	}
 	var revoked []Hole
 	p, err := s.allocate(s.server) // the server connects through it
 	if errors.Is(err, ErrPoolExhausted) {
@@ -191,6 +194,20 @@ func (s *Session) activeChecked(kind verb, arg []byte) Action {
 		s.out = parse.AppendEPRT(s.out[:0], adv)
 	}
 	return Action{Verdict: Rewrite, Output: s.out, Open: open, Revoke: revoked}
+}
+
+// activeTransparent passes the client's own endpoint on (canonical form)
+// and opens h, the hole from the server to it: no pool port is involved.
+func (s *Session) activeTransparent(hk Kind, ap netip.AddrPort, h Hole) Action {
+	h.seq = s.nextSeq()
+	open := s.addHole(h)
+	s.pending.push(entry{kind: cmdPORT, hole: open.ID, seq: h.seq})
+	if hk == KindPORT && ap.Addr().Is4() {
+		s.out = parse.AppendPORT(s.out[:0], ap)
+	} else {
+		s.out = parse.AppendEPRT(s.out[:0], ap)
+	}
+	return Action{Verdict: Rewrite, Output: s.out, Open: open}
 }
 
 // takeOverActive gives this PORT the port of the server's current active

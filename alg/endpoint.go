@@ -59,6 +59,12 @@ func (s *Session) fixable(a netip.Addr) bool {
 // pool port p. The server connects from S to the gateway's server-facing
 // address and port p, which is translated to the client's data endpoint.
 func (s *Session) activeHole(k Kind, clientData netip.AddrPort, p uint16) Hole {
+	if s.pol.Transparent {
+		// The server connects to the client's own endpoint (what the
+		// PORT said), routed back through the gateway: no pool port, no
+		// DNAT; the source becomes the address the client dialled.
+		return Hole{Kind: k, From: s.server, To: clientData, SNAT: s.peers.ClientFacing.Addr()}
+	}
 	h := Hole{Kind: k, From: s.server, To: netip.AddrPortFrom(s.peers.ServerFacing.Addr(), p), DNAT: clientData, PoolPort: p}
 	if s.pol.Mode != ModeForward {
 		// The client only accepts data connections from the address it
@@ -87,8 +93,14 @@ func (s *Session) passiveHole(k Kind, serverData netip.AddrPort, p uint16) Hole 
 	if s.pol.Mode == ModeForward {
 		return Hole{Kind: k, From: s.client, To: serverData}
 	}
-	return Hole{Kind: k, From: s.client, To: netip.AddrPortFrom(s.peers.ClientFacing.Addr(), p),
+	h := Hole{Kind: k, From: s.client, To: netip.AddrPortFrom(s.peers.ClientFacing.Addr(), p),
 		DNAT: serverData, SNAT: s.peers.ServerFacing.Addr(), PoolPort: p}
+	if s.pol.Transparent {
+		// The server sees the data connection from the client's own
+		// address, as its control connection.
+		h.SNAT = netip.Addr{}
+	}
+	return h
 }
 
 // passiveAdvert is the address written into the rewritten 227/229 in

@@ -260,6 +260,17 @@ func (x *tester) holeMatchesTable(h Hole) error {
 	fwd := x.pol.Mode == ModeForward
 	pool := h.PoolPort >= 1024 && x.alloc.live[lent{h.From, h.PoolPort}]
 	switch {
+	case active && x.pol.Transparent:
+		// To the client's own endpoint, from the address it dialled.
+		if h.From != sv || h.To.Addr() != c || h.To.Port() < 1024 || h.DNAT.IsValid() || h.SNAT != cf || h.PoolPort != 0 {
+			return fmt.Errorf("active hole off the transparent table")
+		}
+	case x.pol.Transparent:
+		// The server sees the client's own address: no SNAT.
+		if h.From != c || h.To != netip.AddrPortFrom(cf, h.PoolPort) || !pool ||
+			h.DNAT.Addr() != sv || h.DNAT.Port() < 1024 || h.SNAT.IsValid() {
+			return fmt.Errorf("passive hole off the transparent table")
+		}
 	case active:
 		wantSNAT := netip.Addr{}
 		if !fwd {

@@ -110,6 +110,9 @@ func checkPolicy(p *Policy) error {
 	if p.MaxReply < p.MaxLine {
 		return fmt.Errorf("MaxReply %d below MaxLine %d", p.MaxReply, p.MaxLine)
 	}
+	if p.Transparent && p.Mode != ModeReverse {
+		return fmt.Errorf("Transparent needs ModeReverse, not %s", p.Mode)
+	}
 	if p.MaxRefusedRun < 0 {
 		return fmt.Errorf("MaxRefusedRun %d is negative (0 means no limit)", p.MaxRefusedRun)
 	}
@@ -128,6 +131,9 @@ func checkPeers(p *Policy, pe *Peers) error {
 	}
 	if pe.Server.Addr().IsLoopback() && !p.AllowLoopbackServer {
 		return fmt.Errorf("Server %v is loopback and AllowLoopbackServer is off", pe.Server)
+	}
+	if p.Transparent && pe.ServerFacing.Addr() != pe.Client.Addr() {
+		return fmt.Errorf("Transparent: ServerFacing %v is not on the client's address %v", pe.ServerFacing, pe.Client.Addr())
 	}
 	if a := pe.Public; a.IsValid() && (a.Is4In6() || a.IsUnspecified() || a.IsMulticast() || a == broadcast4) {
 		return fmt.Errorf("Public %v: want a unicast, unmapped address", a)

@@ -49,6 +49,9 @@ type Config struct {
 	Limits         Limits // per-client limits (limits.go); zero: none
 	// UpstreamMark, if non-zero, is set as SO_MARK on upstream sockets.
 	UpstreamMark uint32
+	// Transparent (reverse mode): the upstream control connection is
+	// dialled from the client's own address (Policy.Transparent too).
+	Transparent bool
 	// WriteTimeout bounds a write to a peer that does not read.
 	WriteTimeout time.Duration
 	// Metrics, if not nil, receives the proxy's counters.
@@ -80,6 +83,7 @@ type Server struct {
 
 	metrics *Metrics
 	audit   *auditor
+	refused *refusedLog // throttles the refusal warnings (refusedlog.go)
 	rt      atomic.Pointer[Runtime]
 	stop    context.CancelFunc
 
@@ -94,6 +98,9 @@ type Server struct {
 
 // New builds a server. holes must not be nil (use natrulestest.Fake in tests).
 func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
+	if cfg.Transparent != cfg.Policy.Transparent || cfg.Transparent && cfg.Policy.Mode != alg.ModeReverse {
+		return nil, fmt.Errorf("proxy: transparent needs reverse mode and Policy.Transparent")
+	}
 	if cfg.Policy.Mode != alg.ModeForward && len(cfg.Upstreams) == 0 {
 		return nil, fmt.Errorf("proxy: %s mode needs an upstream address", cfg.Policy.Mode)
 	}
@@ -119,6 +126,7 @@ func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 		clients: newClientCounts(), logins: newLoginFailures(loginFailuresCap), originalDst: originalDst, metrics: cfg.Metrics}
 	s.cfg.Policy.IsLocal = s.local.Contains
 	s.Reload(Runtime{Policy: cfg.Policy, MaxSessions: cfg.MaxSessions, IdleTimeout: cfg.IdleTimeout, ConnectTimeout: cfg.ConnectTimeout, Access: cfg.Access, Limits: cfg.Limits})
+	s.refused = newRefusedLog(log)
 	s.audit = newAuditor(cfg.FlowCounter, log, cfg.Metrics, cfg.AuditLog, cfg.AuditOut)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
@@ -145,6 +153,7 @@ func (s *Server) Reload(r Runtime) {
 	r.Policy.Mode = s.cfg.Policy.Mode
 	r.Policy.IsLocal = s.local.Contains
 	r.Policy.AllowLoopbackServer = s.cfg.Policy.AllowLoopbackServer
+	r.Policy.Transparent = s.cfg.Policy.Transparent // fixed at New, as Mode
 	if r.MaxSessions <= 0 {
 		r.MaxSessions = s.cfg.MaxSessions
 	}
@@ -160,7 +169,10 @@ func (s *Server) Reload(r Runtime) {
 func (s *Server) runtime() *Runtime { return s.rt.Load() }
 
 // Close stops the background work (the audit writer); call it after Drain.
-func (s *Server) Close() { s.stop() }
+func (s *Server) Close() {
+	s.stop()
+	s.refused.flush()
+}
 
 // Active reports the number of live sessions.
 func (s *Server) Active() int64 { return s.active.Load() }
@@ -223,7 +235,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// Per client first: one client's flood takes no global slot.
 		key := clientKey(addrPortOf(tc.RemoteAddr()).Addr())
 		if label, reason, reply := s.admitClient(rt, key, time.Now()); label != "" {
-			s.log.Warn("session refused", "client", c.RemoteAddr().String(), "reason", reason)
+			if s.refused.allow(time.Now(), label) {
+				s.log.Warn("session refused", "client", c.RemoteAddr().String(), "reason", reason)
+			}
 			s.metrics.SessionsRefused.WithLabelValues(label).Inc()
 			writeLine(tc, reply, time.Second)
 			tc.Close()
@@ -232,7 +246,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		if limit := rt.MaxSessions; s.active.Add(1) > int64(limit) {
 			s.active.Add(-1)
 			s.clients.release(key)
-			s.log.Warn("session refused: limit reached", "client", c.RemoteAddr().String(), "limit", limit)
+			if s.refused.allow(time.Now(), "limit") {
+				s.log.Warn("session refused: limit reached", "client", c.RemoteAddr().String(), "limit", limit)
+			}
 			s.metrics.SessionsRefused.WithLabelValues("limit").Inc()
 			tc.SetWriteDeadline(time.Now().Add(time.Second))
 			tc.Write([]byte("421 Too many sessions through the gateway, try again later.\r\n"))
@@ -277,8 +293,12 @@ func (s *Server) Drain(ctx context.Context) {
 }
 
 // dialUpstream connects to the server with the configured timeout.
-func (s *Server) dialUpstream(ctx context.Context, dst netip.AddrPort, timeout time.Duration) (*net.TCPConn, error) {
+// In transparent mode it dials from the client's address.
+func (s *Server) dialUpstream(ctx context.Context, dst netip.AddrPort, client netip.Addr, timeout time.Duration) (*net.TCPConn, error) {
 	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second, Control: upstreamControl(s.cfg.UpstreamMark)}
+	if s.cfg.Transparent {
+		transparentDial(&d, client)
+	}
 	c, err := d.DialContext(ctx, "tcp", dst.String())
 	if err != nil {
 		return nil, err

@@ -80,14 +80,16 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 	}
 	log = log.With("server", dst.String())
 	if label, reason, reply := s.admit(rt, addrPortOf(client.LocalAddr()), clientAP, dst); label != "" {
-		log.Warn("session refused", "reason", reason)
+		if s.refused.allow(time.Now(), label) {
+			log.Warn("session refused", "reason", reason)
+		}
 		s.metrics.SessionsRefused.WithLabelValues(label).Inc()
 		writeLine(client, reply, time.Second)
 		client.Close()
 		return
 	}
 	dialCtx, cancel := context.WithTimeout(ctx, rt.ConnectTimeout)
-	server, err := s.dialUpstream(dialCtx, dst, rt.ConnectTimeout)
+	server, err := s.dialUpstream(dialCtx, dst, clientAP.Addr(), rt.ConnectTimeout)
 	cancel()
 	if err != nil {
 		log.Warn("upstream unreachable", "err", err, "after", time.Since(start).Round(time.Millisecond))

@@ -79,6 +79,7 @@ func policyOf(cfg *config.Config) alg.Policy {
 	policy.FixupPassive = cfg.PassiveFixup
 	policy.DeniedCommands = cfg.DenyCommands
 	policy.TLS = alg.TLSPolicy(cfg.AuthTLS)
+	policy.Transparent = cfg.Transparent
 	return policy
 }
 
@@ -110,6 +111,7 @@ func (d *daemon) proxyConfig(metrics *proxy.Metrics) proxy.Config {
 		IdleTimeout:    cfg.IdleTimeout,
 		ConnectTimeout: cfg.ConnectTimeout,
 		Limits:         limitsOf(cfg),
+		Transparent:    cfg.Transparent,
 		AuditLog: func(w io.Writer) *slog.Logger {
 			return newLogger(cfg, d.level, w).With("component", "proxy")
 		},

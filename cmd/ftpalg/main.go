@@ -106,6 +106,8 @@ type daemon struct {
 	logOut io.Writer
 	// environ is read again on SIGHUP.
 	environ func() []string
+	// routing is FTPALG_TRANSPARENT's (transparent.go); nil when off.
+	routing routing
 }
 
 // serve runs the daemon until ctx is done (SIGTERM, SIGINT), applying a
@@ -125,6 +127,12 @@ func (d *daemon) serve(ctx context.Context, hup <-chan struct{}) error {
 	}
 	defer srv.Close()
 	d.srv = srv
+	r, closeRouting, err := buildTransparent(d.cfg, d.log)
+	if err != nil {
+		return err
+	}
+	defer closeRouting()
+	d.routing = r
 	return d.run(ctx, hup, rules, srv, reg)
 }
 
@@ -143,6 +151,15 @@ func runCleanup(stderr io.Writer) int {
 	}
 	defer closeRules(rules)
 	if err := removeRules(rules); err != nil {
+		log.Error("cleanup", "err", err)
+		return 1
+	}
+	r, closeRouting, err := transparentRouting(false, log)
+	if err == nil {
+		err = r.Remove()
+		closeRouting()
+	}
+	if err != nil {
 		log.Error("cleanup", "err", err)
 		return 1
 	}

@@ -59,7 +59,11 @@ func (d *daemon) run(ctx context.Context, hup <-chan struct{}, rules *natrules.M
 	srv.Drain(graceCtx)
 	cancel()
 	stopWatch()
-	if err := removeRules(rules); err != nil {
+	var rerr error
+	if d.routing != nil {
+		rerr = d.routing.Remove()
+	}
+	if err := errors.Join(rerr, removeRules(rules)); err != nil {
 		return fmt.Errorf("remove firewall rules: %w", err)
 	}
 	log.Info("stopped; all rules removed")
@@ -86,6 +90,15 @@ func (d *daemon) install(ctx context.Context, rules *natrules.Manager) (up bool,
 			return false, nil
 		}
 		return false, fmt.Errorf("install firewall rules: %w", err)
+	}
+	if d.routing != nil {
+		if err := d.routing.Install(); err != nil {
+			// Install removed what it added; fail closed.
+			if terr := removeRules(rules); terr != nil {
+				d.log.Error("teardown after failed setup", "err", terr)
+			}
+			return false, err
+		}
 	}
 	return true, nil
 }

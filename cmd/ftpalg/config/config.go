@@ -59,6 +59,9 @@ type Config struct {
 	// Replicas behind one Service address (docs/kubernetes.md): each
 	// hands out only its own slice of the pool.
 	PoolShard PoolShard `env:"POOL_SHARD" expect:"I/N (slice I of N, 0 <= I < N) or ordinal/N (I from the host name's -<ordinal> suffix, as a StatefulSet names its pods), or empty for the whole pool" help:"hand out only slice I of N equal slices of FTPALG_DATA_PORTS: I/N, or ordinal/N to take I from the pod name (StatefulSet ftp-2: slice 2); empty = whole pool"`
+
+	// Transparent reverse mode (issue 18 section 3, docs/transparent.md).
+	Transparent bool `env:"TRANSPARENT" envDefault:"false" help:"reverse: the server sees each client's own address on control and data connections (IP_TRANSPARENT; ftpalg installs the routing); the server's route to the clients must point to the gateway; see docs/transparent.md"`
 }
 
 // Problem is one bad variable.

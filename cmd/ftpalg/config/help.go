@@ -37,6 +37,15 @@ Environment:
 Forward mode needs FTPALG_CAPTURE_IFACES (the LAN side): capturing on a WAN
 interface would let outside hosts reach LAN FTP servers through the gateway.
 
+FTPALG_TRANSPARENT=true (reverse mode only) dials the server from each
+client's own address and keeps it on the data connections, so the server
+logs and limits its real clients. ftpalg installs and removes the routing
+this needs (nftables table inet ftpalg-transparent marking packets of its
+transparent sockets 0x2000; ip rule fwmark 0x2000/0x2000 lookup 4654
+priority 4654; local default route via lo in table 4654; IPv4 and IPv6).
+The server's default route must point to the gateway: it is not checked.
+Details: docs/transparent.md.
+
 Policy: captured FTP never crosses the filter FORWARD chain (it is
 REDIRECTed in nat PREROUTING and the gateway dials the server itself), so
 FORWARD rules do not restrict it. FTPALG_ALLOW_CLIENTS, FTPALG_ALLOW_SERVERS

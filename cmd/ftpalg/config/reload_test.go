@@ -12,7 +12,9 @@ import (
 // other gives every variable a valid value different from the default
 // one of reverse mode below, so that a reload changes all of them.
 var (
-	running = []string{"FTPALG_MODE=reverse", "FTPALG_UPSTREAM=192.0.2.10:21"}
+	// FTPALG_TRANSPARENT differs the other way round: it is only valid in
+	// reverse mode.
+	running = []string{"FTPALG_MODE=reverse", "FTPALG_UPSTREAM=192.0.2.10:21", "FTPALG_TRANSPARENT=true"}
 	other   = []string{
 		"FTPALG_MODE=sidecar", "FTPALG_LISTEN=:21", "FTPALG_UPSTREAM=192.0.2.11:21", "FTPALG_CAPTURE=false",
 		"FTPALG_CAPTURE_IFACES=lan1", "FTPALG_PUBLIC_ADDR=203.0.113.5", "FTPALG_DATA_PORTS=40000-40010",

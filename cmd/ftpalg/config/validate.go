@@ -30,6 +30,12 @@ func (c *Config) validate(value func(name string) string, failed map[string]bool
 			bad("UPSTREAM", "required in "+c.Mode.String()+" mode: the server's address:port")
 		}
 	}
+	if c.Transparent && !failed["MODE"] && c.Mode != Reverse {
+		// Sidecar: the server shares the namespace and would answer
+		// clients out of its default route; forward: clients already keep
+		// their address toward the server's side of the NAT.
+		bad("TRANSPARENT", "only reverse mode (FTPALG_MODE=reverse) keeps the client's address; set FTPALG_TRANSPARENT=false in "+c.Mode.String()+" mode")
+	}
 	if a := c.PublicAddr; a.IsValid() && (a.Zone() != "" || !a.IsGlobalUnicast() && !a.IsPrivate()) {
 		bad("PUBLIC_ADDR", expectOf("PUBLIC_ADDR"))
 	}
