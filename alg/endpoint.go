@@ -59,7 +59,7 @@ func (s *Session) fixable(a netip.Addr) bool {
 // pool port p. The server connects from S to the gateway's server-facing
 // address and port p, which is translated to the client's data endpoint.
 func (s *Session) activeHole(k Kind, clientData netip.AddrPort, p uint16) Hole {
-	h := Hole{Kind: k, From: s.server, To: netip.AddrPortFrom(s.peers.ServerFacing.Addr(), p), DNAT: clientData, PoolPort: p}
+	h := Hole{Kind: k, From: s.server, To: netip.AddrPortFrom(s.peers.ServerFacing.Addr(), p), DNAT: clientData, PoolPort: p, Relay: s.bridge}
 	if s.pol.Mode != ModeForward {
 		// The client only accepts data connections from the address it
 		// knows: the gateway's client-facing address.
@@ -88,7 +88,7 @@ func (s *Session) passiveHole(k Kind, serverData netip.AddrPort, p uint16) Hole 
 		return Hole{Kind: k, From: s.client, To: serverData}
 	}
 	return Hole{Kind: k, From: s.client, To: netip.AddrPortFrom(s.peers.ClientFacing.Addr(), p),
-		DNAT: serverData, SNAT: s.peers.ServerFacing.Addr(), PoolPort: p}
+		DNAT: serverData, SNAT: s.peers.ServerFacing.Addr(), PoolPort: p, Relay: s.bridge}
 }
 
 // passiveAdvert is the address written into the rewritten 227/229 in
