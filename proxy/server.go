@@ -61,6 +61,13 @@ type Config struct {
 	// by one.
 	AuditLog LogFactory
 	AuditOut io.Writer
+
+	// Family bridge (issue 16; relay.go): FamilyBridge serves a client of
+	// a family with no upstream through the other family's upstream, its
+	// data connections relayed in user space; RelayWait bounds a relay
+	// listener's wait for its connection (the pinhole TTL; 0: 30 s).
+	FamilyBridge bool
+	RelayWait    time.Duration
 }
 
 // Server runs sessions for one or more listeners.
