@@ -52,10 +52,14 @@ func TestBridge(t *testing.T) {
 	v6, v4 := bed.GwWAN6, bed.GwWAN4
 
 	get := func(path string, flags ...string) func(string) (string, error) {
-		return func(out string) (string, error) { return b.Curl(outside, append(flags, "-o", out, bed.URL(v6, path))...) }
+		return func(out string) (string, error) {
+			return b.Curl(outside, append(flags, "-o", out, bed.URL(v6, path))...)
+		}
 	}
 	put := func(remote string, flags ...string) func(string) (string, error) {
-		return func(string) (string, error) { return b.Curl(outside, append(flags, "-T", upload, bed.URL(v6, remote))...) }
+		return func(string) (string, error) {
+			return b.Curl(outside, append(flags, "-T", upload, bed.URL(v6, remote))...)
+		}
 	}
 	lget := func(passive bool, path string) func(string) (string, error) {
 		return func(out string) (string, error) {
