@@ -33,6 +33,12 @@ type relayOpts struct {
 	wrap   func(c *net.TCPConn) (net.Conn, error)
 }
 
+// relayOptsFor says why h is relayed and how its client side is wrapped.
+// Only the family bridge relays for now; FTPS termination decides here.
+func (ss *session) relayOptsFor(h alg.Hole) relayOpts {
+	return relayOpts{reason: RelayFamily}
+}
+
 // relayTrack is one relayed data connection, from listen to its end.
 type relayTrack struct {
 	reason string
