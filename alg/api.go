@@ -171,6 +171,11 @@ type Hole struct {
 	// PoolPort is the allocated port this hole holds (0 if none), lent for
 	// From; the engine releases it when the hole is revoked.
 	PoolPort uint16
+	// Relay: the kernel cannot carry this connection (a family bridge:
+	// From and the final destination are of different families). The
+	// gateway listens on To itself, for From only, and relays the one
+	// connection it accepts to DNAT, connecting from SNAT.
+	Relay bool
 
 	seq uint64 // sequence number of the command that produced it
 }
@@ -186,7 +191,8 @@ const (
 	// other side instead of the input line.
 	Rewrite
 	// Answer: send nothing to the other side; send Action.Output back to the
-	// sender (only ever to the client).
+	// sender: the client, or, only in a family bridge, the server (the
+	// PASV or PORT that replaces an EPSV or EPRT it refused, bridge.go).
 	Answer
 	// End: end the session. Action.Reason says why; Action.Output, if not
 	// empty, is sent to the client first.

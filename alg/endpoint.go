@@ -59,13 +59,14 @@ func (s *Session) fixable(a netip.Addr) bool {
 // pool port p. The server connects from S to the gateway's server-facing
 // address and port p, which is translated to the client's data endpoint.
 func (s *Session) activeHole(k Kind, clientData netip.AddrPort, p uint16) Hole {
-	if s.pol.Transparent {
+	if s.pol.Transparent && !s.bridge {
 		// The server connects to the client's own endpoint (what the
 		// PORT said), routed back through the gateway: no pool port, no
-		// DNAT; the source becomes the address the client dialled.
+		// DNAT; the source becomes the address the client dialled. A
+		// bridged client's address is of the other family: relayed as usual.
 		return Hole{Kind: k, From: s.server, To: clientData, SNAT: s.peers.ClientFacing.Addr()}
 	}
-	h := Hole{Kind: k, From: s.server, To: netip.AddrPortFrom(s.peers.ServerFacing.Addr(), p), DNAT: clientData, PoolPort: p}
+	h := Hole{Kind: k, From: s.server, To: netip.AddrPortFrom(s.peers.ServerFacing.Addr(), p), DNAT: clientData, PoolPort: p, Relay: s.bridge}
 	if s.pol.Mode != ModeForward {
 		// The client only accepts data connections from the address it
 		// knows: the gateway's client-facing address.
@@ -94,8 +95,8 @@ func (s *Session) passiveHole(k Kind, serverData netip.AddrPort, p uint16) Hole 
 		return Hole{Kind: k, From: s.client, To: serverData}
 	}
 	h := Hole{Kind: k, From: s.client, To: netip.AddrPortFrom(s.peers.ClientFacing.Addr(), p),
-		DNAT: serverData, SNAT: s.peers.ServerFacing.Addr(), PoolPort: p}
-	if s.pol.Transparent {
+		DNAT: serverData, SNAT: s.peers.ServerFacing.Addr(), PoolPort: p, Relay: s.bridge}
+	if s.pol.Transparent && !s.bridge {
 		// The server sees the data connection from the client's own
 		// address, as its control connection.
 		h.SNAT = netip.Addr{}

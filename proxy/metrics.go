@@ -18,6 +18,10 @@ type Metrics struct {
 	HoleFailures    prometheus.Counter
 	Transfers       *prometheus.CounterVec
 	TransferBytes   prometheus.Counter
+	// Relayed data connections and their payload bytes (both ways), by
+	// reason: family (bridge), tls (termination).
+	RelayConns *prometheus.CounterVec
+	RelayBytes *prometheus.CounterVec
 	// endpoints caches Endpoints' child per kind: one is counted per data
 	// connection, and WithLabelValues hashes the label each time.
 	endpoints [4]prometheus.Counter
@@ -65,9 +69,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ftpalg_transfer_bytes_total", Help: "Bytes of finished data connections (IP layer, both directions) from conntrack accounting.",
 		}),
 	}
+	m.RelayConns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ftpalg_relayed_connections_total", Help: "Data connections relayed in user space (the kernel could not carry them), by reason: family (IPv6 client, IPv4 server or the reverse), tls (FTPS termination).",
+	}, []string{"reason"})
+	m.RelayBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ftpalg_relayed_bytes_total", Help: "Payload bytes of relayed data connections (both directions), by reason.",
+	}, []string{"reason"})
 	if reg != nil {
 		reg.MustRegister(m.SessionsActive, m.SessionsTotal, m.SessionsRefused, m.Endpoints, m.Refused,
-			m.RuleInstall, m.HoleFailures, m.Transfers, m.TransferBytes)
+			m.RuleInstall, m.HoleFailures, m.Transfers, m.TransferBytes, m.RelayConns, m.RelayBytes)
+	}
+	for _, r := range []string{RelayFamily, RelayTLS} {
+		m.RelayConns.WithLabelValues(r)
+		m.RelayBytes.WithLabelValues(r)
 	}
 	// Pre-create the label values operators alert on, so they read 0, not absent.
 	for _, k := range []alg.Kind{alg.KindPORT, alg.KindEPRT, alg.Kind227, alg.Kind229} {

@@ -64,6 +64,13 @@ type Config struct {
 	// by one.
 	AuditLog LogFactory
 	AuditOut io.Writer
+
+	// Family bridge (issue 16; relay.go): FamilyBridge serves a client of
+	// a family with no upstream through the other family's upstream, its
+	// data connections relayed in user space; RelayWait bounds a relay
+	// listener's wait for its connection (the pinhole TTL; 0: 30 s).
+	FamilyBridge bool
+	RelayWait    time.Duration
 }
 
 // Server runs sessions for one or more listeners.
@@ -293,10 +300,11 @@ func (s *Server) Drain(ctx context.Context) {
 }
 
 // dialUpstream connects to the server with the configured timeout.
-// In transparent mode it dials from the client's address.
+// In transparent mode it dials from the client's address, unless the
+// client is bridged from the other family (it cannot be the source then).
 func (s *Server) dialUpstream(ctx context.Context, dst netip.AddrPort, client netip.Addr, timeout time.Duration) (*net.TCPConn, error) {
 	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second, Control: upstreamControl(s.cfg.UpstreamMark)}
-	if s.cfg.Transparent {
+	if s.cfg.Transparent && client.Is4() == dst.Addr().Is4() {
 		transparentDial(&d, client)
 	}
 	c, err := d.DialContext(ctx, "tcp", dst.String())
