@@ -64,7 +64,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	level.Set(cfg.LogLevel.Level())
 	logOut := &syncWriter{w: stderr}
 	log := newLogger(cfg, level, logOut)
-	d := &daemon{cfg: cfg, log: log, level: level, logOut: logOut, environ: os.Environ}
+	d := &daemon{cfg: cfg, log: log, level: level, logOut: logOut, environ: os.Environ, usr2: sigs.usr2}
 	if err := d.serve(sigs.stop, sigs.hup); err != nil {
 		log.Error("ftpalg stopped", "err", err)
 		return 1
@@ -106,6 +106,9 @@ type daemon struct {
 	logOut io.Writer
 	// environ is read again on SIGHUP.
 	environ func() []string
+	// usr2 asks for an upgrade, upg makes it (upgrade.go).
+	usr2 <-chan struct{}
+	upg  *upgrades
 }
 
 // serve runs the daemon until ctx is done (SIGTERM, SIGINT), applying a
@@ -119,6 +122,7 @@ func (d *daemon) serve(ctx context.Context, hup <-chan struct{}) error {
 	}
 	defer closeRules(rules)
 	reg.MustRegister(newRulesCollector(rules))
+	d.upg = newUpgrades(d.cfg, reg, d.log)
 	srv, err := d.buildProxy(rules, metrics)
 	if err != nil {
 		return err

@@ -55,6 +55,9 @@ type Config struct {
 	// An explicitly empty value is no listener, not the default.
 	AdminListen ListenAddr `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9180" emptyIsZero:"true" expect:"[address]:port, or empty to disable" help:"admin HTTP listener (/livez, /readyz, /metrics); loopback by default, e.g. :9180 for other hosts; empty disables"`
 	EnvFile     string     `env:"ENV_FILE" help:"file of FTPALG_*=value lines read over the environment at start and again on SIGHUP"`
+	// Seamless upgrade (issue 18 section 2, docs/upgrade.md).
+	PIDFile        string        `env:"PID_FILE" help:"file the serving process writes its PID to once ready, also after a SIGUSR2 upgrade (systemd PIDFile=); empty = none"`
+	UpgradeTimeout time.Duration `env:"UPGRADE_TIMEOUT" envDefault:"30s" help:"on SIGUSR2, how long the new process may take to become ready before it is killed and this one keeps serving"`
 }
 
 // Problem is one bad variable.

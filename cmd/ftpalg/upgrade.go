@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ftpalg/ftpalg/cmd/ftpalg/config"
+	"github.com/ftpalg/ftpalg/proxy"
+)
+
+// upgrades is the SIGUSR2 handover (docs/upgrade.md), over tableflip: the
+// binary on disk starts as a child that inherits every listener; once it
+// is ready the old process stops accepting, drains and exits leaving the
+// rules to it. tableflip rather than systemd's socket handoff: it works the
+// same under systemd (PIDFile=), from a shell and in the test beds.
+type upgrades struct {
+	flip    *tableflip.Upgrader // nil: upgrades unavailable, plain listeners
+	log     *slog.Logger
+	results *prometheus.CounterVec
+	busy    atomic.Bool
+	// parentGone is set once the process this one took over from has
+	// exited (at once when there was none): until then no upgrade.
+	parentGone atomic.Bool
+}
+
+func newUpgrades(cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) *upgrades {
+	u := &upgrades{log: log.With("component", "upgrade")}
+	u.results = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ftpalg_upgrades_total",
+		Help: "SIGUSR2 upgrades by result: ok (the new process took over), failed (it exited or was not ready " +
+			"within FTPALG_UPGRADE_TIMEOUT, and was killed; this process serves on), refused (one was running, " +
+			"or this process was still taking over)."}, []string{"result"})
+	for _, r := range []string{"ok", "failed", "refused"} {
+		u.results.WithLabelValues(r)
+	}
+	reg.MustRegister(u.results)
+	f, err := flipOnce(cfg)
+	if err != nil {
+		u.log.Warn("upgrades unavailable: SIGUSR2 will be refused", "err", err)
+		u.parentGone.Store(true)
+		return u
+	}
+	u.flip = f
+	if !f.HasParent() {
+		u.parentGone.Store(true)
+		return u
+	}
+	go func() {
+		if err := f.WaitForParent(context.Background()); err != nil {
+			u.log.Warn("the previous process ended badly", "err", err)
+		} else {
+			u.log.Info("the previous process has exited; this one serves alone")
+		}
+		u.parentGone.Store(true)
+	}()
+	return u
+}
+
+var (
+	flipMu  sync.Mutex
+	flipUpg *tableflip.Upgrader
+)
+
+// flipOnce makes the process's upgrader on the first call and returns it
+// on the next ones (tableflip.New succeeds once per process).
+func flipOnce(cfg *config.Config) (*tableflip.Upgrader, error) {
+	flipMu.Lock()
+	defer flipMu.Unlock()
+	if flipUpg != nil {
+		return flipUpg, nil
+	}
+	f, err := tableflip.New(tableflip.Options{UpgradeTimeout: cfg.UpgradeTimeout, PIDFile: cfg.PIDFile,
+		ListenConfig: &net.ListenConfig{KeepAlive: 30 * time.Second}})
+	if err != nil {
+		return nil, err
+	}
+	flipUpg = f
+	return f, nil
+}
+
+// adopting says this process takes over from a running one: it adopts the
+// rules instead of sweeping them.
+func (u *upgrades) adopting() bool { return u.flip != nil && u.flip.HasParent() }
+
+// listen opens a listener, or takes the one the previous process passed
+// for the same network and address.
+func (u *upgrades) listen(ctx context.Context, network, addr string) (net.Listener, error) {
+	if u.flip == nil {
+		lc := net.ListenConfig{KeepAlive: 30 * time.Second}
+		return lc.Listen(ctx, network, addr)
+	}
+	return u.flip.Listen(network, addr)
+}
+
+var _ proxy.ListenFunc = (*upgrades)(nil).listen
+
+// ready tells the previous process (if any) that this one serves, and
+// writes the PID file.
+func (u *upgrades) ready() {
+	if u.flip == nil {
+		return
+	}
+	if err := u.flip.Ready(); err != nil {
+		u.log.Error("upgrade: cannot signal readiness", "err", err)
+	}
+}
+
+// exit is closed once a new process has taken over.
+func (u *upgrades) exit() <-chan struct{} {
+	if u.flip == nil {
+		return nil
+	}
+	return u.flip.Exit()
+}
+
+// stop ends upgrading for good (shutdown): a child still starting is
+// killed.
+func (u *upgrades) stop() {
+	if u.flip != nil {
+		u.flip.Stop()
+	}
+}
+
+// flowLog is what an upgrade needs of the rules: the new process binds the
+// flow log's NFLOG group, so this one lets go of it meanwhile.
+type flowLog interface {
+	PauseFlowLog()
+	ResumeFlowLog()
+}
+
+// start begins an upgrade in the background; one at a time.
+func (u *upgrades) start(rules flowLog) {
+	switch {
+	case u.flip == nil:
+		u.refuse("upgrades unavailable (see the start-up log)")
+		return
+	case !u.parentGone.Load():
+		u.refuse("this process is still taking over from the previous one")
+		return
+	case !u.busy.CompareAndSwap(false, true):
+		u.refuse("an upgrade is already running")
+		return
+	}
+	exe, _ := os.Executable()
+	u.log.Info("upgrade: starting the binary on disk as a new process", "path", os.Args[0], "running", exe)
+	go func() {
+		defer u.busy.Store(false)
+		rules.PauseFlowLog()
+		start := time.Now()
+		if err := u.flip.Upgrade(); err != nil {
+			rules.ResumeFlowLog()
+			u.results.WithLabelValues("failed").Inc()
+			u.log.Error("upgrade failed: the new process was stopped, this one keeps serving", "err", err)
+			return
+		}
+		u.results.WithLabelValues("ok").Inc()
+		u.log.Info("upgrade: the new process is ready; this one stops accepting and drains", "took", time.Since(start).Round(time.Millisecond))
+	}()
+}
+
+func (u *upgrades) refuse(why string) {
+	u.results.WithLabelValues("refused").Inc()
+	u.log.Warn("SIGUSR2 refused: "+why, "pid", os.Getpid())
+}
