@@ -1,0 +1,304 @@
+package tests
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ftpalg/ftpalg/tests/bed"
+)
+
+// upgradeBed runs ftpalg from a copy of the binary in a temporary
+// directory, so that a test can replace the binary on disk as an operator
+// does before SIGUSR2, and has it write its PID file there.
+type upgradeBed struct {
+	b       *bed.Bed
+	exe     string // the binary ftpalg runs, replaced by install
+	good    string // a copy of the binary under test
+	pidFile string
+	proc    *bed.Proc // the first process (later ones are its descendants)
+	// before is the ruleset before ftpalg started.
+	before string
+}
+
+func newUpgradeBed(t *testing.T, env ...string) *upgradeBed {
+	t.Helper()
+	requireRoot(t)
+	b := newBed(t)
+	bin, err := bed.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	u := &upgradeBed{b: b, exe: filepath.Join(dir, "ftpalg"), good: filepath.Join(dir, "ftpalg.good"),
+		pidFile: filepath.Join(dir, "ftpalg.pid")}
+	copyFile(t, bin, u.good, 0o755)
+	u.install(t, u.good)
+	t.Setenv("FTPALG_BIN", u.exe) // read by StartFtpalg, not passed on
+	u.before = snapshot(t, b)
+	u.proc = startFtpalg(t, b, append([]string{"FTPALG_PINHOLE_TTL=3s", "FTPALG_SHUTDOWN_GRACE=20s",
+		"FTPALG_PID_FILE=" + u.pidFile}, env...)...)
+	// Whatever process serves at the end is stopped (it is not the bed's
+	// child after an upgrade).
+	t.Cleanup(func() {
+		if pid, err := u.readPID(); err == nil && alive(pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	return u
+}
+
+// install replaces the binary on disk with src (a rename, as package
+// managers do: the running image is not written to).
+func (u *upgradeBed) install(t *testing.T, src string) {
+	t.Helper()
+	tmp := u.exe + ".new"
+	copyFile(t, src, tmp, 0o755)
+	if err := os.Rename(tmp, u.exe); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (u *upgradeBed) installScript(t *testing.T, script string) {
+	t.Helper()
+	p := filepath.Join(filepath.Dir(u.exe), "script")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+script+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	u.install(t, p)
+}
+
+func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (u *upgradeBed) readPID() (int, error) {
+	b, err := os.ReadFile(u.pidFile)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// alive says whether pid is a process that has not exited (a zombie has).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && len(s) > i+2 && s[i+2] != 'Z'
+}
+
+// children lists the processes whose parent is pid, zombies included.
+func children(t *testing.T, pid int) []string {
+	t.Helper()
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, d := range dirs {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, d.Name()+" "+s[:i+1]+" "+f[0])
+		}
+	}
+	return out
+}
+
+// upgrade sends SIGUSR2 to the serving process and waits until a new one
+// is ready (it wrote its PID) and the old one has exited; it returns the
+// new PID.
+func (u *upgradeBed) upgrade(t *testing.T) int {
+	t.Helper()
+	old, err := u.readPID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	var now int
+	if err := u.b.WaitFor(20*time.Second, func() bool {
+		now, err = u.readPID()
+		return err == nil && now != old && alive(now)
+	}, "a new ftpalg process ready"); err != nil {
+		t.Fatalf("%v\n%s", err, u.proc.Out.String())
+	}
+	if err := u.b.WaitFor(30*time.Second, func() bool { return !alive(old) }, "the old process gone"); err != nil {
+		t.Fatalf("%v\n%s", err, u.proc.Out.String())
+	}
+	return now
+}
+
+// sessionLoop runs short downloads from the attacker namespace (a second
+// LAN client), back to back, checking each one's content, until stop.
+type sessionLoop struct {
+	mu       sync.Mutex
+	ok, fail int
+	errs     []string
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+func startSessions(t *testing.T, b *bed.Bed, want string) *sessionLoop {
+	t.Helper()
+	l := &sessionLoop{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		for i := 0; ; i++ {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			out := b.ClientPath(fmt.Sprintf("loop-%d.bin", i))
+			args := []string{"curl", "-sS", "--fail", "-g", "--connect-timeout", "5", "--max-time", "20", "-o", out}
+			if i%2 == 1 {
+				args = append(args, "-P", "-") // active: a pool port and a DNAT element
+			}
+			_, err := b.Exec(b.Attacker, 25*time.Second, append(args, bed.URL(bed.Server4, "pub/small.bin"))...)
+			var got string
+			if err == nil {
+				got, err = bed.HashFile(out)
+			}
+			os.Remove(out)
+			l.mu.Lock()
+			if err == nil && got == want {
+				l.ok++
+			} else {
+				l.fail++
+				l.errs = append(l.errs, fmt.Sprintf("session %d: %v (hash %s)", i, err, got))
+			}
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+func (l *sessionLoop) counts() (ok, fail int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ok, l.fail
+}
+
+func (l *sessionLoop) end() (ok, fail int, errs []string) {
+	close(l.stop)
+	<-l.done
+	return l.ok, l.fail, l.errs
+}
+
+// Two SIGUSR2 upgrades in a row: a long, rate-limited transfer spans each
+// and completes byte-exact, sessions started during each handover all
+// succeed, the PID changes each time, and afterwards the ruleset is the
+// static structure again (no hole left, no chain or jump twice). The last
+// process, which adopted the rules, removes all of them when stopped.
+func TestUpgradeSeamless(t *testing.T) {
+	u := newUpgradeBed(t)
+	b := u.b
+	big := writeFile(t, b, "pub/big.bin", 3<<20)
+	small := writeFile(t, b, "pub/small.bin", 4<<10)
+	static := snapshot(t, b)
+	smallBuffers(t, b)
+	pid, err := u.readPID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid != u.proc.Cmd.Process.Pid {
+		t.Fatalf("PID file says %d, the process is %d", pid, u.proc.Cmd.Process.Pid)
+	}
+	pids := []int{pid}
+	for round := 1; round <= 2; round++ {
+		out := b.ClientPath(fmt.Sprintf("long-%d.bin", round))
+		wait := curlBackground(t, b, out, "--limit-rate", "512K", bed.URL(bed.Server4, "pub/big.bin"))
+		waitGrowing(t, b, out)
+		loop := startSessions(t, b, small)
+		if err := b.WaitFor(10*time.Second, func() bool { ok, _ := loop.counts(); return ok > 0 }, "a first short session"); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := loop.counts()
+		start := time.Now()
+		st, err := os.Stat(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid = u.upgrade(t)
+		during, _ := loop.counts()
+		// The long transfer spanned the upgrade: it had not finished when
+		// SIGUSR2 was sent.
+		if st.Size() >= 3<<20 {
+			t.Fatalf("round %d: the long transfer was over before SIGUSR2", round)
+		}
+		if err := wait(); err != nil {
+			t.Fatalf("round %d: the long transfer across the upgrade failed: %v", round, err)
+		}
+		if got := hashFile(t, out); got != big {
+			t.Fatalf("round %d: the long transfer is not byte-exact: %s, want %s", round, got, big)
+		}
+		ok, fail, errs := loop.end()
+		t.Logf("round %d: pid %d -> %d; long transfer at %d bytes at SIGUSR2, handover (old process gone) after %s; short sessions: %d before SIGUSR2, %d during the handover, %d in all, %d failed",
+			round, pids[len(pids)-1], pid, st.Size(), time.Since(start).Round(time.Millisecond), before, during-before, ok, fail)
+		if fail != 0 {
+			t.Fatalf("round %d: %d sessions failed during the handover: %v\n%s", round, fail, errs, u.proc.Out.String())
+		}
+		if during-before == 0 {
+			t.Fatalf("round %d: no session ran during the handover: nothing tested", round)
+		}
+		pids = append(pids, pid)
+	}
+	if pids[0] == pids[1] || pids[1] == pids[2] || pids[0] == pids[2] {
+		t.Fatalf("PIDs %v: want a new process each time", pids)
+	}
+	// An upgraded gateway still opens holes the usual way.
+	if _, err := b.Curl(b.Client, "-o", b.ClientPath("after.bin"), bed.URL(bed.Server4, "pub/small.bin")); err != nil {
+		t.Fatal(err)
+	}
+	if got := hashFile(t, b.ClientPath("after.bin")); got != small {
+		t.Fatalf("transfer after the upgrades: %s, want %s", got, small)
+	}
+	assertClean(t, b, static)
+	// The adopting process owns the rules: its stop removes them all.
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitFor(30*time.Second, func() bool { return !alive(pid) }, "the last process stopped"); err != nil {
+		t.Fatal(err)
+	}
+	if out := u.proc.Out.String(); strings.Count(out, "stopped; all rules removed") != 1 {
+		t.Fatalf("want exactly the last process to remove the rules:\n%s", out)
+	}
+	assertClean(t, b, u.before)
+}
