@@ -113,7 +113,9 @@ func alive(pid int) bool {
 	return i > 0 && len(s) > i+2 && s[i+2] != 'Z'
 }
 
-// children lists the processes whose parent is pid, zombies included.
+// children lists the processes whose parent is pid, zombies included,
+// that are an upgrade's child: the binary on disk (named ftpalg, a script
+// too) or what it exec'd (sleep); not the daemon's iptables commands.
 func children(t *testing.T, pid int) []string {
 	t.Helper()
 	dirs, err := os.ReadDir("/proc")
@@ -132,7 +134,8 @@ func children(t *testing.T, pid int) []string {
 		s := string(b)
 		i := strings.LastIndexByte(s, ')')
 		f := strings.Fields(s[i+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+		comm := s[strings.IndexByte(s, '(')+1 : i]
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) && (comm == "ftpalg" || comm == "sleep") {
 			out = append(out, d.Name()+" "+s[:i+1]+" "+f[0])
 		}
 	}
@@ -301,4 +304,76 @@ func TestUpgradeSeamless(t *testing.T) {
 		t.Fatalf("want exactly the last process to remove the rules:\n%s", out)
 	}
 	assertClean(t, b, u.before)
+}
+
+// A broken new binary leaves the old process serving: one that exits at
+// once, and one that never becomes ready (killed after
+// FTPALG_UPGRADE_TIMEOUT). Each failure is counted, the child is gone (no
+// zombie, no orphan), a second SIGUSR2 during an upgrade is refused, and
+// transfers go on. With the good binary back, the upgrade succeeds.
+func TestUpgradeBrokenBinary(t *testing.T) {
+	u := newUpgradeBed(t, "FTPALG_UPGRADE_TIMEOUT=2s")
+	b := u.b
+	small := writeFile(t, b, "pub/small.bin", 4<<10)
+	pid := u.proc.Cmd.Process.Pid
+	transfer := func(name string) {
+		t.Helper()
+		out := b.ClientPath(name)
+		if _, err := b.Curl(b.Client, "-o", out, bed.URL(bed.Server4, "pub/small.bin")); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := hashFile(t, out); got != small {
+			t.Fatalf("%s: %s, want %s", name, got, small)
+		}
+	}
+	noChild := func(why string) {
+		t.Helper()
+		if err := b.WaitFor(5*time.Second, func() bool { return len(children(t, pid)) == 0 }, "no child of "+strconv.Itoa(pid)); err != nil {
+			t.Fatalf("%s: children left %v: %v", why, children(t, pid), err)
+		}
+	}
+	failed := `ftpalg_upgrades_total{result="failed"}`
+
+	u.installScript(t, "echo broken binary >&2; exit 1")
+	if err := syscall.Kill(pid, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(t, b, failed, 1, 10*time.Second)
+	noChild("after a binary that exits 1")
+	transfer("after-exit.bin")
+
+	u.installScript(t, "exec sleep 600")
+	if err := syscall.Kill(pid, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitFor(5*time.Second, func() bool { return len(children(t, pid)) == 1 }, "the hanging child started"); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(t, b, `ftpalg_upgrades_total{result="refused"}`, 1, 5*time.Second)
+	transfer("during-hang.bin")
+	waitMetric(t, b, failed, 2, 10*time.Second)
+	noChild("after a binary that never becomes ready")
+	transfer("after-hang.bin")
+	if !alive(pid) {
+		t.Fatal("the old process is gone")
+	}
+	if now, err := u.readPID(); err != nil || now != pid {
+		t.Fatalf("PID file %d (%v), want %d: no other process took over", now, err, pid)
+	}
+	out := u.proc.Out.String()
+	for _, want := range []string{"upgrade failed: the new process was stopped, this one keeps serving", "SIGUSR2 refused: an upgrade is already running", "timed out"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("log lacks %q:\n%s", want, out)
+		}
+	}
+
+	u.install(t, u.good)
+	if now := u.upgrade(t); now == pid {
+		t.Fatal("same PID after the upgrade")
+	}
+	transfer("after-upgrade.bin")
+	waitMetric(t, b, `ftpalg_upgrades_total{result="ok"}`, 0, 5*time.Second) // a new process: its own counters
 }
