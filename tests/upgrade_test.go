@@ -3,8 +3,10 @@ package tests
 import (
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -376,4 +378,103 @@ func TestUpgradeBrokenBinary(t *testing.T) {
 	}
 	transfer("after-upgrade.bin")
 	waitMetric(t, b, `ftpalg_upgrades_total{result="ok"}`, 0, 5*time.Second) // a new process: its own counters
+}
+
+// waitTakenOver sends SIGUSR2 and waits until the new process is ready,
+// with the old one still draining; it returns both PIDs.
+func (u *upgradeBed) waitTakenOver(t *testing.T) (old, now int) {
+	t.Helper()
+	old, err := u.readPID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.b.WaitFor(20*time.Second, func() bool {
+		now, err = u.readPID()
+		return err == nil && now != old && alive(now)
+	}, "a new ftpalg process ready"); err != nil {
+		t.Fatalf("%v\n%s", err, u.proc.Out.String())
+	}
+	return old, now
+}
+
+// The new process adopts the holes the old one opened and left unused: a
+// passive and an active hole opened before SIGUSR2 serve their sessions
+// (still on the old process) after the new one took over, and the new
+// process lends no port an adopted hole holds to that hole's peer (the
+// server, for an active hole): its own active hole for the same client
+// and server works too, and on another port.
+func TestUpgradeAdoptsHoles(t *testing.T) {
+	u := newUpgradeBed(t)
+	b := u.b
+	static := snapshot(t, b)
+	wantList := func(f *ftpConn, ln net.Listener, why string) {
+		t.Helper()
+		expect(t, f, "LIST pub", 150)
+		ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+		dc, err := ln.Accept()
+		if err != nil {
+			t.Fatalf("%s: the active data connection never arrived: %v", why, err)
+		}
+		defer dc.Close()
+		readTransfer(t, f, dc, "pub")
+	}
+	// On the old process: an active hole (the server to a pool port, DNAT
+	// to the client) and a passive one, both unused.
+	fa := dialFTP(t, b, b.Client, bed.Server4)
+	lnA, _, portA := clientListener(t, b)
+	defer lnA.Close()
+	expect(t, fa, portA, 200)
+	fp := dialFTP(t, b, b.Client, bed.Server4)
+	ep, err := fp.pasv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	holdsA := activeHoles(t, b)
+	if len(holdsA) != 1 {
+		t.Fatalf("want one active hole, have %v", holdsA)
+	}
+
+	old, now := u.waitTakenOver(t)
+	if !alive(old) {
+		t.Fatal("the old process left without draining its sessions")
+	}
+	// On the new process: an active hole for the same client and server.
+	fb := dialFTP(t, b, b.Client, bed.Server4)
+	lnB, _, portB := clientListener(t, b)
+	defer lnB.Close()
+	expect(t, fb, portB, 200)
+	both := activeHoles(t, b)
+	if len(both) != 2 {
+		t.Fatalf("want the adopted active hole and the new one on another port, have %v", both)
+	}
+	wantList(fa, lnA, "adopted active hole")
+	usePassive(t, b, fp, b.Client, ep, "pub")
+	wantList(fb, lnB, "the new process's active hole")
+	for _, f := range []*ftpConn{fa, fp, fb} {
+		expect(t, f, "QUIT", 221)
+	}
+	if err := b.WaitFor(30*time.Second, func() bool { return !alive(old) }, "the old process gone"); err != nil {
+		t.Fatal(err)
+	}
+	if out := u.proc.Out.String(); strings.Count(out, "flow log on") != 2 || strings.Contains(out, "not this version's") {
+		t.Fatalf("want each process to run the flow log and the new one to keep the structure as it is:\n%s", out)
+	}
+	assertClean(t, b, static)
+	if !alive(now) {
+		t.Fatal("the new process is gone")
+	}
+}
+
+// activeHoles lists the DNAT elements from the server to the gateway's
+// pool: the NAT halves of the active holes.
+func activeHoles(t *testing.T, b *bed.Bed) []string {
+	t.Helper()
+	out, err := b.Exec(b.Gateway, 5*time.Second, "nft", "list", "map", "ip", "ftpalg", "dnat4")
+	if err != nil {
+		t.Fatalf("nft list map dnat4: %v %s", err, out)
+	}
+	return regexp.MustCompile(`198\.51\.100\.20 \. 198\.51\.100\.1 \. \d+`).FindAllString(out, -1)
 }
