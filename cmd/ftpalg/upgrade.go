@@ -141,6 +141,11 @@ func (u *upgrades) start(rules flowLog) {
 	case u.flip == nil:
 		u.refuse("upgrades unavailable (see the start-up log)")
 		return
+	case os.Getpid() == 1:
+		// When PID 1 of a PID namespace exits the kernel kills every
+		// other process in it: the new one would die with this one.
+		u.refuse("this process is PID 1 (a container): the new process would die when this one exits; upgrade by a rollout")
+		return
 	case !u.parentGone.Load():
 		u.refuse("this process is still taking over from the previous one")
 		return
