@@ -455,6 +455,7 @@ func TestUpgradeAdoptsHoles(t *testing.T) {
 	wantList(fb, lnB, "the new process's active hole")
 	for _, f := range []*ftpConn{fa, fp, fb} {
 		expect(t, f, "QUIT", 221)
+		f.close()
 	}
 	if err := b.WaitFor(30*time.Second, func() bool { return !alive(old) }, "the old process gone"); err != nil {
 		t.Fatal(err)
