@@ -47,11 +47,36 @@ func (m *Manager) Adopt(ctx context.Context) ([]Claim, error) {
 	return claims, nil
 }
 
-// PauseFlowLog lets go of the flow log's NFLOG group, so that a new
-// process (an upgrade) can bind it; lookups walk the conntrack table
-// meanwhile. ResumeFlowLog binds it again (the upgrade failed).
-func (m *Manager) PauseFlowLog()  { m.flow.stop() }
-func (m *Manager) ResumeFlowLog() { m.flow.start() }
+// HandOver prepares a handover to a new process (an upgrade) that will
+// adopt the kernel state. It lets go of the flow log's NFLOG group, so
+// that the new process can bind it (lookups walk the conntrack table
+// meanwhile), and detaches the manager from the kernel's holes: from now
+// on a revoke, a session's end and the janitor only forget holes, and the
+// kernel removes their set members and map elements by their timeouts.
+// Holes keep opening as before (the draining sessions need them).
+//
+// Why detach: the new process does not know the holes opened from here
+// on, and its own holes may share a filter entry with one of them (the
+// same client and server port), or a tracked connection may run between
+// the same hosts and port. A delete by this process would then take what
+// the new process relies on; reference counts cannot see across
+// processes. The cost is bounded: an unused hole of a session that ends
+// while draining stays until FTPALG_PINHOLE_TTL (one-shot, pinned to its
+// peer, as ever), and the data connections of sessions ended by the
+// grace are not deleted from conntrack (their hosts close them).
+//
+// TakeBack undoes HandOver (the upgrade failed); the holes revoked
+// meanwhile expire by their timeouts.
+func (m *Manager) HandOver() {
+	m.detached.Store(true)
+	m.flow.stop()
+}
+
+// TakeBack: see HandOver.
+func (m *Manager) TakeBack() {
+	m.flow.start()
+	m.detached.Store(false)
+}
 
 // adopt is setup without the sweeps; see Manager.Adopt.
 func (s *structure) adopt(ctx context.Context) (natKind, []Claim, error) {
@@ -69,7 +94,7 @@ func (s *structure) adopt(ctx context.Context) (natKind, []Claim, error) {
 		s.kind = s.adoptNFT()
 		kind = s.kind
 		// The previous process let go of the NFLOG group before it
-		// started this one (PauseFlowLog).
+		// started this one (HandOver).
 		s.flow.start()
 		for _, f := range s.fams {
 			if err := s.ensureSets(f, true); err != nil {

@@ -125,6 +125,7 @@ type Manager struct {
 	trim  func() // closes idle pooled sockets a burst left (janitor)
 
 	ready, setUp   atomic.Bool
+	detached       atomic.Bool // handing over to a new process (adopt.go)
 	opened, failed atomic.Uint64
 	reinstalls     atomic.Uint64
 	closeOnce      sync.Once

@@ -1,9 +1,11 @@
 package tests
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -478,4 +480,74 @@ func activeHoles(t *testing.T, b *bed.Bed) []string {
 		t.Fatalf("nft list map dnat4: %v %s", err, out)
 	}
 	return regexp.MustCompile(`198\.51\.100\.20 \. 198\.51\.100\.1 \. \d+`).FindAllString(out, -1)
+}
+
+// The race of an upgrade: the old process revokes its own hole while the
+// new one holds a hole on the same kernel key. A fake server announces the
+// same passive port to a session on the old process and then to one on the
+// new process, so both holes are the filter entry client -> server:port.
+// The old session ends (its hole revoked) and the old process exits; the
+// new session's hole must still admit its data connection.
+func TestUpgradeOldRevokeSparesNewHole(t *testing.T) {
+	u := newUpgradeBed(t)
+	b := u.b
+	data := netip.AddrPortFrom(bed.Outsider4, 40000)
+	fake := startFake(t, b, netip.AddrPortFrom(bed.Outsider4, 21))
+	fake.set(func(c net.Conn, r *bufio.Reader) {
+		for {
+			l, err := fakeLine(c, r)
+			if err != nil {
+				return
+			}
+			switch l {
+			case "PASV":
+				c.Write([]byte("227 Entering Passive Mode (" + tuple(data) + ").\r\n"))
+			case "QUIT":
+				c.Write([]byte("221 Bye.\r\n"))
+				return
+			default:
+				c.Write([]byte("200 ok\r\n"))
+			}
+		}
+	})
+	ln, err := b.Listen(b.Outsider, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	static := snapshot(t, b)
+
+	fo := dialFTP(t, b, b.Client, bed.Outsider4)
+	if ep, err := fo.pasv(); err != nil || ep != data {
+		t.Fatalf("PASV on the old process: %s, %v; want %s", ep, err, data)
+	}
+	old, now := u.waitTakenOver(t)
+	if err := b.WaitFor(10*time.Second, func() bool {
+		return strings.Contains(u.proc.Out.String(), "upgraded=true")
+	}, "the old process no longer accepting"); err != nil {
+		t.Fatal(err)
+	}
+	fn := dialFTP(t, b, b.Client, bed.Outsider4)
+	if ep, err := fn.pasv(); err != nil || ep != data {
+		t.Fatalf("PASV on the new process: %s, %v; want %s", ep, err, data)
+	}
+	if m := fwdMembers(t, b); len(m) != 1 {
+		t.Fatalf("want the one shared filter entry, have %v", m)
+	}
+	expect(t, fo, "QUIT", 221)
+	fo.close()
+	if err := b.WaitFor(30*time.Second, func() bool { return !alive(old) }, "the old process gone"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := b.Dial(b.Client, data, 3*time.Second)
+	if err != nil {
+		t.Fatalf("the new process's hole was taken by the old process's revoke: %v\nsets: %v", err, fwdMembers(t, b))
+	}
+	c.Close()
+	expect(t, fn, "QUIT", 221)
+	fn.close()
+	assertClean(t, b, static)
+	if !alive(now) {
+		t.Fatal("the new process is gone")
+	}
 }

@@ -142,7 +142,7 @@ func watchRules(rules *natrules.Manager, d *daemon) (stop func()) {
 // loop applies a reload for each receive on hup and starts an upgrade for
 // each on d.usr2 until ctx is done (false) or a new process has taken over
 // (true).
-func (d *daemon) loop(ctx context.Context, hup <-chan struct{}, rules flowLog) (handedOver bool) {
+func (d *daemon) loop(ctx context.Context, hup <-chan struct{}, rules handover) (handedOver bool) {
 	for {
 		select {
 		case <-ctx.Done():

@@ -128,15 +128,17 @@ func (u *upgrades) stop() {
 	}
 }
 
-// flowLog is what an upgrade needs of the rules: the new process binds the
-// flow log's NFLOG group, so this one lets go of it meanwhile.
-type flowLog interface {
-	PauseFlowLog()
-	ResumeFlowLog()
+// handover is what an upgrade needs of the rules (natrules.Manager): the
+// new process binds the flow log's NFLOG group and relies on the kernel's
+// holes, so this one lets go of the group and deletes nothing from the
+// kernel from then on (TakeBack if the upgrade fails).
+type handover interface {
+	HandOver()
+	TakeBack()
 }
 
 // start begins an upgrade in the background; one at a time.
-func (u *upgrades) start(rules flowLog) {
+func (u *upgrades) start(rules handover) {
 	switch {
 	case u.flip == nil:
 		u.refuse("upgrades unavailable (see the start-up log)")
@@ -157,10 +159,10 @@ func (u *upgrades) start(rules flowLog) {
 	u.log.Info("upgrade: starting the binary on disk as a new process", "path", os.Args[0], "running", exe)
 	go func() {
 		defer u.busy.Store(false)
-		rules.PauseFlowLog()
+		rules.HandOver()
 		start := time.Now()
 		if err := u.flip.Upgrade(); err != nil {
-			rules.ResumeFlowLog()
+			rules.TakeBack()
 			u.results.WithLabelValues("failed").Inc()
 			u.log.Error("upgrade failed: the new process was stopped, this one keeps serving", "err", err)
 			return
