@@ -29,6 +29,7 @@ var (
 	failClosed = spec{"./natrules/", "^TestManagerFailClosed$"}
 	seamless   = spec{"./tests/", "^TestUpgradeSeamless$"}
 	adopts     = spec{"./tests/", "^TestUpgradeAdoptsHoles$"}
+	spares     = spec{"./tests/", "^TestUpgradeOldRevokeSparesNewHole$"}
 )
 
 var mutants = []mutant{
@@ -50,6 +51,12 @@ var mutants = []mutant{
 		Name:     "the new process's pool ignores the adopted holes' ports",
 		Edits:    []edit{{"proxy/reserve.go", `	s.pool.claim(peer, port, until)`, `	_ = s.pool`}},
 		Tests:    []spec{adopts},
+	},
+	{
+		Property: "upgrade keeps the rules",
+		Name:     "the old process still deletes its holes from the kernel after the handover",
+		Edits:    []edit{{"natrules/adopt.go", "	m.detached.Store(true)\n", ``}},
+		Tests:    []spec{spares},
 	},
 	{
 		Property: "one-shot",
