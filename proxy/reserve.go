@@ -46,3 +46,27 @@ func (p *portPool) isClaimed(peer netip.Addr, port uint16) bool {
 	delete(p.claimed, k)
 	return false
 }
+
+// PoolCursor is the port the pool tries next.
+func (s *Server) PoolCursor() uint16 {
+	s.pool.mu.Lock()
+	defer s.pool.mu.Unlock()
+	return s.pool.lo + uint16(s.pool.cursor)
+}
+
+// ContinuePool starts the pool half of it ahead of the cursor of the
+// process this one takes over from. That process keeps lending from its
+// cursor while it drains: both then reuse a port as late as one process
+// does (its previous data connection's conntrack entry and the server's
+// TIME_WAIT have time to go), rather than the new one lending again, from
+// the bottom of the range, the ports the old one just used. A cursor
+// outside the pool is ignored.
+func (s *Server) ContinuePool(oldCursor uint16) {
+	p := s.pool
+	if int(oldCursor) < int(p.lo) || int(oldCursor) >= int(p.lo)+p.size {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cursor = (int(oldCursor-p.lo) + p.size/2) % p.size
+}

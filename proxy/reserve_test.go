@@ -50,3 +50,23 @@ func TestPoolAllClaimed(t *testing.T) {
 		t.Fatalf("lent claimed port %d", port)
 	}
 }
+
+// A process taking over starts half the pool ahead of its predecessor's
+// cursor.
+func TestContinuePool(t *testing.T) {
+	for _, tc := range []struct {
+		lo, hi, old, want uint16
+	}{
+		{50000, 50999, 50000, 50500},
+		{50000, 50999, 50700, 50200},
+		{50000, 50000, 50000, 50000},
+		{50000, 50003, 50003, 50001},
+		{50000, 50999, 49999, 50000}, // outside: ignored
+	} {
+		s := &Server{pool: newPortPool(tc.lo, tc.hi)}
+		s.ContinuePool(tc.old)
+		if got := s.PoolCursor(); got != tc.want {
+			t.Errorf("pool %d-%d after %d: cursor %d, want %d", tc.lo, tc.hi, tc.old, got, tc.want)
+		}
+	}
+}

@@ -2,6 +2,8 @@ package tests
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -9,9 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -228,6 +232,74 @@ func (l *sessionLoop) end() (ok, fail int, errs []string) {
 	return l.ok, l.fail, l.errs
 }
 
+// slowRetr is a passive RETR read at a fixed rate by the test itself
+// (curl --limit-rate sometimes lets a download through at full speed), on
+// a control connection from the client.
+type slowRetr struct {
+	read atomic.Int64
+	done chan struct{}
+	hash string
+	err  error
+}
+
+func startSlowRetr(t *testing.T, b *bed.Bed, path string, rate int) *slowRetr {
+	t.Helper()
+	f := dialFTP(t, b, b.Client, bed.Server4)
+	expect(t, f, "TYPE I", 200)
+	ep, err := f.pasv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc, err := b.Dial(b.Client, ep, 5*time.Second)
+	if err != nil {
+		t.Fatalf("passive data connection: %v", err)
+	}
+	// A small receive window, so that the server cannot send ahead.
+	if err := dc.(*net.TCPConn).SetReadBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, f, "RETR "+path, 150)
+	r := &slowRetr{done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		defer dc.Close()
+		h := sha256.New()
+		buf := make([]byte, 16<<10)
+		start := time.Now()
+		for {
+			dc.SetReadDeadline(time.Now().Add(20 * time.Second))
+			n, err := dc.Read(buf)
+			h.Write(buf[:n])
+			total := r.read.Add(int64(n))
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				r.err = fmt.Errorf("read after %d bytes: %w", total, err)
+				return
+			}
+			if ahead := time.Duration(total)*time.Second/time.Duration(rate) - time.Since(start); ahead > 0 {
+				time.Sleep(ahead)
+			}
+		}
+		r.hash = hex.EncodeToString(h.Sum(nil))
+		if c, text, err := f.reply(); err != nil || c != 226 {
+			r.err = fmt.Errorf("after RETR: %d %q %v", c, text, err)
+			return
+		}
+		if c, text, err := f.cmd("QUIT"); err != nil || c != 221 {
+			r.err = fmt.Errorf("QUIT: %d %q %v", c, text, err)
+		}
+		f.close()
+	}()
+	return r
+}
+
+func (r *slowRetr) wait() (string, error) {
+	<-r.done
+	return r.hash, r.err
+}
+
 // Two SIGUSR2 upgrades in a row: a long, rate-limited transfer spans each
 // and completes byte-exact, sessions started during each handover all
 // succeed, the PID changes each time, and afterwards the ruleset is the
@@ -239,7 +311,7 @@ func TestUpgradeSeamless(t *testing.T) {
 	big := writeFile(t, b, "pub/big.bin", 3<<20)
 	small := writeFile(t, b, "pub/small.bin", 4<<10)
 	static := snapshot(t, b)
-	smallBuffers(t, b)
+	smallBuffers(t, b) // the server cannot write ahead either
 	pid, err := u.readPID()
 	if err != nil {
 		t.Fatal(err)
@@ -249,35 +321,31 @@ func TestUpgradeSeamless(t *testing.T) {
 	}
 	pids := []int{pid}
 	for round := 1; round <= 2; round++ {
-		out := b.ClientPath(fmt.Sprintf("long-%d.bin", round))
-		wait := curlBackground(t, b, out, "--limit-rate", "512K", bed.URL(bed.Server4, "pub/big.bin"))
-		waitGrowing(t, b, out)
+		long := startSlowRetr(t, b, "pub/big.bin", 512<<10)
 		loop := startSessions(t, b, small)
 		if err := b.WaitFor(10*time.Second, func() bool { ok, _ := loop.counts(); return ok > 0 }, "a first short session"); err != nil {
 			t.Fatal(err)
 		}
 		before, _ := loop.counts()
 		start := time.Now()
-		st, err := os.Stat(out)
-		if err != nil {
-			t.Fatal(err)
-		}
+		atSignal := long.read.Load()
 		pid = u.upgrade(t)
 		during, _ := loop.counts()
-		// The long transfer spanned the upgrade: it had not finished when
-		// SIGUSR2 was sent.
-		if st.Size() >= 3<<20 {
-			t.Fatalf("round %d: the long transfer was over before SIGUSR2", round)
+		got, err := long.wait()
+		if err != nil {
+			t.Fatalf("round %d: the long transfer across the upgrade failed: %v\n%s", round, err, u.proc.Out.String())
 		}
-		if err := wait(); err != nil {
-			t.Fatalf("round %d: the long transfer across the upgrade failed: %v", round, err)
-		}
-		if got := hashFile(t, out); got != big {
+		if got != big {
 			t.Fatalf("round %d: the long transfer is not byte-exact: %s, want %s", round, got, big)
+		}
+		// The long transfer spanned the upgrade: it was under way, not
+		// over, when SIGUSR2 was sent.
+		if atSignal == 0 || atSignal >= 3<<20 {
+			t.Fatalf("round %d: %d bytes read at SIGUSR2: the transfer did not span the upgrade", round, atSignal)
 		}
 		ok, fail, errs := loop.end()
 		t.Logf("round %d: pid %d -> %d; long transfer at %d bytes at SIGUSR2, handover (old process gone) after %s; short sessions: %d before SIGUSR2, %d during the handover, %d in all, %d failed",
-			round, pids[len(pids)-1], pid, st.Size(), time.Since(start).Round(time.Millisecond), before, during-before, ok, fail)
+			round, pids[len(pids)-1], pid, atSignal, time.Since(start).Round(time.Millisecond), before, during-before, ok, fail)
 		if fail != 0 {
 			t.Fatalf("round %d: %d sessions failed during the handover: %v\n%s", round, fail, errs, u.proc.Out.String())
 		}
@@ -409,7 +477,9 @@ func (u *upgradeBed) waitTakenOver(t *testing.T) (old, now int) {
 // server, for an active hole): its own active hole for the same client
 // and server works too, and on another port.
 func TestUpgradeAdoptsHoles(t *testing.T) {
-	u := newUpgradeBed(t)
+	// A pool of two: the new process, starting half the pool ahead of the
+	// old one's cursor, comes to the adopted hole's port at once.
+	u := newUpgradeBed(t, "FTPALG_DATA_PORTS=50000-50001")
 	b := u.b
 	static := snapshot(t, b)
 	wantList := func(f *ftpConn, ln net.Listener, why string) {
@@ -434,9 +504,8 @@ func TestUpgradeAdoptsHoles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	holdsA := activeHoles(t, b)
-	if len(holdsA) != 1 {
-		t.Fatalf("want one active hole, have %v", holdsA)
+	if holdsA := activeHoles(t, b); len(holdsA) != 1 || !strings.HasSuffix(holdsA[0], " . 50000") {
+		t.Fatalf("want one active hole, on 50000, have %v", holdsA)
 	}
 
 	old, now := u.waitTakenOver(t)
@@ -449,8 +518,12 @@ func TestUpgradeAdoptsHoles(t *testing.T) {
 	defer lnB.Close()
 	expect(t, fb, portB, 200)
 	both := activeHoles(t, b)
-	if len(both) != 2 {
-		t.Fatalf("want the adopted active hole and the new one on another port, have %v", both)
+	slices.Sort(both)
+	if want := []string{"198.51.100.20 . 198.51.100.1 . 50000", "198.51.100.20 . 198.51.100.1 . 50001"}; !slices.Equal(both, want) {
+		t.Fatalf("want the adopted active hole on 50000 and the new one on 50001, have %v", both)
+	}
+	if out := u.proc.Out.String(); !strings.Contains(out, "previous_cursor=50001 cursor=50000") {
+		t.Fatalf("the new process did not continue the old one's pool:\n%s", out)
 	}
 	wantList(fa, lnA, "adopted active hole")
 	usePassive(t, b, fp, b.Client, ep, "pub")
@@ -550,4 +623,52 @@ func TestUpgradeOldRevokeSparesNewHole(t *testing.T) {
 	if !alive(now) {
 		t.Fatal("the new process is gone")
 	}
+}
+
+// As PID 1 (a container's entry point) SIGUSR2 is refused: the new process
+// would die when this one exits. The process serves on.
+func TestUpgradeRefusedAsPID1(t *testing.T) {
+	requireRoot(t)
+	b := newBed(t)
+	bin, err := bed.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapper := filepath.Join(t.TempDir(), "pid1")
+	script := "#!/bin/sh\nexec unshare --pid --fork --kill-child " + bin + "\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FTPALG_BIN", wrapper)
+	p := startFtpalg(t, b, "FTPALG_PINHOLE_TTL=3s")
+	static := snapshot(t, b)
+	var kids []string
+	if err := b.WaitFor(5*time.Second, func() bool {
+		kids = children(t, p.Cmd.Process.Pid)
+		return len(kids) == 1
+	}, "ftpalg under unshare"); err != nil {
+		t.Fatalf("%v: %v", err, kids)
+	}
+	pid, err := strconv.Atoi(strings.Fields(kids[0])[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(t, b, `ftpalg_upgrades_total{result="refused"}`, 1, 5*time.Second)
+	if !strings.Contains(p.Out.String(), "SIGUSR2 refused: this process is PID 1") {
+		t.Fatalf("no refusal logged:\n%s", p.Out.String())
+	}
+	if len(children(t, pid)) != 0 || !alive(pid) {
+		t.Fatal("a new process was started, or the old one is gone")
+	}
+	small := writeFile(t, b, "pub/small.bin", 1<<10)
+	if _, err := b.Curl(b.Client, "-o", b.ClientPath("small.bin"), bed.URL(bed.Server4, "pub/small.bin")); err != nil {
+		t.Fatal(err)
+	}
+	if got := hashFile(t, b.ClientPath("small.bin")); got != small {
+		t.Fatalf("transfer after the refusal: %s, want %s", got, small)
+	}
+	assertClean(t, b, static)
 }

@@ -55,7 +55,7 @@ func (d *daemon) run(ctx context.Context, hup <-chan struct{}, rules *natrules.M
 	}
 	serving.Store(true)
 	d.upg.ready()
-	handedOver := d.loop(ctx, hup, rules)
+	handedOver := d.loop(ctx, hup, rules, srv)
 	serving.Store(false)
 	if handedOver {
 		// The new process answers the probes and repairs the rules now.
@@ -101,6 +101,10 @@ func (d *daemon) install(ctx context.Context, rules *natrules.Manager, srv *prox
 		for _, c := range claims {
 			srv.Reserve(c.Peer, c.Port, c.Until)
 		}
+		if cursor, ok := d.upg.inheritedPool(); ok {
+			srv.ContinuePool(cursor)
+			d.log.Info("upgrade: the pool continues half of it ahead of the previous process's", "previous_cursor", cursor, "cursor", srv.PoolCursor())
+		}
 		if ctx.Err() != nil {
 			d.log.Info("stopped during the upgrade's start-up; the rules stay with the running process")
 			return false, nil
@@ -142,7 +146,7 @@ func watchRules(rules *natrules.Manager, d *daemon) (stop func()) {
 // loop applies a reload for each receive on hup and starts an upgrade for
 // each on d.usr2 until ctx is done (false) or a new process has taken over
 // (true).
-func (d *daemon) loop(ctx context.Context, hup <-chan struct{}, rules handover) (handedOver bool) {
+func (d *daemon) loop(ctx context.Context, hup <-chan struct{}, rules handover, pool poolCursor) (handedOver bool) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -152,7 +156,7 @@ func (d *daemon) loop(ctx context.Context, hup <-chan struct{}, rules handover) 
 		case <-hup:
 			d.reload()
 		case <-d.usr2:
-			d.upg.start(rules)
+			d.upg.start(rules, pool)
 		}
 	}
 }

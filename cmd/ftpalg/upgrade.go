@@ -2,15 +2,20 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cloudflare/tableflip"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/config"
 	"github.com/ftpalg/ftpalg/proxy"
@@ -29,7 +34,14 @@ type upgrades struct {
 	// parentGone is set once the process this one took over from has
 	// exited (at once when there was none): until then no upgrade.
 	parentGone atomic.Bool
+	// state carries the pool's cursor to the new process (passPool);
+	// made at the first upgrade, rewritten at each.
+	state *os.File
 }
+
+// stateFile names the file passed with the listeners: the old process's
+// pool cursor, as decimal text.
+const stateFile = "ftpalg-pool-cursor"
 
 func newUpgrades(cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) *upgrades {
 	u := &upgrades{log: log.With("component", "upgrade")}
@@ -128,6 +140,9 @@ func (u *upgrades) stop() {
 	}
 }
 
+// poolCursor is what an upgrade needs of the proxy (proxy.Server).
+type poolCursor interface{ PoolCursor() uint16 }
+
 // handover is what an upgrade needs of the rules (natrules.Manager): the
 // new process binds the flow log's NFLOG group and relies on the kernel's
 // holes, so this one lets go of the group and deletes nothing from the
@@ -137,8 +152,56 @@ type handover interface {
 	TakeBack()
 }
 
+// passPool hands the pool's cursor to the next process, in a memory file
+// passed with the listeners.
+func (u *upgrades) passPool(cursor uint16) error {
+	if u.state == nil {
+		fd, err := unix.MemfdCreate(stateFile, unix.MFD_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("memfd: %w", err)
+		}
+		f := os.NewFile(uintptr(fd), stateFile)
+		if err := u.flip.AddFile(stateFile, f); err != nil {
+			f.Close()
+			return fmt.Errorf("pass %s: %w", stateFile, err)
+		}
+		u.state = f
+	}
+	// The new process reads it from offset 0 until EOF.
+	if err := u.state.Truncate(0); err != nil {
+		return err
+	}
+	_, err := u.state.WriteAt([]byte(strconv.Itoa(int(cursor))), 0)
+	return err
+}
+
+// inheritedPool returns the previous process's pool cursor, if it passed
+// one.
+func (u *upgrades) inheritedPool() (uint16, bool) {
+	if !u.adopting() {
+		return 0, false
+	}
+	f, err := u.flip.File(stateFile)
+	if err != nil || f == nil {
+		return 0, false
+	}
+	defer f.Close()
+	b := make([]byte, 16)
+	n, err := f.ReadAt(b, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		u.log.Warn("upgrade: unreadable pool cursor, the pool starts at its bottom", "err", err)
+		return 0, false
+	}
+	c, err := strconv.ParseUint(string(b[:n]), 10, 16)
+	if err != nil {
+		u.log.Warn("upgrade: bad pool cursor, the pool starts at its bottom", "value", string(b[:n]))
+		return 0, false
+	}
+	return uint16(c), true
+}
+
 // start begins an upgrade in the background; one at a time.
-func (u *upgrades) start(rules handover) {
+func (u *upgrades) start(rules handover, pool poolCursor) {
 	switch {
 	case u.flip == nil:
 		u.refuse("upgrades unavailable (see the start-up log)")
@@ -159,6 +222,9 @@ func (u *upgrades) start(rules handover) {
 	u.log.Info("upgrade: starting the binary on disk as a new process", "path", os.Args[0], "running", exe)
 	go func() {
 		defer u.busy.Store(false)
+		if err := u.passPool(pool.PoolCursor()); err != nil {
+			u.log.Warn("upgrade: the pool cursor is not passed on, the new pool starts at its bottom", "err", err)
+		}
 		rules.HandOver()
 		start := time.Now()
 		if err := u.flip.Upgrade(); err != nil {
