@@ -57,12 +57,15 @@ func (d *daemon) run(ctx context.Context, hup <-chan struct{}, rules *natrules.M
 	d.upg.ready()
 	handedOver := d.loop(ctx, hup, rules, srv)
 	serving.Store(false)
+	if !handedOver {
+		// A stop during an upgrade: the new process is killed, unless it
+		// was ready already.
+		handedOver = d.upg.settle()
+	}
 	if handedOver {
 		// The new process answers the probes and repairs the rules now.
 		admin.Close()
 		stopWatch()
-	} else {
-		d.upg.stop()
 	}
 	stopAccept()
 

@@ -31,6 +31,10 @@ type upgrades struct {
 	log     *slog.Logger
 	results *prometheus.CounterVec
 	busy    atomic.Bool
+	// running counts the upgrade in flight (0 or 1); succeeded is set
+	// when one succeeded.
+	running   sync.WaitGroup
+	succeeded atomic.Bool
 	// parentGone is set once the process this one took over from has
 	// exited (at once when there was none): until then no upgrade.
 	parentGone atomic.Bool
@@ -132,12 +136,15 @@ func (u *upgrades) exit() <-chan struct{} {
 	return u.flip.Exit()
 }
 
-// stop ends upgrading for good (shutdown): a child still starting is
-// killed.
-func (u *upgrades) stop() {
+// settle ends upgrading for good (a stop): a new process still starting
+// is killed. It reports whether one took over all the same (it became
+// ready as the stop came): then this process must leave the rules.
+func (u *upgrades) settle() (handedOver bool) {
 	if u.flip != nil {
 		u.flip.Stop()
 	}
+	u.running.Wait()
+	return u.succeeded.Load()
 }
 
 // poolCursor is what an upgrade needs of the proxy (proxy.Server).
@@ -218,9 +225,10 @@ func (u *upgrades) start(rules handover, pool poolCursor) {
 		u.refuse("an upgrade is already running")
 		return
 	}
-	exe, _ := os.Executable()
-	u.log.Info("upgrade: starting the binary on disk as a new process", "path", os.Args[0], "running", exe)
+	u.log.Info("upgrade: starting the binary on disk as a new process", "path", os.Args[0])
+	u.running.Add(1)
 	go func() {
+		defer u.running.Done()
 		defer u.busy.Store(false)
 		if err := u.passPool(pool.PoolCursor()); err != nil {
 			u.log.Warn("upgrade: the pool cursor is not passed on, the new pool starts at its bottom", "err", err)
@@ -233,6 +241,7 @@ func (u *upgrades) start(rules handover, pool poolCursor) {
 			u.log.Error("upgrade failed: the new process was stopped, this one keeps serving", "err", err)
 			return
 		}
+		u.succeeded.Store(true)
 		u.results.WithLabelValues("ok").Inc()
 		u.log.Info("upgrade: the new process is ready; this one stops accepting and drains", "took", time.Since(start).Round(time.Millisecond))
 	}()
