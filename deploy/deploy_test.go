@@ -90,6 +90,11 @@ func TestSystemdUnit(t *testing.T) {
 		"RestartForceExitStatus":   "SIGHUP SIGINT SIGTERM SIGPIPE",
 		"RestartPreventExitStatus": "2",
 	}
+	// SIGUSR2 upgrade: systemd follows the new main process by the PID
+	// file the daemon writes (docs/upgrade.md).
+	want["ExecReload"] = "/bin/kill -USR2 $MAINPID"
+	want["PIDFile"] = "/run/ftpalg.pid"
+	want["Environment"] = "FTPALG_PID_FILE=" + want["PIDFile"]
 	for k, v := range want {
 		if unit[k] != v {
 			t.Errorf("ftpalg.service: %s=%q, want %q", k, unit[k], v)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/ftpalg/ftpalg/alg"
 )
@@ -26,6 +27,9 @@ type portPool struct {
 	cursor int                                // offset of the next port to try
 	held   map[netip.Addr]map[uint16]struct{} // peer -> ports lent for it
 	users  map[uint16]int                     // port -> peers holding it
+	// claimed: ports holes of the previous process may still hold
+	// (reserve.go); empty but after an upgrade.
+	claimed map[peerPort]time.Time
 }
 
 func newPortPool(lo, hi uint16) *portPool {
@@ -46,7 +50,7 @@ func (p *portPool) Allocate(peer netip.Addr) (uint16, error) {
 	for i := 0; i < p.size; i++ {
 		off := (p.cursor + i) % p.size
 		port := p.lo + uint16(off)
-		if _, taken := mine[port]; taken {
+		if _, taken := mine[port]; taken || p.isClaimed(peer, port) {
 			continue
 		}
 		if mine == nil {

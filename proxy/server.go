@@ -192,6 +192,15 @@ func (s *Server) FreePorts() int { return s.pool.Free() }
 // must be asked in the family of the connection's conntrack entry.
 func Listen(ctx context.Context, addr netip.AddrPort, ipv6 bool) ([]net.Listener, error) {
 	lc := net.ListenConfig{KeepAlive: 30 * time.Second}
+	return ListenWith(ctx, addr, ipv6, lc.Listen)
+}
+
+// ListenFunc opens one listener, as net.ListenConfig.Listen does.
+type ListenFunc func(ctx context.Context, network, address string) (net.Listener, error)
+
+// ListenWith is Listen through listen: the daemon passes its upgrader's,
+// so that a new process (SIGUSR2) inherits the listening sockets.
+func ListenWith(ctx context.Context, addr netip.AddrPort, ipv6 bool, listen ListenFunc) ([]net.Listener, error) {
 	var targets []struct{ network, addr string }
 	if !addr.Addr().IsValid() || addr.Addr().IsUnspecified() {
 		targets = append(targets, struct{ network, addr string }{"tcp4", netip.AddrPortFrom(netip.IPv4Unspecified(), addr.Port()).String()})
@@ -207,7 +216,7 @@ func Listen(ctx context.Context, addr netip.AddrPort, ipv6 bool) ([]net.Listener
 	}
 	var lns []net.Listener
 	for _, t := range targets {
-		ln, err := lc.Listen(ctx, t.network, t.addr)
+		ln, err := listen(ctx, t.network, t.addr)
 		if err != nil {
 			for _, l := range lns {
 				l.Close()

@@ -64,7 +64,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	level.Set(cfg.LogLevel.Level())
 	logOut := &syncWriter{w: stderr}
 	log := newLogger(cfg, level, logOut)
-	d := &daemon{cfg: cfg, log: log, level: level, logOut: logOut, environ: os.Environ}
+	d := &daemon{cfg: cfg, log: log, level: level, logOut: logOut, environ: os.Environ, usr2: sigs.usr2}
 	if err := d.serve(sigs.stop, sigs.hup); err != nil {
 		log.Error("ftpalg stopped", "err", err)
 		return 1
@@ -108,6 +108,9 @@ type daemon struct {
 	environ func() []string
 	// routing is FTPALG_TRANSPARENT's (transparent.go); nil when off.
 	routing routing
+	// usr2 asks for an upgrade, upg makes it (upgrade.go).
+	usr2 <-chan struct{}
+	upg  *upgrades
 }
 
 // serve runs the daemon until ctx is done (SIGTERM, SIGINT), applying a
@@ -121,6 +124,7 @@ func (d *daemon) serve(ctx context.Context, hup <-chan struct{}) error {
 	}
 	defer closeRules(rules)
 	reg.MustRegister(newRulesCollector(rules))
+	d.upg = newUpgrades(d.cfg, reg, d.log)
 	srv, err := d.buildProxy(rules, metrics)
 	if err != nil {
 		return err

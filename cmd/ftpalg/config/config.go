@@ -60,6 +60,10 @@ type Config struct {
 	// hands out only its own slice of the pool.
 	PoolShard PoolShard `env:"POOL_SHARD" expect:"I/N (slice I of N, 0 <= I < N) or ordinal/N (I from the host name's -<ordinal> suffix, as a StatefulSet names its pods), or empty for the whole pool" help:"hand out only slice I of N equal slices of FTPALG_DATA_PORTS: I/N, or ordinal/N to take I from the pod name (StatefulSet ftp-2: slice 2); empty = whole pool"`
 
+	// Seamless upgrade (issue 18 section 2, docs/upgrade.md).
+	PIDFile        string        `env:"PID_FILE" help:"file the serving process writes its PID to once ready, also after a SIGUSR2 upgrade (systemd PIDFile=); empty = none"`
+	UpgradeTimeout time.Duration `env:"UPGRADE_TIMEOUT" envDefault:"30s" help:"on SIGUSR2, how long the new process may take to become ready before it is killed and this one keeps serving"`
+
 	// Transparent reverse mode (issue 18 section 3, docs/transparent.md).
 	Transparent bool `env:"TRANSPARENT" envDefault:"false" help:"reverse: the server sees each client's own address on control and data connections (IP_TRANSPARENT; ftpalg installs the routing); the server's route to the clients must point to the gateway; see docs/transparent.md"`
 }

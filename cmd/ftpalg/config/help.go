@@ -56,7 +56,11 @@ gets 421 and ftpalg_sessions_refused_total{reason="policy_client"} or
 `)
 	fmt.Fprint(w, wrap("Signals are handled from the start. SIGTERM/SIGINT stop accepting, let sessions finish "+
 		"within FTPALG_SHUTDOWN_GRACE, then remove every rule (during start-up: remove what was installed, exit 0). "+
-		ReloadHelp(), 76))
+		ReloadHelp()+" SIGUSR2 upgrades without a cut: the binary on disk starts as a new process that "+
+		"inherits the listeners and adopts the rules and live holes; once it is ready (within "+
+		"FTPALG_UPGRADE_TIMEOUT, else it is killed and this one keeps serving) this one stops accepting, "+
+		"lets its sessions finish within FTPALG_SHUTDOWN_GRACE and exits leaving the rules in place "+
+		"(docs/upgrade.md).", 76))
 	fmt.Fprint(w, `
 Admin HTTP (FTPALG_ADMIN_LISTEN): /livez, /readyz (200 only while the rules
 are verified in place), /metrics (Prometheus).

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -81,6 +82,12 @@ func (c *Config) validate(value func(name string) string, failed map[string]bool
 		if strings.TrimSpace(d) == "" || strings.ContainsAny(d, "\r\n\x00") {
 			bad("DENY_COMMANDS", "expected a comma list of commands such as SITE EXEC")
 		}
+	}
+	if c.UpgradeTimeout < time.Second || c.UpgradeTimeout > 10*time.Minute {
+		bad("UPGRADE_TIMEOUT", "expected a duration between 1s and 10m")
+	}
+	if c.PIDFile != "" && !filepath.IsAbs(c.PIDFile) {
+		bad("PID_FILE", "expected an absolute path, e.g. /run/ftpalg.pid")
 	}
 	if c.MaxLine < 64 || c.MaxLine > 65536 {
 		bad("MAX_LINE", "expected an integer between 64 and 65536")
