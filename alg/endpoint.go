@@ -64,6 +64,7 @@ func (s *Session) activeHole(k Kind, clientData netip.AddrPort, p uint16) Hole {
 		// The client only accepts data connections from the address it
 		// knows: the gateway's client-facing address.
 		h.SNAT = s.peers.ClientFacing.Addr()
+		h.Protect = s.tls.protP
 	}
 	return h
 }
@@ -88,7 +89,7 @@ func (s *Session) passiveHole(k Kind, serverData netip.AddrPort, p uint16) Hole 
 		return Hole{Kind: k, From: s.client, To: serverData}
 	}
 	return Hole{Kind: k, From: s.client, To: netip.AddrPortFrom(s.peers.ClientFacing.Addr(), p),
-		DNAT: serverData, SNAT: s.peers.ServerFacing.Addr(), PoolPort: p}
+		DNAT: serverData, SNAT: s.peers.ServerFacing.Addr(), PoolPort: p, Protect: s.tls.protP}
 }
 
 // passiveAdvert is the address written into the rewritten 227/229 in
