@@ -79,5 +79,6 @@ func (c *Config) validate(value func(name string) string, failed map[string]bool
 	if c.MaxLine < 64 || c.MaxLine > 65536 {
 		bad("MAX_LINE", "expected an integer between 64 and 65536")
 	}
+	c.validateTLS(bad, failed)
 	return out
 }
