@@ -132,7 +132,7 @@ func (ss *session) apply(from alg.Side, a alg.Action, toPeer, toSender, toClient
 		// The first line the client completes after its urgent mark
 		// carries it, if that line is an ABOR. TCP has one urgent
 		// pointer: the latest mark wins.
-		if a.Urgent > 0 && ss.urgentIn {
+		if a.Urgent > 0 && (ss.urgentIn || ss.tlsUp()) {
 			*urgent = len(*toPeer) + min(a.Urgent, len(a.Output))
 		}
 		if from == alg.FromClient {
@@ -141,6 +141,7 @@ func (ss *session) apply(from alg.Side, a alg.Action, toPeer, toSender, toClient
 		*toPeer = append(*toPeer, a.Output...)
 	case alg.Answer:
 		*toSender = append(*toSender, a.Output...)
+		ss.startTLS = ss.startTLS || a.StartTLS
 	case alg.End:
 		*toClient = append(*toClient, a.Output...)
 		r := a.Reason

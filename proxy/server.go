@@ -61,6 +61,9 @@ type Config struct {
 	// by one.
 	AuditLog LogFactory
 	AuditOut io.Writer
+	// TLS is FTPS termination; needed when Policy.TLS is alg.TLSTerminate
+	// (ftps.go).
+	TLS *TLS
 }
 
 // Server runs sessions for one or more listeners.
@@ -94,6 +97,9 @@ type Server struct {
 
 // New builds a server. holes must not be nil (use natrulestest.Fake in tests).
 func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
+	if cfg.Policy.TLS == alg.TLSTerminate && (cfg.TLS == nil || cfg.TLS.Certificate == nil) {
+		return nil, fmt.Errorf("proxy: TLS termination needs a certificate")
+	}
 	if cfg.Policy.Mode != alg.ModeForward && len(cfg.Upstreams) == 0 {
 		return nil, fmt.Errorf("proxy: %s mode needs an upstream address", cfg.Policy.Mode)
 	}
@@ -123,6 +129,9 @@ func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go s.audit.run(ctx)
+	if cfg.TLS != nil && cfg.TLS.Watch != nil {
+		go cfg.TLS.Watch(ctx)
+	}
 	s.local.start(ctx)
 	return s, nil
 }
@@ -145,6 +154,10 @@ func (s *Server) Reload(r Runtime) {
 	r.Policy.Mode = s.cfg.Policy.Mode
 	r.Policy.IsLocal = s.local.Contains
 	r.Policy.AllowLoopbackServer = s.cfg.Policy.AllowLoopbackServer
+	if s.cfg.Policy.TLS == alg.TLSTerminate || r.Policy.TLS == alg.TLSTerminate {
+		// Terminating needs the certificate set up at start: fixed.
+		r.Policy.TLS, r.Policy.TLSRequired = s.cfg.Policy.TLS, s.cfg.Policy.TLSRequired
+	}
 	if r.MaxSessions <= 0 {
 		r.MaxSessions = s.cfg.MaxSessions
 	}
@@ -201,7 +214,15 @@ func Listen(ctx context.Context, addr netip.AddrPort, ipv6 bool) ([]net.Listener
 }
 
 // Serve accepts on ln until ctx is cancelled or ln is closed.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error { return s.serve(ctx, ln, false) }
+
+// ServeImplicitTLS is Serve for an implicit FTPS listener: TLS from the
+// first byte (TLS termination only).
+func (s *Server) ServeImplicitTLS(ctx context.Context, ln net.Listener) error {
+	return s.serve(ctx, ln, true)
+}
+
+func (s *Server) serve(ctx context.Context, ln net.Listener, implicit bool) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var backoff time.Duration
@@ -244,7 +265,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			defer s.wg.Done()
 			defer s.active.Add(-1)
 			defer s.clients.release(key)
-			s.runSession(ctx, tc, key)
+			s.runSession(ctx, tc, key, implicit)
 		}()
 	}
 }

@@ -39,6 +39,7 @@ func rulesConfig(cfg *config.Config) natrules.Config {
 		CaptureIfaces: cfg.CaptureIfaces,
 		ListenPort:    cfg.Listen.Port(),
 		OpenListener:  !forward,
+		TLSListenPort: cfg.TLSListen.Port(),
 		TTL:           cfg.PinholeTTL,
 		MaxHoles:      maxHoles,
 		// Each session may still ask about the holes in its history.
@@ -79,6 +80,7 @@ func policyOf(cfg *config.Config) alg.Policy {
 	policy.FixupPassive = cfg.PassiveFixup
 	policy.DeniedCommands = cfg.DenyCommands
 	policy.TLS = alg.TLSPolicy(cfg.AuthTLS)
+	policy.TLSRequired = cfg.Terminating() && cfg.TLSRequired
 	return policy
 }
 
@@ -128,6 +130,13 @@ func (d *daemon) buildProxy(rules *natrules.Manager, metrics *proxy.Metrics) (*p
 		pcfg.FlowCounter = nil
 	} else if changed {
 		d.log.Info("turned on conntrack byte accounting (net.netfilter.nf_conntrack_acct=1) for the transfer audit log")
+	}
+	if d.cfg.Terminating() {
+		t, err := d.buildTLS()
+		if err != nil {
+			return nil, err
+		}
+		pcfg.TLS = t
 	}
 	if d.cfg.Mode == config.Forward {
 		pcfg.Arrival = proxy.NewArrival(d.cfg.CaptureIfaces)
