@@ -171,9 +171,14 @@ type Hole struct {
 	// From; the engine releases it when the hole is revoked.
 	PoolPort uint16
 	// Protect: negotiated under PROT P (TLSTerminate). The client's side
-	// of the data connection is TLS, so the proxy relays it in user space
-	// instead of letting the kernel forward it.
+	// of the data connection is TLS (Relay is set too): the gateway is
+	// the TLS server on it, the server's side stays plain.
 	Protect bool
+	// Relay: the kernel cannot carry this connection (a family bridge:
+	// From and the final destination are of different families). The
+	// gateway listens on To itself, for From only, and relays the one
+	// connection it accepts to DNAT, connecting from SNAT.
+	Relay bool
 
 	seq uint64 // sequence number of the command that produced it
 }
@@ -189,7 +194,8 @@ const (
 	// other side instead of the input line.
 	Rewrite
 	// Answer: send nothing to the other side; send Action.Output back to the
-	// sender (only ever to the client).
+	// sender: the client, or, only in a family bridge, the server (the
+	// PASV or PORT that replaces an EPSV or EPRT it refused, bridge.go).
 	Answer
 	// End: end the session. Action.Reason says why; Action.Output, if not
 	// empty, is sent to the client first.

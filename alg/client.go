@@ -110,6 +110,9 @@ func (s *Session) passive(kind verb, raw, arg []byte) Action {
 	if a, ok := s.gate(kind); !ok {
 		return a
 	}
+	if s.bridge {
+		return s.bridgePassive(kind, raw, arg)
+	}
 	e := entry{kind: cmdPASV}
 	if kind == vEPSV {
 		e.kind = cmdEPSV
@@ -188,8 +191,12 @@ func (s *Session) activeChecked(kind verb, arg []byte) Action {
 	h = s.activeHole(hk, ap, p)
 	h.seq = s.nextSeq()
 	open := s.addHole(h)
-	s.pending.push(entry{kind: cmdPORT, hole: open.ID, seq: h.seq})
 	adv := s.activeAdvert(p)
+	e := entry{kind: cmdPORT, hole: open.ID, seq: h.seq}
+	if s.bridge {
+		return s.bridgeActive(e, adv, open, revoked)
+	}
+	s.pending.push(e)
 	if hk == KindPORT && adv.Addr().Is4() {
 		s.out = parse.AppendPORT(s.out[:0], adv)
 	} else {

@@ -59,12 +59,13 @@ func (s *Session) fixable(a netip.Addr) bool {
 // pool port p. The server connects from S to the gateway's server-facing
 // address and port p, which is translated to the client's data endpoint.
 func (s *Session) activeHole(k Kind, clientData netip.AddrPort, p uint16) Hole {
-	h := Hole{Kind: k, From: s.server, To: netip.AddrPortFrom(s.peers.ServerFacing.Addr(), p), DNAT: clientData, PoolPort: p}
+	h := Hole{Kind: k, From: s.server, To: netip.AddrPortFrom(s.peers.ServerFacing.Addr(), p), DNAT: clientData, PoolPort: p, Relay: s.bridge}
 	if s.pol.Mode != ModeForward {
 		// The client only accepts data connections from the address it
 		// knows: the gateway's client-facing address.
 		h.SNAT = s.peers.ClientFacing.Addr()
 		h.Protect = s.tls.protP
+		h.Relay = h.Relay || h.Protect
 	}
 	return h
 }
@@ -89,7 +90,7 @@ func (s *Session) passiveHole(k Kind, serverData netip.AddrPort, p uint16) Hole 
 		return Hole{Kind: k, From: s.client, To: serverData}
 	}
 	return Hole{Kind: k, From: s.client, To: netip.AddrPortFrom(s.peers.ClientFacing.Addr(), p),
-		DNAT: serverData, SNAT: s.peers.ServerFacing.Addr(), PoolPort: p, Protect: s.tls.protP}
+		DNAT: serverData, SNAT: s.peers.ServerFacing.Addr(), PoolPort: p, Relay: s.bridge || s.tls.protP, Protect: s.tls.protP}
 }
 
 // passiveAdvert is the address written into the rewritten 227/229 in

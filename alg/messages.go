@@ -15,6 +15,7 @@ var (
 	msgNotImplemented = []byte("502 Command not supported through this gateway.\r\n")
 	msgDenied         = []byte("502 Command not allowed by gateway policy.\r\n")
 	msgEPSVAll        = []byte("503 Bad sequence of commands: EPSV ALL in effect.\r\n")
+	msgEPSVAllOK      = []byte("200 EPSV ALL ok.\r\n")
 	msgNeedLogin      = []byte("530 Please login with USER and PASS.\r\n")
 	msgNoTLS          = []byte("534 AUTH not allowed by gateway policy.\r\n")
 	msgBadProto       = []byte("522 Network protocol not supported, use (1,2)\r\n")

@@ -67,6 +67,11 @@ type Session struct {
 	// current is the ID of the hole the server last accepted as its data
 	// endpoint (2xx to PORT/EPRT, 227/229), 0 if none.
 	current uint64
+	// bridge: the client and the server are of different address
+	// families; every data connection is relayed (bridge.go). noEPSV,
+	// noEPRT: the server refused the extended command once, so PASV and
+	// PORT are sent from then on.
+	bridge, noEPSV, noEPRT bool
 	// refusedRun counts client lines refused in a row (MaxRefusedRun).
 	refusedRun int
 	out        []byte // scratch for rewritten lines, valid during one emit
@@ -94,6 +99,7 @@ func NewSession(p Policy, peers Peers, alloc Allocator) (*Session, error) {
 		cli: newFramer(p.MaxLine), srv: newFramer(p.MaxLine),
 		holes: make([]Hole, 0, 2), out: make([]byte, 0, minMaxLine),
 	}
+	s.bridge = peers.Client.Addr().Is4() != peers.Server.Addr().Is4()
 	s.pending.push(entry{kind: cmdGreeting})
 	return s, nil
 }
@@ -133,6 +139,15 @@ func checkPeers(p *Policy, pe *Peers) error {
 			return fmt.Errorf("%s %v: want a unicast, unmapped address", x.name, x.ap)
 		}
 	}
+	if pe.Client.Addr().Is4() != pe.Server.Addr().Is4() {
+		// A family bridge: only where the gateway is the server's front.
+		if p.Mode == ModeForward {
+			return fmt.Errorf("Client %v and Server %v: families differ in forward mode", pe.Client, pe.Server)
+		}
+		if pe.ClientFacing.Addr().Is4() != pe.Client.Addr().Is4() || pe.ServerFacing.Addr().Is4() != pe.Server.Addr().Is4() {
+			return fmt.Errorf("ClientFacing %v / ServerFacing %v: each must be of its peer's family", pe.ClientFacing, pe.ServerFacing)
+		}
+	}
 	if pe.Server.Addr().IsLoopback() && !p.AllowLoopbackServer {
 		return fmt.Errorf("Server %v is loopback and AllowLoopbackServer is off", pe.Server)
 	}
@@ -149,6 +164,10 @@ func (s *Session) Transferring() bool { return s.transferring }
 // Opaque reports whether TLS passthrough is engaged: bytes are relayed
 // unparsed and nothing is opened.
 func (s *Session) Opaque() bool { return s.opaque }
+
+// Bridged reports whether the client and the server are of different
+// families: every data connection of the session is relayed (Hole.Relay).
+func (s *Session) Bridged() bool { return s.bridge }
 
 // LoggedIn reports whether the server accepted a login (230) that has not
 // been reset by REIN.

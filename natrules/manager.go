@@ -226,6 +226,14 @@ func validate(c *Config) error {
 			}
 		}
 	}
+	if lp := c.LocalPorts; lp.Lo != 0 || lp.Hi != 0 {
+		switch {
+		case lp.Lo == 0 || lp.Hi < lp.Lo:
+			errs = append(errs, fmt.Errorf("LocalPorts %d-%d: want 1 <= Lo <= Hi", lp.Lo, lp.Hi))
+		case c.ListenPort >= lp.Lo && c.ListenPort <= lp.Hi:
+			errs = append(errs, fmt.Errorf("ListenPort %d inside LocalPorts %d-%d", c.ListenPort, lp.Lo, lp.Hi))
+		}
+	}
 	return errors.Join(errs...)
 }
 

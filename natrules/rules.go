@@ -182,6 +182,11 @@ func filterRules(cfg Config, fam Family) []Rule {
 		rule(tFilter, chInput, holeMatch...),
 		rule(tFilter, chInput, retrans...),
 	)
+	if lp := cfg.LocalPorts; lp.Lo != 0 {
+		// The relay's listeners: only a local hole (above) admits a SYN.
+		rs = append(rs, rule(tFilter, chInput, "-p", "tcp", "--syn", "-m", "conntrack", "--ctstate", "NEW",
+			"--dport", port(lp.Lo)+":"+port(lp.Hi), "-j", "DROP"))
+	}
 	if cfg.Capture {
 		rs = append(rs, rule(tFilter, chInput, "-p", "tcp", "--dport", port(cfg.ListenPort),
 			"-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", port(cfg.CapturePort), "-j", "ACCEPT"))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -152,4 +153,27 @@ func (s *Server) sessionTLSFor(ctx context.Context, rt *Runtime, client *net.TCP
 		return nil, nil, fmt.Errorf("implicit FTPS: %w", err)
 	}
 	return st, tc, nil
+}
+
+// errNotResumed refuses a data connection that did not resume its control
+// connection's TLS session (TLS.SessionReuse).
+var errNotResumed = errors.New("data connection did not resume the control connection's TLS session (FTPALG_TLS_SESSION_REUSE=required)")
+
+// tlsDataWrap is the client side of a PROT P data connection: ftpalg is
+// its TLS server (RFC 4217 7, whichever end connected), with the control
+// session's config, so its tickets are the only ones it resumes.
+func (ss *session) tlsDataWrap(ctx context.Context) func(c *net.TCPConn) (net.Conn, error) {
+	return func(c *net.TCPConn) (net.Conn, error) {
+		tc, err := ss.srv.serverHandshake(ctx, c, ss.tls.cfg)
+		if err != nil {
+			return nil, err
+		}
+		if ss.srv.cfg.TLS.SessionReuse && !tc.ConnectionState().DidResume {
+			ss.srv.metrics.TLSHandshakes.WithLabelValues("not_resumed").Inc()
+			ss.log.Warn("data connection refused", "reason", errNotResumed.Error())
+			tc.Close()
+			return nil, errNotResumed
+		}
+		return tc, nil
+	}
 }
