@@ -37,7 +37,7 @@ func (ss *session) feedLine(ctx context.Context, from alg.Side, data []byte, toP
 		// After the unlock: these write.
 		ss.logRefusals(notes)
 		for _, r := range audit {
-			ss.srv.audit.add(r)
+			ss.queueAudit(r)
 		}
 	}()
 	toClient := toSender
@@ -105,7 +105,12 @@ func (ss *session) open(ctx context.Context, from alg.Side, a alg.Action, toPeer
 	*revokes = (*revokes)[:0]
 	h := *a.Open
 	t0 := time.Now()
-	err := ss.srv.holes.Open(ctx, toNat(h))
+	var err error
+	if h.Relay {
+		err = ss.relayOpen(ctx, h, ss.relayOptsFor(ctx, h))
+	} else {
+		err = ss.srv.holes.Open(ctx, toNat(h))
+	}
 	ss.srv.metrics.RuleInstall.Observe(time.Since(t0).Seconds())
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -117,7 +122,9 @@ func (ss *session) open(ctx context.Context, from alg.Side, a alg.Action, toPeer
 		return nil
 	}
 	ss.srv.metrics.endpoint(h.Kind).Inc()
-	ss.remember(toNat(h))
+	if !h.Relay { // a relay's listener revokes its own local hole
+		ss.remember(toNat(h))
+	}
 	if ss.log.Enabled(ctx, slog.LevelDebug) { // holeString formats
 		ss.log.Debug("pinhole opened", "hole", holeString(h))
 	}

@@ -177,3 +177,12 @@ func (ss *session) tlsDataWrap(ctx context.Context) func(c *net.TCPConn) (net.Co
 		return tc, nil
 	}
 }
+
+// relayOptsFor says how a relayed hole is carried: a PROT P one with the
+// client's side in TLS, any other as the family bridge's plain relay.
+func (ss *session) relayOptsFor(ctx context.Context, h alg.Hole) relayOpts {
+	if h.Protect && ss.tls != nil {
+		return relayOpts{reason: RelayTLS, wrap: ss.tlsDataWrap(ctx)}
+	}
+	return relayOpts{reason: RelayFamily}
+}

@@ -64,6 +64,13 @@ type Config struct {
 	// TLS is FTPS termination; needed when Policy.TLS is alg.TLSTerminate
 	// (ftps.go).
 	TLS *TLS
+
+	// Family bridge (issue 16; relay.go): FamilyBridge serves a client of
+	// a family with no upstream through the other family's upstream, its
+	// data connections relayed in user space; RelayWait bounds a relay
+	// listener's wait for its connection (the pinhole TTL; 0: 30 s).
+	FamilyBridge bool
+	RelayWait    time.Duration
 }
 
 // Server runs sessions for one or more listeners.

@@ -65,6 +65,10 @@ type session struct {
 	// engine answered AUTH TLS, the handshake follows (client pump only).
 	tls      *sessionTLS
 	startTLS bool
+
+	// The session's user-space data relays (relay.go), made on first use.
+	relayOnce sync.Once
+	relaySet  *sessionRelays
 }
 
 func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.Prefix, implicit bool) {
@@ -121,8 +125,15 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 		Server:       addrPortOf(server.RemoteAddr()),
 		Public:       s.cfg.PublicAddr,
 	}
-	ports := &sessionPorts{pool: s.pool}
-	eng, err := alg.NewSession(rt.Policy, peers, ports)
+	// A family bridge relays every data connection (relay.go): its pool
+	// ports are bound on the gateway, so no two relays share one.
+	bridged := peers.Client.Addr().Is4() != peers.Server.Addr().Is4()
+	ports := &sessionPorts{pool: s.pool, relay: bridged || rt.Policy.TLS == alg.TLSTerminate} // PROT P data is relayed too
+	pol := rt.Policy
+	if bridged && peers.Server.Addr().IsLoopback() {
+		pol.AllowLoopbackServer = true // sidecar: the relay reaches it as is
+	}
+	eng, err := alg.NewSession(pol, peers, ports)
 	if err != nil {
 		log.Warn("session refused", "reason", err.Error())
 		writeLine(say, "421 Service not available: gateway refused the session.\r\n", time.Second)
@@ -156,7 +167,11 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 		// Drain's sweep may have missed it.
 		go ss.shutdown()
 	}
-	log.Info("session started", "server_facing", peers.ServerFacing.String())
+	if bridged {
+		log.Info("session started", "server_facing", peers.ServerFacing.String(), "relayed", RelayFamily)
+	} else {
+		log.Info("session started", "server_facing", peers.ServerFacing.String())
+	}
 
 	done := make(chan struct{})
 	go func() {
@@ -201,6 +216,10 @@ func (s *Server) pickUpstream(local netip.AddrPort) (dst, facing netip.AddrPort,
 			up = netip.AddrPortFrom(local.Addr(), up.Port())
 		}
 		return up, local, nil
+	}
+	if s.cfg.FamilyBridge && len(s.cfg.Upstreams) > 0 {
+		// The other family's server, the data relayed (a family bridge).
+		return s.cfg.Upstreams[0], local, nil
 	}
 	fam := "IPv6"
 	if local.Addr().Is4() {
@@ -328,6 +347,10 @@ func (ss *session) stillAlive(idle time.Duration) bool {
 // revoke closes superseded holes.
 func (ss *session) revoke(ctx context.Context, holes []alg.Hole) {
 	for _, h := range holes {
+		if h.Relay {
+			ss.relayRevoke(h)
+			continue
+		}
 		if err := ss.srv.holes.Revoke(ctx, toNat(h)); err != nil {
 			// The kernel TTL still bounds it; say so and go on.
 			ss.log.Warn("revoke pinhole failed", "hole", holeString(h), "err", err)
@@ -397,7 +420,12 @@ func (ss *session) cleanup(start time.Time) {
 	ss.server.Close()
 	ss.mu.Lock()
 	var open []natrules.Hole
+	var relayed []alg.Hole
 	for _, h := range ss.eng.Close() {
+		if h.Relay {
+			relayed = append(relayed, h)
+			continue
+		}
 		nh := toNat(h)
 		open = append(open, nh)
 		ss.remember(nh) // normally already there, from its Open
@@ -414,6 +442,11 @@ func (ss *session) cleanup(start time.Time) {
 	if ss.srv.stopping.Load() {
 		auditWait, cleanupWait = shutdownCleanup/2, shutdownCleanup/2
 	}
+	for _, h := range relayed {
+		ss.relayRevoke(h)
+	}
+	// Before the audit sync: a relay's end queues its transfers' records.
+	ss.relayStop(auditWait / 2)
 	if audited {
 		// The audit needs the flows' counters before cleanup deletes them.
 		actx, cancel := context.WithTimeout(context.Background(), auditWait)

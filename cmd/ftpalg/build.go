@@ -31,7 +31,13 @@ func buildMetrics(cfg *config.Config) (*prometheus.Registry, *proxy.Metrics) {
 func rulesConfig(cfg *config.Config) natrules.Config {
 	forward := cfg.Mode == config.Forward
 	maxHoles := 2 * (cfg.DataPorts.Len() + cfg.MaxSessions)
+	var local natrules.PortRange
+	if cfg.Bridging() || cfg.Terminating() {
+		// The relay listens on the pool's ports: only local holes reach them.
+		local = natrules.PortRange{Lo: cfg.DataPorts.Lo, Hi: cfg.DataPorts.Hi}
+	}
 	return natrules.Config{
+		LocalPorts:    local,
 		IPv4:          true,
 		IPv6:          cfg.IPv6,
 		Capture:       cfg.Capture && forward,
@@ -115,7 +121,9 @@ func (d *daemon) proxyConfig(metrics *proxy.Metrics) proxy.Config {
 		AuditLog: func(w io.Writer) *slog.Logger {
 			return newLogger(cfg, d.level, w).With("component", "proxy")
 		},
-		AuditOut: d.logOut,
+		AuditOut:     d.logOut,
+		FamilyBridge: cfg.Bridging(),
+		RelayWait:    cfg.PinholeTTL,
 	}
 }
 

@@ -27,7 +27,7 @@ const Prefix = "FTPALG_"
 type Config struct {
 	Mode           Mode          `env:"MODE" envDefault:"forward" expect:"forward, reverse or sidecar" help:"forward (LAN clients to outside servers), reverse or sidecar (publish one server)"`
 	Listen         ListenAddr    `env:"LISTEN" envDefault:":2121" expect:"[address]:port with a literal address, e.g. :2121 or 192.0.2.1:21" help:"control-channel listener, host:port"`
-	Upstream       Upstreams     `env:"UPSTREAM" expect:"address:port with a literal IP, at most one IPv4 and one IPv6, e.g. 192.0.2.10:21,[2001:db8::10]:21" help:"reverse/sidecar: the FTP server, address:port; one per family, comma-separated"`
+	Upstream       Upstreams     `env:"UPSTREAM" expect:"address:port with a literal IP, at most one IPv4 and one IPv6, e.g. 192.0.2.10:21,[2001:db8::10]:21" help:"reverse/sidecar: the FTP server, address:port; one per family, comma-separated; with one only, clients of the other family are bridged, their data relayed (docs/bridging.md)"`
 	Capture        bool          `env:"CAPTURE" envDefault:"true" help:"forward: install the REDIRECT of forwarded TCP/21 to the listener"`
 	CaptureIfaces  []string      `env:"CAPTURE_IFACES" envSeparator:"," help:"forward: the LAN interfaces served, comma list (e.g. lan0): only FTP arriving on them is captured and relayed; required when FTPALG_CAPTURE=true"`
 	PublicAddr     netip.Addr    `env:"PUBLIC_ADDR" expect:"a unicast IP address, or empty to find it automatically" help:"address written into rewritten endpoints; empty = found from the routing table / the connection"`
@@ -61,6 +61,17 @@ type Config struct {
 	TLSRequired     bool         `env:"TLS_REQUIRED" envDefault:"true" help:"terminate: USER before AUTH TLS gets 530, PROT C 534, data commands without PROT P 521; false allows plain FTP too"`
 	TLSListen       ListenAddr   `env:"TLS_LISTEN" expect:"[address]:port, e.g. :990, or empty for none" help:"terminate: implicit FTPS listener (TLS from the first byte), e.g. :990; empty = none"`
 	TLSSessionReuse SessionReuse `env:"TLS_SESSION_REUSE" envDefault:"off" expect:"off or required" help:"terminate: required = a PROT P data connection must resume its control connection's TLS session, else 425 (lftp and Python ftplib do not resume)"`
+}
+
+// Bridging reports whether clients of a family with no upstream are served
+// through the other family's (a family bridge, docs/bridging.md): reverse
+// and sidecar modes, an upstream of one family only, and clients of the
+// other family possible (IPv6 clients need FTPALG_IPV6).
+func (c *Config) Bridging() bool {
+	if c.Mode == Forward || len(c.Upstream) != 1 {
+		return false
+	}
+	return !c.Upstream[0].Addr().Is4() || c.IPv6
 }
 
 // Problem is one bad variable.
