@@ -134,6 +134,7 @@ func TestManifestsMatchConfig(t *testing.T) {
 					}
 					environ = append(environ, e.Name+"="+v)
 				}
+				environ = withSecretFiles(t, environ)
 				if _, err := config.Load(environ); err != nil {
 					t.Errorf("%s: ftpalg would refuse this configuration: %v", file, err)
 				}
@@ -176,8 +177,15 @@ func TestSidecarServiceExposesPool(t *testing.T) {
 			t.Errorf("Service does not expose pool port %d", p)
 		}
 	}
-	if len(ports) != int(hi-lo)+2 { // the pool plus 21
-		t.Errorf("Service exposes %d ports, want the pool (%d) and 21", len(ports), hi-lo+1)
+	want := int(hi-lo) + 2 // the pool plus 21
+	if tlsPort := sidecarTLSPort(t, objs); tlsPort != 0 {
+		if !ports[tlsPort] {
+			t.Errorf("Service does not expose the implicit FTPS port %d", tlsPort)
+		}
+		want++
+	}
+	if len(ports) != want {
+		t.Errorf("Service exposes %d ports, want the pool (%d), 21 and FTPALG_TLS_LISTEN's", len(ports), hi-lo+1)
 	}
 }
 
