@@ -50,6 +50,7 @@ func (ss *session) feedLine(ctx context.Context, from alg.Side, data []byte, toP
 	wasOpaque := ss.eng.Opaque()
 	ss.ports.side = from
 	err := ss.eng.Feed(from, data, func(a alg.Action) error {
+		ss.refusedReply(&a)
 		*revokes = append(*revokes, a.Revoke...)
 		if a.Login != alg.LoginNone {
 			login = a.Login

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,9 @@ type TLS struct {
 type sessionTLS struct {
 	cfg  *tls.Config
 	conn atomic.Pointer[tls.Conn] // the client's connection once TLS is up
+	// refused: hole IDs whose data connection's client side was refused
+	// (handshake failed, or not resumed), until the transfer's reply.
+	refused sync.Map
 }
 
 func (s *Server) newSessionTLS() (*sessionTLS, error) {
@@ -162,19 +166,45 @@ var errNotResumed = errors.New("data connection did not resume the control conne
 // tlsDataWrap is the client side of a PROT P data connection: ftpalg is
 // its TLS server (RFC 4217 7, whichever end connected), with the control
 // session's config, so its tickets are the only ones it resumes.
-func (ss *session) tlsDataWrap(ctx context.Context) func(c *net.TCPConn) (net.Conn, error) {
+func (ss *session) tlsDataWrap(ctx context.Context, hole uint64) func(c *net.TCPConn) (net.Conn, error) {
 	return func(c *net.TCPConn) (net.Conn, error) {
 		tc, err := ss.srv.serverHandshake(ctx, c, ss.tls.cfg)
+		if err == nil && ss.srv.cfg.TLS.SessionReuse && !tc.ConnectionState().DidResume {
+			ss.srv.metrics.TLSHandshakes.WithLabelValues("not_resumed").Inc()
+			tc.Close()
+			err = errNotResumed
+		}
 		if err != nil {
+			// Before any close reaches the server: its final reply for
+			// this data connection becomes a 426 (refusedReply).
+			ss.tls.refused.Store(hole, true)
+			ss.log.Warn("data connection refused", "reason", err.Error())
 			return nil, err
 		}
-		if ss.srv.cfg.TLS.SessionReuse && !tc.ConnectionState().DidResume {
-			ss.srv.metrics.TLSHandshakes.WithLabelValues("not_resumed").Inc()
-			ss.log.Warn("data connection refused", "reason", errNotResumed.Error())
-			tc.Close()
-			return nil, errNotResumed
-		}
 		return tc, nil
+	}
+}
+
+// abortConn closes c with a reset: the peer's read or write fails (a
+// server answers 426) instead of seeing a clean, empty transfer.
+func abortConn(c *net.TCPConn) {
+	c.SetLinger(0)
+	c.Close()
+}
+
+// msgRefusedData replaces the server's final reply to a transfer whose
+// PROT P data connection was refused.
+var msgRefusedData = []byte("426 Data connection refused: TLS handshake failed or session not resumed.\r\n")
+
+// refusedReply rewrites a's final transfer reply if its data connection
+// was refused; caller holds ss.mu.
+func (ss *session) refusedReply(a *alg.Action) {
+	t := a.Transfer
+	if ss.tls == nil || t == nil || t.Phase != alg.TransferEnd || !t.HasHole || !t.Hole.Protect {
+		return
+	}
+	if _, ok := ss.tls.refused.LoadAndDelete(t.Hole.ID); ok && a.Verdict == alg.Forward {
+		a.Output, a.Verdict = msgRefusedData, alg.Rewrite
 	}
 }
 
@@ -182,7 +212,7 @@ func (ss *session) tlsDataWrap(ctx context.Context) func(c *net.TCPConn) (net.Co
 // client's side in TLS, any other as the family bridge's plain relay.
 func (ss *session) relayOptsFor(ctx context.Context, h alg.Hole) relayOpts {
 	if h.Protect && ss.tls != nil {
-		return relayOpts{reason: RelayTLS, wrap: ss.tlsDataWrap(ctx)}
+		return relayOpts{reason: RelayTLS, wrap: ss.tlsDataWrap(ctx, h.ID)}
 	}
 	return relayOpts{reason: RelayFamily}
 }

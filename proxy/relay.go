@@ -114,8 +114,10 @@ func (ss *session) runRelay(ctx context.Context, h alg.Hole, tr *relayTrack, o r
 	if o.wrap != nil {
 		c, err := o.wrap(client.(*net.TCPConn))
 		if err != nil {
-			in.Close()
-			out.Close()
+			// A reset, not a clean close: the server fails the
+			// transfer (426) instead of storing an empty upload.
+			abortConn(in)
+			abortConn(out)
 			ss.log.Warn("relay: client side refused", "hole", holeString(h), "err", err)
 			return
 		}

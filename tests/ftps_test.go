@@ -191,8 +191,7 @@ func TestFTPS(t *testing.T) {
 				t.Fatalf("%s: sha256 %s, want %s", mode, h, small)
 			}
 			// The data connection is refused after its handshake: the
-			// client gets no byte of the file. (The server's 226 still
-			// reaches it: see docs/ftps.md, known limits.)
+			// client gets no byte of the file.
 			o2 := b.ClientPath("noreuse-" + mode + ".bin")
 			msg, err := pyRun(b, out, pub, mode, "get", "pub/small.bin", o2, false)
 			if st, serr := os.Stat(o2); serr != nil || st.Size() != 0 {
