@@ -2,6 +2,7 @@ package tests
 
 import (
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net/netip"
 	"os"
@@ -112,6 +113,9 @@ func TestFTPS(t *testing.T) {
 		{name: "curl --ssl-reqd upload", remote: "incoming/up-curl.bin", hash: upHash, upload: true, run: func(o string) (string, error) {
 			return curl("-T", upload, bed.URL(pub, "incoming/up-curl.bin"))(o)
 		}},
+		{name: "curl --ssl-reqd EPSV download, IPv6 client (family bridge)", hash: small, run: func(o string) (string, error) {
+			return curl("-o", o, bed.URL(bed.GwWAN6, "pub/small.bin"))(o)
+		}},
 		{name: "curl implicit ftps:// download", hash: small, run: func(o string) (string, error) {
 			return b.Curl(out, "-k", "-o", o, "ftps://"+pub.String()+":990/pub/small.bin")
 		}},
@@ -175,6 +179,26 @@ func TestFTPS(t *testing.T) {
 			t.Fatalf("after the transfer: %d %q %v", code, text, err)
 		}
 		mustDrop(t, b, out, ep, "second SYN to a used data port")
+	})
+
+	t.Run("TLS optional: plain FTP and PROT C keep the kernel path", func(t *testing.T) {
+		if err := proc.Signal(syscall.SIGTERM, 15*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		proc = startFtpalg(t, b, append(env, "FTPALG_TLS_REQUIRED=false")...)
+		for i, flags := range [][]string{nil, {"--ftp-ssl-control", "-k"}} {
+			o := b.ClientPath(fmt.Sprintf("optional-%d.bin", i))
+			if msg, err := b.Curl(out, append(flags, "-o", o, bed.URL(pub, "pub/big.bin"))...); err != nil {
+				t.Fatalf("curl %v: %v\n%s", flags, err, msg)
+			}
+			if h := hashFile(t, o); h != big {
+				t.Fatalf("curl %v: sha256 %s, want %s", flags, h, big)
+			}
+		}
+		// Both went through kernel holes, none through the relay.
+		if m := metricsOf(t, b, b.Gateway); m[`ftpalg_relayed_connections_total{reason="tls"}`] != 0 || m[`ftpalg_data_endpoints_total{kind="229"}`] < 2 {
+			t.Fatalf("relayed %v, 229 endpoints %v", m[`ftpalg_relayed_connections_total{reason="tls"}`], m[`ftpalg_data_endpoints_total{kind="229"}`])
+		}
 	})
 
 	t.Run("session reuse required", func(t *testing.T) {
