@@ -76,6 +76,16 @@ func (ss *session) relayOpen(ctx context.Context, h alg.Hole, o relayOpts) error
 	tr := &relayTrack{reason: o.reason, ln: ln}
 	rs.mu.Lock()
 	rs.byHole[h.ID] = tr
+	if len(rs.byHole) > HoleHistory {
+		// Bounded like the session's hole history: a finished relay
+		// whose transfer is long logged is forgotten (a record that
+		// still came for it would be logged without its bytes).
+		for id, old := range rs.byHole {
+			if id < h.ID-HoleHistory && old.finished() {
+				delete(rs.byHole, id)
+			}
+		}
+	}
 	rs.mu.Unlock()
 	rs.wg.Add(1)
 	go func() {
@@ -131,6 +141,12 @@ func (ss *session) runRelay(ctx context.Context, h alg.Hole, tr *relayTrack, o r
 	} else if ss.log.Enabled(ctx, slog.LevelDebug) {
 		ss.log.Debug("relay done", "hole", holeString(h), "client_to_server", st.AToB, "server_to_client", st.BToA, "spliced", st.Spliced, "duration", st.Duration)
 	}
+}
+
+func (tr *relayTrack) finished() bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.done
 }
 
 // relayDone records the end and writes the transfers that waited for it.
