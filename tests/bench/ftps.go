@@ -2,12 +2,13 @@ package main
 
 // The FTPS benchmark (-ftps): ftpalg terminating FTPS in reverse mode in
 // front of a plain vsftpd, against vsftpd's own FTPS (ssl_enable) on the
-// same bed, in the same run, in interleaved rounds. The client is curl
-// (--ssl-reqd, PROT P, EPSV) on the WAN host for both:
+// same bed, in the same run, in interleaved rounds. The client is the same
+// for both (ftpsclient.go: AUTH TLS, PROT P, EPSV, data connections
+// resuming the control session, as curl does), on the WAN host:
 //
 //	bulk   one large download, MB/s (best of -reps)
-//	files  -files 1 KiB files in one control session (one curl with every
-//	       URL: one TLS data connection each), files/s (best of -reps)
+//	files  -files 1 KiB files in one control session (one TLS data
+//	       connection each), files/s (best of -reps)
 //
 // vsftpd's FTPS listens on port 2100 of the same host (its own process,
 // its own passive range), reached through the gateway with FORWARD open;
@@ -22,9 +23,9 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -47,14 +48,13 @@ func runFTPS(o opts, command string) error {
 	if _, err := b.WriteFile("pub/bulk.bin", o.bulkBytes); err != nil {
 		return err
 	}
-	var urlsOwn, urlsAlg []string
+	var paths []string
 	for i := range o.files {
 		p := fmt.Sprintf("pub/f%03d.bin", i)
 		if _, err := b.WriteFile(p, 1024); err != nil {
 			return err
 		}
-		urlsOwn = append(urlsOwn, fmt.Sprintf("ftp://%s:%d/%s", bed.Client4, vsftpdTLSPort, p))
-		urlsAlg = append(urlsAlg, fmt.Sprintf("ftp://%s/%s", bed.GwWAN4, p))
+		paths = append(paths, p)
 	}
 	// vsftpd's own FTPS: a second instance, TLS forced for anonymous
 	// users too, no session reuse demanded (curl would resume anyway).
@@ -84,47 +84,59 @@ func runFTPS(o opts, command string) error {
 		return err
 	}
 	defer p.Signal(15, 15*time.Second)
+	algPid, err := daemonPid(p.Cmd.Process.Pid, "ftpalg")
+	if err != nil {
+		return err
+	}
 
-	curl := func(args ...string) (string, error) {
-		base := []string{"curl", "-sS", "--fail", "--ssl-reqd", "-k", "--max-time", "120"}
-		return b.Exec(b.Server, 150*time.Second, append(base, args...)...)
-	}
-	bulk := func(url string) (float64, error) {
-		out, err := curl("-o", "/dev/null", "-w", "%{speed_download}", url)
+	bulk := func(addr netip.AddrPort) (float64, error) {
+		f, err := dialFTPS(b, b.Server, addr)
 		if err != nil {
-			return 0, fmt.Errorf("%v: %s", err, out)
+			return 0, err
 		}
-		bps, err := strconv.ParseFloat(strings.TrimSpace(out), 64)
-		return bps / 1e6, err
-	}
-	files := func(urls []string) (float64, error) {
-		args := []string{}
-		for _, u := range urls {
-			args = append(args, "-o", "/dev/null", u)
-		}
+		defer f.close()
 		t0 := time.Now()
-		if out, err := curl(args...); err != nil {
-			return 0, fmt.Errorf("%v: %s", err, out)
+		n, err := f.retr("pub/bulk.bin")
+		if err == nil && n != int64(o.bulkBytes) {
+			err = fmt.Errorf("bulk: %d bytes, want %d", n, o.bulkBytes)
 		}
-		return float64(len(urls)) / time.Since(t0).Seconds(), nil
+		return float64(n) / 1e6 / time.Since(t0).Seconds(), err
+	}
+	files := func(addr netip.AddrPort) (float64, error) {
+		f, err := dialFTPS(b, b.Server, addr)
+		if err != nil {
+			return 0, err
+		}
+		defer f.close()
+		t0 := time.Now()
+		for _, p := range paths {
+			if n, err := f.retr(p); err != nil || n != 1024 {
+				return 0, fmt.Errorf("%s: %d bytes: %v", p, n, err)
+			}
+		}
+		return float64(len(paths)) / time.Since(t0).Seconds(), nil
 	}
 	type setup struct {
 		name      string
-		bulkURL   string
-		urls      []string
+		addr      netip.AddrPort
 		bulk, fps []float64
+		cpuPerGB  []float64 // ftpalg's CPU seconds per GB of bulk
 	}
 	setups := []*setup{
-		{name: "vsftpd FTPS (ssl_enable)", bulkURL: fmt.Sprintf("ftp://%s:%d/pub/bulk.bin", bed.Client4, vsftpdTLSPort), urls: urlsOwn},
-		{name: "ftpalg terminating FTPS", bulkURL: fmt.Sprintf("ftp://%s/pub/bulk.bin", bed.GwWAN4), urls: urlsAlg},
+		{name: "vsftpd FTPS (ssl_enable)", addr: netip.AddrPortFrom(bed.Client4, vsftpdTLSPort)},
+		{name: "ftpalg terminating FTPS", addr: netip.AddrPortFrom(bed.GwWAN4, 21)},
 	}
 	for round := range o.reps {
 		for _, s := range setups {
-			mb, err := bulk(s.bulkURL)
+			cpu0 := cpuSeconds(algPid)
+			mb, err := bulk(s.addr)
 			if err != nil {
 				return fmt.Errorf("%s bulk: %w", s.name, err)
 			}
-			fps, err := files(s.urls)
+			if s.addr.Port() == 21 {
+				s.cpuPerGB = append(s.cpuPerGB, (cpuSeconds(algPid)-cpu0)/(float64(o.bulkBytes)/1e9))
+			}
+			fps, err := files(s.addr)
 			if err != nil {
 				return fmt.Errorf("%s files: %w", s.name, err)
 			}
@@ -140,14 +152,14 @@ func runFTPS(o opts, command string) error {
 		return m
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "FTPS (curl --ssl-reqd, EPSV, PROT P; bulk %d MB, %d x 1 KiB files in one session; best of %d interleaved rounds)\n\n", o.bulkBytes/1e6, o.files, o.reps)
+	fmt.Fprintf(&sb, "FTPS (Go client: AUTH TLS, EPSV, PROT P, resumed data sessions; bulk %d MB, %d x 1 KiB files in one session; best of %d interleaved rounds)\n\n", o.bulkBytes/1e6, o.files, o.reps)
 	fmt.Fprintf(&sb, "| setup | bulk MB/s | files/s | rounds (MB/s; files/s) |\n|---|---|---|---|\n")
 	for _, s := range setups {
 		fmt.Fprintf(&sb, "| %s | %.0f | %.0f | %s; %s |\n", s.name, best(s.bulk), best(s.fps), joinF(s.bulk, 0), joinF(s.fps, 0))
 	}
 	own, alg := setups[0], setups[1]
-	fmt.Fprintf(&sb, "\nratio ftpalg / vsftpd: bulk %.2f (target >= 0.8), files/s %.2f (target >= 0.8)\n\ncommand: %s\n",
-		best(alg.bulk)/best(own.bulk), best(alg.fps)/best(own.fps), command)
+	fmt.Fprintf(&sb, "\nratio ftpalg / vsftpd: bulk %.2f (target >= 0.8), files/s %.2f (target >= 0.8); ftpalg CPU per GB of FTPS bulk: %s s\n\ncommand: %s\n",
+		best(alg.bulk)/best(own.bulk), best(alg.fps)/best(own.fps), joinF(alg.cpuPerGB, 2), command)
 	fmt.Print(sb.String())
 	if o.out != "" {
 		return os.WriteFile(o.out, []byte(sb.String()), 0o644)
