@@ -177,6 +177,33 @@ else:
 f.quit()
 `
 
+// pyAbortTLS aborts a PROT P download (ftplib's FTP_TLS sends ABOR in
+// band: no urgent data through TLS), as abortPy does in clear, and checks
+// that the session goes on.
+const pyAbortTLS = `import ftplib, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ftp = ftplib.FTP_TLS(context=ctx, timeout=10)
+ftp.connect(sys.argv[1], 21)
+ftp.auth()
+ftp.login()
+ftp.prot_p()
+ftp.voidcmd('TYPE I')
+conn = ftp.transfercmd('RETR pub/big.bin')
+print('data', len(conn.recv(1 << 16)) > 0, flush=True)
+conn.close()
+first = ftp.abort()
+print('abort', first[:3], flush=True)
+if first[:3] == '426':
+    print('then', ftp.getresp()[:3], flush=True)
+print('noop', ftp.voidcmd('NOOP')[:3], flush=True)
+names = []
+ftp.retrlines('NLST pub', names.append)
+print('nlst', ' '.join(sorted(names)), flush=True)
+print('quit', ftp.quit()[:3], flush=True)
+`
+
 // pyRun runs pyFTPS from ns.
 func pyRun(b *bed.Bed, ns string, server netip.Addr, mode, op, remote, local string, reuse bool) (string, error) {
 	script := filepath.Join(b.Dir, "ftps_client.py")

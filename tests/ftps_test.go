@@ -147,6 +147,22 @@ func TestFTPS(t *testing.T) {
 		}
 	})
 
+	t.Run("ABOR over TLS: the transfer ends, the session goes on", func(t *testing.T) {
+		script := filepath.Join(b.Dir, "abort_tls.py")
+		if err := os.WriteFile(script, []byte(pyAbortTLS), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.Exec(out, 30*time.Second, "python3", script, pub.String())
+		if err != nil {
+			t.Fatalf("%v\n%s", err, got)
+		}
+		// As in clear (abort_test.go): the transfer's 426, then 225 for
+		// the ABOR, and the session goes on.
+		if want := "data True\nabort 426\nthen 225\nnoop 200\nnlst pub/big.bin pub/small.bin\nquit 221\n"; got != want {
+			t.Fatalf("got:\n%s\nwant:\n%s", got, want)
+		}
+	})
+
 	t.Run("a third host cannot use a client's PROT P data port", func(t *testing.T) {
 		f, _, _ := dialFTPS(t, b, out, pub)
 		ftpsCmd(t, f, "USER anonymous", 331)
