@@ -17,9 +17,10 @@ import (
 // ftpsClient is the FTPS benchmark's client: explicit FTPS (AUTH TLS,
 // PBSZ 0, PROT P), EPSV, data connections resuming the control
 // connection's TLS session, as curl does. It replaces curl for the
-// measurement: curl 7.88 sometimes stalls 1 s in its own state machine
-// between a 229 and its data connect over TLS ("ftp_perform ends with
-// SECONDARY", then "Trying" a second later), whoever the server is.
+// measurement: curl 7.88 spent ~200 ms per file before each transfer from
+// vsftpd's own FTPS, and through ftpalg it sometimes waited 1 s between a
+// 229 and starting its data connect (docs/performance.md): either would
+// measure curl.
 type ftpsClient struct {
 	b    *bed.Bed
 	ns   string
