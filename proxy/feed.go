@@ -108,7 +108,7 @@ func (ss *session) open(ctx context.Context, from alg.Side, a alg.Action, toPeer
 	t0 := time.Now()
 	var err error
 	if h.Relay {
-		err = ss.relayOpen(ctx, h, ss.relayOptsFor(ctx, h))
+		err = ss.relayOpen(ctx, h, ss.relayOptsFor(h))
 	} else {
 		err = ss.srv.holes.Open(ctx, toNat(h))
 	}

@@ -208,11 +208,11 @@ func (ss *session) refusedReply(a *alg.Action) {
 	}
 }
 
-// relayOptsFor says how a relayed hole is carried: a PROT P one with the
-// client's side in TLS, any other as the family bridge's plain relay.
-func (ss *session) relayOptsFor(ctx context.Context, h alg.Hole) relayOpts {
-	if h.Protect && ss.tls != nil {
-		return relayOpts{reason: RelayTLS, wrap: ss.tlsDataWrap(ctx, h.ID)}
+// tlsRelayOpts is how a PROT P hole is relayed: the client's side wrapped
+// in TLS, its handshake ended with the session's relays.
+func (ss *session) tlsRelayOpts(h alg.Hole) (relayOpts, bool) {
+	if !h.Protect || ss.tls == nil {
+		return relayOpts{}, false
 	}
-	return relayOpts{reason: RelayFamily}
+	return relayOpts{reason: RelayTLS, wrap: ss.tlsDataWrap(ss.relays().ctx, h.ID)}, true
 }

@@ -33,6 +33,16 @@ type relayOpts struct {
 	wrap   func(c *net.TCPConn) (net.Conn, error)
 }
 
+// relayOptsFor says why h is relayed and how its client side is wrapped:
+// a PROT P hole with the client's side in TLS (ftps.go), any other as the
+// family bridge's plain relay.
+func (ss *session) relayOptsFor(h alg.Hole) relayOpts {
+	if o, ok := ss.tlsRelayOpts(h); ok {
+		return o
+	}
+	return relayOpts{reason: RelayFamily}
+}
+
 // relayTrack is one relayed data connection, from listen to its end.
 type relayTrack struct {
 	reason string

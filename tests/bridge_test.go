@@ -267,3 +267,79 @@ func parseMember(m string) (netip.Addr, uint16, bool) {
 	}
 	return a, uint16(p), true
 }
+
+// TestBridgeSidecar: sidecar mode, the pod's vsftpd IPv4-only on
+// 127.0.0.1:2121 (FTPALG_UPSTREAM=127.0.0.1:2121), an IPv6 client routed
+// to the pod: bridged, the relay reaching vsftpd on loopback. The pod has
+// no INPUT policy of its own; ftpalg's DROP keeps its relay ports closed.
+func TestBridgeSidecar(t *testing.T) {
+	requireRoot(t)
+	b, err := bed.NewWith(bed.Options{VsftpdNS: "client", VsftpdPort: 2121, VsftpdExtra: []string{"listen=YES", "listen_ipv6=NO"}}, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	// The node routes the pod's IPv6 address (a dual-stack pod network).
+	for _, r := range []string{
+		"ip6tables -w -A FORWARD -d 2001:db8:1::10 -p tcp -j ACCEPT",
+		"ip6tables -w -A FORWARD -s 2001:db8:1::10 -j ACCEPT",
+	} {
+		if out, err := b.Exec(b.Gateway, 10*time.Second, strings.Fields(r)...); err != nil {
+			t.Fatalf("%s: %v %s", r, err, out)
+		}
+	}
+	p, err := b.StartFtpalgIn(b.Client, "FTPALG_MODE=sidecar", "FTPALG_LISTEN=:21", "FTPALG_UPSTREAM=127.0.0.1:2121",
+		"FTPALG_DATA_PORTS=30000-30009", "FTPALG_PINHOLE_TTL=3s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("ftpalg output:\n%s", p.Out.String())
+		}
+	})
+	pod, outside := b.Client, b.Server
+	static, err := b.RulesetOf(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := writeFile(t, b, "pub/big.bin", 2<<20)
+	upload := filepath.Join(b.Dir, "upload.bin")
+	upHash := writeRandom(t, upload, 512<<10)
+	podAddr := bed.Client6
+	runTransfers(t, b, pod, static, []transfer{
+		{name: "curl EPSV v6 download", run: func(out string) (string, error) { return b.Curl(outside, "-o", out, bed.URL(podAddr, "pub/big.bin")) }, hash: big},
+		{name: "curl EPRT v6 download", run: func(out string) (string, error) {
+			return b.Curl(outside, "-P", "-", "-o", out, bed.URL(podAddr, "pub/big.bin"))
+		}, hash: big},
+		{name: "curl EPSV v6 upload", run: func(string) (string, error) {
+			return b.Curl(outside, "-T", upload, bed.URL(podAddr, "incoming/up.bin"))
+		}, remote: "incoming/up.bin", hash: upHash, upload: true},
+	})
+
+	t.Run("a third host cannot use the client's relay port", func(t *testing.T) {
+		c, err := b.Dial(outside, netip.AddrPortFrom(podAddr, 21), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := newFTPConn(c)
+		defer f.close()
+		if err := f.login(); err != nil {
+			t.Fatal(err)
+		}
+		ep := netip.AddrPortFrom(podAddr, epsvPort(t, expect(t, f, "EPSV", 229)))
+		mustDrop(t, b, b.Outsider, ep, "an outside host racing the client's relay port in the pod")
+		dc, err := b.Dial(outside, ep, 3*time.Second)
+		if err != nil {
+			t.Fatalf("client's data connection to %s: %v", ep, err)
+		}
+		expect(t, f, "TYPE I", 200)
+		expect(t, f, "RETR pub/big.bin", 150)
+		if got := readTransfer(t, f, dc, "pub/big.bin"); got != big {
+			t.Fatalf("relayed RETR: sha256 %s, want %s", got, big)
+		}
+		dc.Close()
+		f.cmd("QUIT")
+		assertCleanIn(t, b, pod, static)
+	})
+}
