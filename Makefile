@@ -8,9 +8,9 @@ BENCH   := tests/bench
 # So is the Helm chart's test (it alone needs Helm's packages).
 HELMTEST := deploy/helmtest
 # Debian packages the tests and the demo drive for real.
-DEB_PKGS := nftables vsftpd lftp curl iptables ipset conntrack iproute2 procps ca-certificates python3
+DEB_PKGS := nftables vsftpd lftp curl iptables ipset conntrack iproute2 procps ca-certificates python3 openssl
 # command -> package, to install only what is missing
-DEB_CMDS := nft:nftables vsftpd:vsftpd lftp:lftp curl:curl iptables:iptables ipset:ipset conntrack:conntrack ip:iproute2 ss:iproute2 sysctl:procps python3:python3
+DEB_CMDS := nft:nftables vsftpd:vsftpd lftp:lftp curl:curl iptables:iptables ipset:ipset conntrack:conntrack ip:iproute2 ss:iproute2 sysctl:procps python3:python3 openssl:openssl
 
 .PHONY: all build test unit e2e demo bench deps vet fuzz mutants clean manifests
 

@@ -64,6 +64,10 @@ const (
 	// TLSPassthrough forwards AUTH; after the server's 234 the engine stops
 	// parsing, forwards bytes untouched and opens nothing.
 	TLSPassthrough
+	// TLSTerminate (reverse and sidecar modes): the gateway answers AUTH
+	// TLS, PBSZ and PROT itself (RFC 4217) and the proxy terminates TLS;
+	// none of them reaches the server, whose side stays plain FTP.
+	TLSTerminate
 )
 
 // Peers are the addresses of the two legs of one control connection, as the
@@ -98,6 +102,9 @@ type Policy struct {
 	// 227 to the server's control address instead of refusing it.
 	FixupPassive bool
 	TLS          TLSPolicy
+	// TLSRequired (TLSTerminate only): USER/PASS before AUTH TLS get 530,
+	// PROT C gets 534 and data commands without PROT P get 521.
+	TLSRequired bool
 	// DeniedCommands are answered 502 locally. Each entry is one or more
 	// words matched case-insensitively against the start of the command,
 	// word by word ("SITE EXEC" matches "site exec foo" but not "SITE EXECX").
@@ -171,6 +178,10 @@ type Hole struct {
 	// PoolPort is the allocated port this hole holds (0 if none), lent for
 	// From; the engine releases it when the hole is revoked.
 	PoolPort uint16
+	// Protect: negotiated under PROT P (TLSTerminate). The client's side
+	// of the data connection is TLS (Relay is set too): the gateway is
+	// the TLS server on it, the server's side stays plain.
+	Protect bool
 	// Relay: the kernel cannot carry this connection (a family bridge:
 	// From and the final destination are of different families). The
 	// gateway listens on To itself, for From only, and relays the one
@@ -251,6 +262,11 @@ type Action struct {
 	// servers such as vsftpd only notice an ABOR during a transfer by its
 	// SIGURG).
 	Urgent int
+	// StartTLS (an Answer to AUTH TLS under TLSTerminate): once Output is
+	// written, the proxy runs the TLS handshake as server on the client's
+	// connection and then calls Session.Secured. Any client byte fed
+	// before that ends the session (plaintext injected ahead of TLS).
+	StartTLS bool
 }
 
 // LoginEvent is what a reply does to the client's login.
@@ -301,6 +317,8 @@ type Transfer struct {
 //	func (s *Session) Transferring() bool  // a 1xx was seen for a transfer and no final reply yet
 //	func (s *Session) Opaque() bool        // TLS passthrough engaged
 //	func (s *Session) LoggedIn() bool
+//	func (s *Session) Secured()            // TLSTerminate: the client's connection is now TLS
+//	func (s *Session) Protected() bool     // TLSTerminate: PROT P in force
 //
 // A Session is not safe for concurrent use; the proxy serialises calls.
 

@@ -32,7 +32,13 @@ func (s *Session) clientLine(raw, text []byte, flags uint8) Action {
 	if len(s.denied) > 0 && denied(s.denied, text) {
 		return answer(msgDenied, RefusedDenied, "denied command")
 	}
-	switch kind := classify(v); kind {
+	kind := classify(v)
+	if s.pol.TLS == TLSTerminate {
+		if a, done := s.tlsLine(kind, arg); done {
+			return a
+		}
+	}
+	switch kind {
 	case vPORT, vEPRT:
 		return s.active(kind, raw, arg)
 	case vPASV, vEPSV:

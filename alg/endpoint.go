@@ -59,7 +59,7 @@ func (s *Session) fixable(a netip.Addr) bool {
 // pool port p. The server connects from S to the gateway's server-facing
 // address and port p, which is translated to the client's data endpoint.
 func (s *Session) activeHole(k Kind, clientData netip.AddrPort, p uint16) Hole {
-	if s.pol.Transparent && !s.bridge {
+	if s.pol.Transparent && !s.bridge && !s.tls.protP {
 		// The server connects to the client's own endpoint (what the
 		// PORT said), routed back through the gateway: no pool port, no
 		// DNAT; the source becomes the address the client dialled. A
@@ -71,6 +71,8 @@ func (s *Session) activeHole(k Kind, clientData netip.AddrPort, p uint16) Hole {
 		// The client only accepts data connections from the address it
 		// knows: the gateway's client-facing address.
 		h.SNAT = s.peers.ClientFacing.Addr()
+		h.Protect = s.tls.protP
+		h.Relay = h.Relay || h.Protect
 	}
 	return h
 }
@@ -94,9 +96,10 @@ func (s *Session) passiveHole(k Kind, serverData netip.AddrPort, p uint16) Hole 
 	if s.pol.Mode == ModeForward {
 		return Hole{Kind: k, From: s.client, To: serverData}
 	}
+	relay := s.bridge || s.tls.protP
 	h := Hole{Kind: k, From: s.client, To: netip.AddrPortFrom(s.peers.ClientFacing.Addr(), p),
-		DNAT: serverData, SNAT: s.peers.ServerFacing.Addr(), PoolPort: p, Relay: s.bridge}
-	if s.pol.Transparent && !s.bridge {
+		DNAT: serverData, SNAT: s.peers.ServerFacing.Addr(), PoolPort: p, Relay: relay, Protect: s.tls.protP}
+	if s.pol.Transparent && !relay {
 		// The server sees the data connection from the client's own
 		// address, as its control connection.
 		h.SNAT = netip.Addr{}

@@ -262,8 +262,8 @@ func (x *tester) holeMatchesTable(h Hole) error {
 	active := h.Kind == KindPORT || h.Kind == KindEPRT
 	fwd := x.pol.Mode == ModeForward
 	pool := h.PoolPort >= 1024 && x.alloc.live[lent{h.From, h.PoolPort}]
-	if bridged := c.Is4() != sv.Is4(); h.Relay != bridged {
-		return fmt.Errorf("Relay %v in a session bridged=%v", h.Relay, bridged)
+	if bridged := c.Is4() != sv.Is4(); h.Relay != (bridged || h.Protect) {
+		return fmt.Errorf("Relay %v in a session bridged=%v, Protect=%v", h.Relay, bridged, h.Protect)
 	}
 	switch {
 	case active && x.pol.Transparent:

@@ -59,6 +59,7 @@ type Session struct {
 	transferring bool
 	xfer         Transfer // the transfer command last forwarded
 	ended        bool
+	tls          tlsState // TLSTerminate only (tls.go)
 
 	holes  []Hole // outstanding: opened and not yet revoked, failed or closed
 	nextID uint64
@@ -107,8 +108,14 @@ func checkPolicy(p *Policy) error {
 	if p.Mode > ModeSidecar {
 		return fmt.Errorf("unknown mode %d", p.Mode)
 	}
-	if p.TLS > TLSPassthrough {
+	if p.TLS > TLSTerminate {
 		return fmt.Errorf("unknown TLS policy %d", p.TLS)
+	}
+	if p.TLS == TLSTerminate && p.Mode == ModeForward {
+		return errors.New("TLS termination needs reverse or sidecar mode")
+	}
+	if p.TLSRequired && p.TLS != TLSTerminate {
+		return errors.New("TLSRequired without TLSTerminate")
 	}
 	if p.MaxLine < minMaxLine || p.MaxLine > 1<<20 {
 		return fmt.Errorf("MaxLine %d outside %d..%d", p.MaxLine, minMaxLine, 1<<20)
@@ -188,6 +195,12 @@ func (s *Session) Feed(from Side, data []byte, emit func(Action) error) error {
 	for len(data) > 0 {
 		if s.opaque {
 			return s.feedOpaque(from, f, data, emit)
+		}
+		if from == FromClient && s.tls.await {
+			// The client spoke before its TLS handshake: whatever it is,
+			// it must not be read as if it came through TLS.
+			f.reset()
+			return s.emit(s.end(RefusedTLS, "client sent plaintext after AUTH TLS, before the TLS handshake"), emit)
 		}
 		n, ev := f.scan(data)
 		data = data[n:]

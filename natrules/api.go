@@ -36,6 +36,9 @@ type Config struct {
 	// OpenListener accepts any connection to ListenPort in INPUT (reverse
 	// and sidecar modes, where the listener is the published service).
 	OpenListener bool
+	// TLSListenPort, if set with OpenListener, is the implicit FTPS
+	// listener, accepted in INPUT like ListenPort.
+	TLSListenPort uint16
 	// TTL is the kernel-enforced lifetime of an unused hole.
 	TTL time.Duration
 	// MaxHoles caps live holes per family (ipset maxelem).

@@ -194,6 +194,9 @@ func filterRules(cfg Config, fam Family) []Rule {
 	if cfg.OpenListener {
 		// Reverse and sidecar modes publish the listener itself.
 		rs = append(rs, rule(tFilter, chInput, "-p", "tcp", "--dport", port(cfg.ListenPort), "-j", "ACCEPT"))
+		if cfg.TLSListenPort != 0 {
+			rs = append(rs, rule(tFilter, chInput, "-p", "tcp", "--dport", port(cfg.TLSListenPort), "-j", "ACCEPT"))
+		}
 	}
 	rs = append(rs, rule(tFilter, chCanary, "-j", "RETURN"))
 	return rs

@@ -50,6 +50,7 @@ func (ss *session) feedLine(ctx context.Context, from alg.Side, data []byte, toP
 	wasOpaque := ss.eng.Opaque()
 	ss.ports.side = from
 	err := ss.eng.Feed(from, data, func(a alg.Action) error {
+		ss.refusedReply(&a)
 		*revokes = append(*revokes, a.Revoke...)
 		if a.Login != alg.LoginNone {
 			login = a.Login
@@ -139,7 +140,7 @@ func (ss *session) apply(from alg.Side, a alg.Action, toPeer, toSender, toClient
 		// The first line the client completes after its urgent mark
 		// carries it, if that line is an ABOR. TCP has one urgent
 		// pointer: the latest mark wins.
-		if a.Urgent > 0 && ss.urgentIn {
+		if a.Urgent > 0 && (ss.urgentIn || ss.tlsUp()) {
 			*urgent = len(*toPeer) + min(a.Urgent, len(a.Output))
 		}
 		if from == alg.FromClient {
@@ -148,6 +149,7 @@ func (ss *session) apply(from alg.Side, a alg.Action, toPeer, toSender, toClient
 		*toPeer = append(*toPeer, a.Output...)
 	case alg.Answer:
 		*toSender = append(*toSender, a.Output...)
+		ss.startTLS = ss.startTLS || a.StartTLS
 	case alg.End:
 		*toClient = append(*toClient, a.Output...)
 		r := a.Reason

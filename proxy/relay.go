@@ -33,9 +33,13 @@ type relayOpts struct {
 	wrap   func(c *net.TCPConn) (net.Conn, error)
 }
 
-// relayOptsFor says why h is relayed and how its client side is wrapped.
-// Only the family bridge relays for now; FTPS termination decides here.
+// relayOptsFor says why h is relayed and how its client side is wrapped:
+// a PROT P hole with the client's side in TLS (ftps.go), any other as the
+// family bridge's plain relay.
 func (ss *session) relayOptsFor(h alg.Hole) relayOpts {
+	if o, ok := ss.tlsRelayOpts(h); ok {
+		return o
+	}
 	return relayOpts{reason: RelayFamily}
 }
 
@@ -130,8 +134,10 @@ func (ss *session) runRelay(ctx context.Context, h alg.Hole, tr *relayTrack, o r
 	if o.wrap != nil {
 		c, err := o.wrap(client.(*net.TCPConn))
 		if err != nil {
-			in.Close()
-			out.Close()
+			// A reset, not a clean close: the server fails the
+			// transfer (426) instead of storing an empty upload.
+			abortConn(in)
+			abortConn(out)
 			ss.log.Warn("relay: client side refused", "hole", holeString(h), "err", err)
 			return
 		}

@@ -64,6 +64,9 @@ type Config struct {
 	// by one.
 	AuditLog LogFactory
 	AuditOut io.Writer
+	// TLS is FTPS termination; needed when Policy.TLS is alg.TLSTerminate
+	// (ftps.go).
+	TLS *TLS
 
 	// Family bridge (issue 16; relay.go): FamilyBridge serves a client of
 	// a family with no upstream through the other family's upstream, its
@@ -108,6 +111,9 @@ func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 	if cfg.Transparent != cfg.Policy.Transparent || cfg.Transparent && cfg.Policy.Mode != alg.ModeReverse {
 		return nil, fmt.Errorf("proxy: transparent needs reverse mode and Policy.Transparent")
 	}
+	if cfg.Policy.TLS == alg.TLSTerminate && (cfg.TLS == nil || cfg.TLS.Certificate == nil) {
+		return nil, fmt.Errorf("proxy: TLS termination needs a certificate")
+	}
 	if cfg.Policy.Mode != alg.ModeForward && len(cfg.Upstreams) == 0 {
 		return nil, fmt.Errorf("proxy: %s mode needs an upstream address", cfg.Policy.Mode)
 	}
@@ -138,6 +144,9 @@ func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go s.audit.run(ctx)
+	if cfg.TLS != nil && cfg.TLS.Watch != nil {
+		go cfg.TLS.Watch(ctx)
+	}
 	s.local.start(ctx)
 	return s, nil
 }
@@ -161,6 +170,10 @@ func (s *Server) Reload(r Runtime) {
 	r.Policy.IsLocal = s.local.Contains
 	r.Policy.AllowLoopbackServer = s.cfg.Policy.AllowLoopbackServer
 	r.Policy.Transparent = s.cfg.Policy.Transparent // fixed at New, as Mode
+	if s.cfg.Policy.TLS == alg.TLSTerminate || r.Policy.TLS == alg.TLSTerminate {
+		// Terminating needs the certificate set up at start: fixed.
+		r.Policy.TLS, r.Policy.TLSRequired = s.cfg.Policy.TLS, s.cfg.Policy.TLSRequired
+	}
 	if r.MaxSessions <= 0 {
 		r.MaxSessions = s.cfg.MaxSessions
 	}
@@ -229,7 +242,15 @@ func ListenWith(ctx context.Context, addr netip.AddrPort, ipv6 bool, listen List
 }
 
 // Serve accepts on ln until ctx is cancelled or ln is closed.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error { return s.serve(ctx, ln, false) }
+
+// ServeImplicitTLS is Serve for an implicit FTPS listener: TLS from the
+// first byte (TLS termination only).
+func (s *Server) ServeImplicitTLS(ctx context.Context, ln net.Listener) error {
+	return s.serve(ctx, ln, true)
+}
+
+func (s *Server) serve(ctx context.Context, ln net.Listener, implicit bool) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var backoff time.Duration
@@ -276,7 +297,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			defer s.wg.Done()
 			defer s.active.Add(-1)
 			defer s.clients.release(key)
-			s.runSession(ctx, tc, key)
+			s.runSession(ctx, tc, key, implicit)
 		}()
 	}
 }

@@ -61,13 +61,17 @@ type session struct {
 	// pastLogin: a 230 was relayed, or the login can no longer be seen
 	// (TLS passthrough); the login timeout no longer applies.
 	pastLogin atomic.Bool
+	// tls: FTPS termination (ftps.go); nil when off. startTLS: the
+	// engine answered AUTH TLS, the handshake follows (client pump only).
+	tls      *sessionTLS
+	startTLS bool
 
 	// The session's user-space data relays (relay.go), made on first use.
 	relayOnce sync.Once
 	relaySet  *sessionRelays
 }
 
-func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.Prefix) {
+func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.Prefix, implicit bool) {
 	id := s.nextID.Add(1)
 	clientAP := addrPortOf(client.RemoteAddr())
 	log := s.log.With("session", id, "client", clientAP.String(), "mode", s.cfg.Policy.Mode.String())
@@ -92,13 +96,26 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 		client.Close()
 		return
 	}
+	stls, implicitTLS, err := s.sessionTLSFor(ctx, rt, client, implicit)
+	if err != nil {
+		log.Warn("session refused", "reason", err.Error())
+		s.metrics.SessionsRefused.WithLabelValues("tls").Inc()
+		client.Close()
+		return
+	}
+	// Until the session runs, lines to the client go through TLS on the
+	// implicit listener.
+	var say net.Conn = client
+	if implicitTLS != nil {
+		say = implicitTLS
+	}
 	dialCtx, cancel := context.WithTimeout(ctx, rt.ConnectTimeout)
 	server, err := s.dialUpstream(dialCtx, dst, clientAP.Addr(), rt.ConnectTimeout)
 	cancel()
 	if err != nil {
 		log.Warn("upstream unreachable", "err", err, "after", time.Since(start).Round(time.Millisecond))
 		s.metrics.SessionsRefused.WithLabelValues("upstream_unreachable").Inc()
-		writeLine(client, "421 Service not available: cannot reach the FTP server.\r\n", time.Second)
+		writeLine(say, "421 Service not available: cannot reach the FTP server.\r\n", time.Second)
 		client.Close()
 		return
 	}
@@ -113,7 +130,7 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 	// A family bridge relays every data connection (relay.go): its pool
 	// ports are bound on the gateway, so no two relays share one.
 	bridged := peers.Client.Addr().Is4() != peers.Server.Addr().Is4()
-	ports := &sessionPorts{pool: s.pool, relay: bridged}
+	ports := &sessionPorts{pool: s.pool, relay: bridged || rt.Policy.TLS == alg.TLSTerminate} // PROT P data is relayed too
 	pol := rt.Policy
 	if bridged && peers.Server.Addr().IsLoopback() {
 		pol.AllowLoopbackServer = true // sidecar: the relay reaches it as is
@@ -121,7 +138,7 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 	eng, err := alg.NewSession(pol, peers, ports)
 	if err != nil {
 		log.Warn("session refused", "reason", err.Error())
-		writeLine(client, "421 Service not available: gateway refused the session.\r\n", time.Second)
+		writeLine(say, "421 Service not available: gateway refused the session.\r\n", time.Second)
 		client.Close()
 		server.Close()
 		return
@@ -131,7 +148,10 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 		// Only an urgent ABOR suffers: relay anyway.
 		log.Warn("client's urgent data not read in line; an urgent ABOR will be refused", "err", err)
 	}
-	ss := &session{srv: s, id: id, log: log, client: client, server: server, eng: eng, ports: ports, idle: rt.IdleTimeout, key: key}
+	ss := &session{srv: s, id: id, log: log, client: client, server: server, eng: eng, ports: ports, idle: rt.IdleTimeout, key: key, tls: stls}
+	if implicitTLS != nil {
+		ss.secured(implicitTLS)
+	}
 	ss.touch()
 	if d := rt.Limits.LoginTimeout; d > 0 {
 		ss.loginTimer = time.AfterFunc(d, ss.loginExpired)
@@ -226,7 +246,8 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 		pace = newPacer(paceServerRate, paceServerBurst)
 	}
 	var marks *markReader // the client's urgent marks, see feed
-	if from == alg.FromClient {
+	var rd io.Reader = ss.clientSide(src)
+	if from == alg.FromClient && rd == io.Reader(src) {
 		marks, _ = newMarkReader(src) // nil: plain reads, no mark passed on
 	}
 	deadline := newIdleDeadline(src, idle)
@@ -242,7 +263,7 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 			n, mark, rerr = marks.read(buf)
 			ss.urgentIn = ss.urgentIn || mark
 		} else {
-			n, rerr = src.Read(buf)
+			n, rerr = rd.Read(buf)
 		}
 		if n > 0 {
 			ss.touch()
@@ -273,6 +294,16 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 				ss.closeBoth()
 				return
 			}
+			if ss.startTLS {
+				// The 234 is out; TLS from the next byte on (urgent
+				// marks cannot be read through TLS).
+				ss.startTLS = false
+				if err := ss.upgradeTLS(ctx); err != nil {
+					ss.end("client "+err.Error(), "")
+					return
+				}
+				rd, marks = ss.clientSide(src), nil
+			}
 			if d := pace.charge(time.Now(), n); d > 0 {
 				time.Sleep(d)
 			}
@@ -293,7 +324,7 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 			return
 		case errors.Is(rerr, io.EOF):
 			// Half-close: pass the FIN on, keep the other direction.
-			dst.CloseWrite()
+			ss.closeWrite(dst)
 			return
 		default:
 			ss.end(peerName(from)+" connection lost: "+rerr.Error(), "")
@@ -345,6 +376,10 @@ func (ss *session) writeUrgent(c *net.TCPConn, b []byte, urgent int) error {
 		// Checked after setting the deadline: a shutdown that cut
 		// deadlines short before this point is seen here.
 		c.SetWriteDeadline(time.Now().Add(shutdownWrite))
+	}
+	if w := ss.clientSide(c); w != net.Conn(c) {
+		_, err := w.Write(b) // TLS: no urgent data, the deadline is c's
+		return err
 	}
 	if urgent > 0 {
 		if err := sendUrgent(c, b[:urgent]); err != nil {

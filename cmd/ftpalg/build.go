@@ -32,7 +32,7 @@ func rulesConfig(cfg *config.Config) natrules.Config {
 	forward := cfg.Mode == config.Forward
 	maxHoles := 2 * (cfg.Pool().Len() + cfg.MaxSessions)
 	var local natrules.PortRange
-	if cfg.Bridging() {
+	if cfg.Bridging() || cfg.Terminating() {
 		// The relay listens on the pool's ports: only local holes reach them.
 		local = natrules.PortRange{Lo: cfg.Pool().Lo, Hi: cfg.Pool().Hi}
 	}
@@ -45,6 +45,7 @@ func rulesConfig(cfg *config.Config) natrules.Config {
 		CaptureIfaces: cfg.CaptureIfaces,
 		ListenPort:    cfg.Listen.Port(),
 		OpenListener:  !forward,
+		TLSListenPort: cfg.TLSListen.Port(),
 		TTL:           cfg.PinholeTTL,
 		MaxHoles:      maxHoles,
 		// Each session may still ask about the holes in its history.
@@ -86,6 +87,7 @@ func policyOf(cfg *config.Config) alg.Policy {
 	policy.DeniedCommands = cfg.DenyCommands
 	policy.TLS = alg.TLSPolicy(cfg.AuthTLS)
 	policy.Transparent = cfg.Transparent
+	policy.TLSRequired = cfg.Terminating() && cfg.TLSRequired
 	return policy
 }
 
@@ -138,6 +140,13 @@ func (d *daemon) buildProxy(rules *natrules.Manager, metrics *proxy.Metrics) (*p
 		pcfg.FlowCounter = nil
 	} else if changed {
 		d.log.Info("turned on conntrack byte accounting (net.netfilter.nf_conntrack_acct=1) for the transfer audit log")
+	}
+	if d.cfg.Terminating() {
+		t, err := d.buildTLS()
+		if err != nil {
+			return nil, err
+		}
+		pcfg.TLS = t
 	}
 	if d.cfg.Mode == config.Forward {
 		pcfg.Arrival = proxy.NewArrival(d.cfg.CaptureIfaces)

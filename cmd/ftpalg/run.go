@@ -27,6 +27,13 @@ func (d *daemon) run(ctx context.Context, hup <-chan struct{}, rules *natrules.M
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	tlsLns, err := d.listenImplicit()
+	if err != nil {
+		closeAll(lns)
+		return err
+	}
+	nPlain := len(lns)
+	lns = append(lns, tlsLns...)
 	// Ready means: the rules are verified in place and the listeners accept.
 	// It goes false again when shutdown begins, so a load balancer stops
 	// sending new clients while sessions drain.
@@ -50,8 +57,12 @@ func (d *daemon) run(ctx context.Context, hup <-chan struct{}, rules *natrules.M
 	var wg sync.WaitGroup
 	accept, stopAccept := context.WithCancel(ctx)
 	defer stopAccept()
-	for _, ln := range lns {
-		wg.Go(func() { srv.Serve(accept, ln) })
+	for i, ln := range lns {
+		serve := srv.Serve
+		if i >= nPlain {
+			serve = srv.ServeImplicitTLS
+		}
+		wg.Go(func() { serve(accept, ln) })
 	}
 	serving.Store(true)
 	d.upg.ready()

@@ -80,6 +80,7 @@ func main() {
 	serveDelaySpec := flag.String("serve-delay", "", "internal: accept the packets of an NFQUEUE queue after a delay, \"queue delay\" (-rtt without netem)")
 	serveRelaySpec := flag.String("serve-relay", "", "internal: run the relay floor's relay, \"listen upstream\"")
 	serveKernelRelay := flag.Bool("kernel-relay", false, "internal: with -serve-relay, relay in the kernel (sockmap verdict program)")
+	ftpsBench := flag.Bool("ftps", false, "measure FTPS instead: ftpalg terminating FTPS (reverse mode) against vsftpd's own FTPS, bulk MB/s and files/s (ftps.go)")
 	filesClientSpec := flag.String("files-client", "", "internal: run the files client in this namespace, \"server passive|active n\"")
 	flag.Parse()
 	if *filesClientSpec != "" {
@@ -167,6 +168,12 @@ func main() {
 		}
 	}
 	o.hold = *hold
+	if *ftpsBench {
+		if err := runFTPS(o, strings.TrimSpace("cd tests/bench && go run . "+strings.Join(os.Args[1:], " "))); err != nil {
+			fatalf("%v", err)
+		}
+		return
+	}
 	if err := run(o, strings.TrimSpace("cd tests/bench && go run . "+strings.Join(os.Args[1:], " "))); err != nil {
 		fatalf("%v", err)
 	}

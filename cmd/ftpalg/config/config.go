@@ -46,7 +46,7 @@ type Config struct {
 	DenyServers    Prefixes      `env:"DENY_SERVERS" expect:"a comma list of CIDRs or addresses, e.g. 192.0.2.0/24,2001:db8::/32,198.51.100.7" reload:"sessions" help:"FTP servers never reached, CIDRs; wins over FTPALG_ALLOW_SERVERS"`
 	ShutdownGrace  time.Duration `env:"SHUTDOWN_GRACE" envDefault:"30s" help:"on SIGTERM, time given to sessions before the rules are removed"`
 	IPv6           bool          `env:"IPV6" envDefault:"true" help:"also install the IPv6 (ip6tables) structure"`
-	AuthTLS        AuthTLS       `env:"AUTH_TLS" envDefault:"deny" expect:"deny or passthrough" reload:"sessions" help:"deny (answer AUTH with 534) or passthrough (stop inspecting after 234)"`
+	AuthTLS        AuthTLS       `env:"AUTH_TLS" envDefault:"deny" expect:"deny, passthrough or terminate" reload:"sessions" help:"deny (answer AUTH with 534), passthrough (stop inspecting after 234) or, reverse/sidecar, terminate (ftpalg is the FTPS server; switching to or from it needs a restart)"`
 	DenyCommands   []string      `env:"DENY_COMMANDS" envSeparator:"," reload:"sessions" help:"commands answered 502 locally, comma list (e.g. SITE EXEC,SITE CHMOD)"`
 	PassiveFixup   bool          `env:"PASSIVE_FIXUP" envDefault:"true" reload:"sessions" help:"rewrite a private/loopback address in a 227 to the server's address"`
 	MaxLine        int           `env:"MAX_LINE" envDefault:"512" reload:"sessions" help:"longest control line in bytes; longer ends the session"`
@@ -66,6 +66,13 @@ type Config struct {
 
 	// Transparent reverse mode (issue 18 section 3, docs/transparent.md).
 	Transparent bool `env:"TRANSPARENT" envDefault:"false" help:"reverse: the server sees each client's own address on control and data connections (IP_TRANSPARENT; ftpalg installs the routing); the server's route to the clients must point to the gateway; see docs/transparent.md"`
+
+	// TLS termination (issue 16, FTPALG_AUTH_TLS=terminate; docs/ftps.md).
+	TLSCert         string       `env:"TLS_CERT" help:"terminate: PEM certificate (chain) file; re-read when it changes (new sessions)"`
+	TLSKey          string       `env:"TLS_KEY" help:"terminate: PEM private key file of FTPALG_TLS_CERT; re-read with it"`
+	TLSRequired     bool         `env:"TLS_REQUIRED" envDefault:"true" help:"terminate: USER before AUTH TLS gets 530, PROT C 534, data commands without PROT P 521; false allows plain FTP too"`
+	TLSListen       ListenAddr   `env:"TLS_LISTEN" expect:"[address]:port, e.g. :990, or empty for none" help:"terminate: implicit FTPS listener (TLS from the first byte), e.g. :990; empty = none"`
+	TLSSessionReuse SessionReuse `env:"TLS_SESSION_REUSE" envDefault:"off" expect:"off or required" help:"terminate: required = a PROT P data connection must resume its control connection's TLS session, else 425 (lftp and Python ftplib do not resume)"`
 }
 
 // Bridging reports whether clients of a family with no upstream are served

@@ -62,6 +62,12 @@ gets 421 and ftpalg_sessions_refused_total{reason="policy_client"} or
 		"lets its sessions finish within FTPALG_SHUTDOWN_GRACE and exits leaving the rules in place "+
 		"(docs/upgrade.md).", 76))
 	fmt.Fprint(w, `
+FTPS (reverse/sidecar): FTPALG_AUTH_TLS=terminate makes ftpalg the FTPS
+server (AUTH TLS, PBSZ, PROT answered here; the server stays plain FTP), with
+FTPALG_TLS_CERT and FTPALG_TLS_KEY re-read when they change; PROT P data is
+relayed, TLS on the client's side. lftp and Python ftplib do not resume TLS
+sessions: keep FTPALG_TLS_SESSION_REUSE=off for them. See docs/ftps.md.
+
 Admin HTTP (FTPALG_ADMIN_LISTEN): /livez, /readyz (200 only while the rules
 are verified in place), /metrics (Prometheus).
 

@@ -40,7 +40,7 @@ func load(t *testing.T, env []string) *Config {
 // A reload takes exactly the variables the table marks reloadable from
 // the new configuration and keeps every other one.
 func TestApplyTakesExactlyTheReloadable(t *testing.T) {
-	run, next := load(t, running), load(t, other)
+	run, next := load(t, running), load(t, withTLS(t, other))
 	if n := len(Diff(run, next)); n != len(Fields()) {
 		t.Fatalf("the new configuration differs in %d variables, want all %d: nothing tested", n, len(Fields()))
 	}

@@ -58,7 +58,7 @@ func TestTypedFields(t *testing.T) {
 		{"FTPALG_ALLOW_SERVERS=192.0.2.0/24,,x", nil, nil, `FTPALG_ALLOW_SERVERS="192.0.2.0/24,,x": expected a comma list of CIDRs or addresses, e.g. 192.0.2.0/24,2001:db8::/32,198.51.100.7; not a CIDR or address (IPv4 written as IPv4, no zone): "", "x"`},
 		{"FTPALG_DENY_SERVERS=::ffff:192.0.2.1", nil, nil, `FTPALG_DENY_SERVERS="::ffff:192.0.2.1": expected a comma list of CIDRs or addresses`},
 		{"FTPALG_AUTH_TLS=passthrough", func(c *Config) any { return string(must(c.AuthTLS.MarshalText())) }, "passthrough", ""},
-		{"FTPALG_AUTH_TLS=allow", nil, nil, `FTPALG_AUTH_TLS="allow": expected deny or passthrough`},
+		{"FTPALG_AUTH_TLS=allow", nil, nil, `FTPALG_AUTH_TLS="allow": expected deny, passthrough or terminate`},
 		{"FTPALG_LOG_FORMAT=json", func(c *Config) any { return c.LogFormat }, LogJSON, ""},
 		{"FTPALG_LOG_FORMAT=JSON", nil, nil, `FTPALG_LOG_FORMAT="JSON": expected text or json`},
 		{"FTPALG_LOG_LEVEL=WARN", func(c *Config) any { return string(must(c.LogLevel.MarshalText())) }, "warn", ""},
@@ -94,7 +94,7 @@ func TestAggregatedMessage(t *testing.T) {
 	_, err := Load([]string{"FTPALG_CAPTURE_IFACES=lan0", "FTPALG_DATA_PORTS=1-2", "FTPALG_AUTH_TLS=x", "FTPALG_ADMIN_LISTEN=nope"})
 	want := `invalid configuration (3 problems):
   - FTPALG_ADMIN_LISTEN="nope": expected [address]:port, or empty to disable
-  - FTPALG_AUTH_TLS="x": expected deny or passthrough
+  - FTPALG_AUTH_TLS="x": expected deny, passthrough or terminate
   - FTPALG_DATA_PORTS="1-2": expected lo-hi within 1024-65535 with lo <= hi, e.g. 50000-50999`
 	if err == nil || err.Error() != want {
 		t.Fatalf("got\n%v\nwant\n%s", err, want)

@@ -37,6 +37,11 @@ func (c *Config) validate(value func(name string) string, failed map[string]bool
 		// their address toward the server's side of the NAT.
 		bad("TRANSPARENT", "only reverse mode (FTPALG_MODE=reverse) keeps the client's address; set FTPALG_TRANSPARENT=false in "+c.Mode.String()+" mode")
 	}
+	if c.Transparent && c.Terminating() {
+		// PROT P data is relayed from the gateway's own address, which a
+		// server checking data peers (vsftpd's default) refuses.
+		bad("TRANSPARENT", "not with FTPALG_AUTH_TLS=terminate: relayed FTPS data connections cannot keep the client's address; set one of them off")
+	}
 	if a := c.PublicAddr; a.IsValid() && (a.Zone() != "" || !a.IsGlobalUnicast() && !a.IsPrivate()) {
 		bad("PUBLIC_ADDR", expectOf("PUBLIC_ADDR"))
 	}
@@ -92,5 +97,6 @@ func (c *Config) validate(value func(name string) string, failed map[string]bool
 	if c.MaxLine < 64 || c.MaxLine > 65536 {
 		bad("MAX_LINE", "expected an integer between 64 and 65536")
 	}
+	c.validateTLS(bad, failed)
 	return out
 }
