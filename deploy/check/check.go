@@ -2,7 +2,9 @@
 // the plain manifests' test (deploy/deploy_test.go) and the Helm chart's
 // (deploy/helmtest): every FTPALG_ variable an ftpalg container sets exists
 // and holds a value ftpalg accepts, the container has its probes and drops
-// its capabilities, and a sidecar's Services expose exactly its pool.
+// its capabilities, a sidecar's Services expose exactly its pool (and the
+// control Service the implicit FTPS port), and a terminating ftpalg reads
+// its certificate and key from a Secret volume that rotation reaches.
 package check
 
 import (
@@ -41,6 +43,7 @@ type Workload struct {
 		} `yaml:"metadata"`
 		Spec struct {
 			Containers []Container `yaml:"containers"`
+			Volumes    []Volume    `yaml:"volumes"`
 		} `yaml:"spec"`
 	} `yaml:"template"`
 }
@@ -59,10 +62,27 @@ type Service struct {
 	} `yaml:"ports"`
 }
 
+// Volume is a pod volume; only Secret volumes are read.
+type Volume struct {
+	Name   string `yaml:"name"`
+	Secret *struct {
+		SecretName string `yaml:"secretName"`
+		Items      []struct {
+			Key  string `yaml:"key"`
+			Path string `yaml:"path"`
+		} `yaml:"items"`
+	} `yaml:"secret"`
+}
+
 // Container is a pod container.
 type Container struct {
-	Name string `yaml:"name"`
-	Env  []struct {
+	Name         string `yaml:"name"`
+	VolumeMounts []struct {
+		Name      string `yaml:"name"`
+		MountPath string `yaml:"mountPath"`
+		SubPath   string `yaml:"subPath"`
+	} `yaml:"volumeMounts"`
+	Env []struct {
 		Name      string `yaml:"name"`
 		Value     string `yaml:"value"`
 		ValueFrom *struct {
@@ -144,6 +164,8 @@ func Objects(objs []Object) (Result, []error) {
 			}
 		}
 	}
+	var pair pairFiles
+	defer pair.close()
 	for _, o := range objs {
 		if o.Workload == nil {
 			continue
@@ -154,6 +176,8 @@ func Objects(objs []Object) (Result, []error) {
 			}
 			where := o.Kind + " " + o.Metadata.Name
 			env, errEnv := resolveEnv(c, o, configMaps, vars)
+			errs = append(errs, errEnv...)
+			env, errEnv = secretFiles(o, c, env, &pair)
 			errs = append(errs, errEnv...)
 			cfg, err := loadAll(o, env)
 			if err != nil {

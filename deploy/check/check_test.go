@@ -46,6 +46,25 @@ spec:
     - {name: data-30002, port: 30002, targetPort: 30002}
 `
 
+// The same sidecar terminating FTPS: the Secret ftp-tls mounted as a
+// directory, implicit FTPS on 990 exposed by the control Service.
+var singleTLS = strings.NewReplacer(
+	"            - {name: FTPALG_UPSTREAM, value: \"127.0.0.1:2121\"}\n", `            - {name: FTPALG_UPSTREAM, value: "127.0.0.1:2121"}
+            - {name: FTPALG_AUTH_TLS, value: terminate}
+            - {name: FTPALG_TLS_CERT, value: /etc/ftpalg/tls/tls.crt}
+            - {name: FTPALG_TLS_KEY, value: /etc/ftpalg/tls/tls.key}
+            - {name: FTPALG_TLS_LISTEN, value: ":990"}
+`,
+	"add: [NET_ADMIN]}}\n", `add: [NET_ADMIN]}}
+          volumeMounts:
+            - {name: tls, mountPath: /etc/ftpalg/tls, readOnly: true}
+      volumes:
+        - {name: tls, secret: {secretName: ftp-tls}}
+`,
+	"    - {name: ftp, port: 21, targetPort: 21}\n", `    - {name: ftp, port: 21, targetPort: 21}
+    - {name: ftps, port: 990, targetPort: 990}
+`).Replace(single)
+
 func TestObjects(t *testing.T) {
 	for _, tc := range []struct {
 		name, from, to, want string
@@ -61,10 +80,24 @@ func TestObjects(t *testing.T) {
 		{"a missing ConfigMap", "{name: ftp-ftpalg, key: FTPALG_DATA_PORTS}", "{name: nope, key: FTPALG_DATA_PORTS}", "missing ConfigMap nope"},
 		{"no readiness probe", "readinessProbe: {httpGet: {path: /readyz}}", "", "readiness probe on /readyz"},
 		{"capabilities kept", "drop: [ALL]", "drop: []", "must drop all capabilities"},
+		{"TLS: as written", "", "", ""},
+		{"TLS: Secret items", "secretName: ftp-tls}", "secretName: ftp-tls, items: [{key: tls.crt, path: c.pem}, {key: tls.key, path: k.pem}]}", "FTPALG_TLS_CERT=/etc/ftpalg/tls/tls.crt is no item of Secret volume tls"},
+		{"TLS: implicit port not exposed", "    - {name: ftps, port: 990, targetPort: 990}\n", "", "Service ftp does not expose the implicit FTPS port 990 (FTPALG_TLS_LISTEN)"},
+		{"TLS: implicit port to another pod port", "port: 990, targetPort: 990", "port: 990, targetPort: 991", "does not expose the implicit FTPS port 990"},
+		{"TLS: Secret mounted with subPath", "readOnly: true}", "readOnly: true, subPath: tls}", "mounted with subPath tls, which never sees a rotated Secret"},
+		{"TLS: not a Secret volume", "secret: {secretName: ftp-tls}", "emptyDir: {}", "volume tls is not a Secret volume"},
+		{"TLS: certificate outside the mount", "/etc/ftpalg/tls/tls.crt", "/etc/ssl/tls.crt", "FTPALG_TLS_CERT=/etc/ssl/tls.crt is not in a Secret volume"},
+		{"TLS: certificate and key swapped", "/etc/ftpalg/tls/tls.crt", "/etc/ftpalg/tls/tls.key", `FTPALG_TLS_CERT=/etc/ftpalg/tls/tls.key is key "tls.key" of Secret ftp-tls, want tls.crt`},
+		{"TLS: no certificate", "            - {name: FTPALG_TLS_CERT, value: /etc/ftpalg/tls/tls.crt}\n", "", `FTPALG_TLS_CERT="": required with FTPALG_AUTH_TLS=terminate`},
+		{"TLS: set twice", "{name: FTPALG_AUTH_TLS, value: terminate}", "{name: FTPALG_AUTH_TLS, value: terminate}\n            - {name: FTPALG_AUTH_TLS, value: deny}", "sets FTPALG_AUTH_TLS twice"},
+		{"TLS: in forward mode", "value: sidecar}", "value: forward}", "terminate needs FTPALG_MODE=reverse or sidecar"},
 		{"a shard in a Deployment", "- {name: FTPALG_MODE, value: sidecar}", "- {name: FTPALG_MODE, value: sidecar}\n            - {name: FTPALG_POOL_SHARD, value: 0/1}", "need ordinal/N in a StatefulSet"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			text := single
+			if strings.HasPrefix(tc.name, "TLS: ") {
+				text = singleTLS
+			}
 			if tc.from != "" {
 				if !strings.Contains(text, tc.from) {
 					t.Fatalf("the manifest lacks %q", tc.from)

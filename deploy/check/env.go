@@ -23,6 +23,9 @@ func resolveEnv(c Container, o Object, configMaps map[string]map[string]string, 
 		if strings.HasPrefix(e.Name, config.Prefix) && !vars[e.Name] || e.Name == "" {
 			errs = append(errs, fmt.Errorf("%s: container ftpalg sets %s, which is not a configuration variable", where, e.Name))
 		}
+		if _, dup := seen[e.Name]; dup {
+			errs = append(errs, fmt.Errorf("%s: container ftpalg sets %s twice (the last one wins)", where, e.Name))
+		}
 		v := e.Value
 		if f := e.ValueFrom; f != nil {
 			switch {

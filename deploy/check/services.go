@@ -32,14 +32,22 @@ func services(w Object, cfg *config.Config, objs []Object) []error {
 		return errs
 	}
 	pool := cfg.DataPorts
+	// The implicit FTPS listener is a control port: it goes where 21 goes.
+	implicit := ""
+	if cfg.Terminating() && cfg.TLSListen.IsSet() {
+		implicit = fmt.Sprint(cfg.TLSListen.Port())
+	}
 	if cfg.PoolShard.Count == 0 {
 		// One Service: 21 and the whole pool.
 		for _, s := range mine {
-			ports := dataPorts(s, &errs)
+			ports := dataPorts(s, implicit, &errs)
 			if !ports[21] {
 				continue
 			}
 			delete(ports, 21)
+			if implicit != "" && !hasTarget(s, implicit) {
+				bad("Service %s does not expose the implicit FTPS port %s (FTPALG_TLS_LISTEN)", s.Metadata.Name, implicit)
+			}
 			if !samePorts(ports, pool) {
 				bad("Service %s exposes data ports %v, want exactly the pool %s", s.Metadata.Name, sorted(ports), pool)
 			}
@@ -72,7 +80,12 @@ func services(w Object, cfg *config.Config, objs []Object) []error {
 		return errs
 	}
 	cp := control.Service.Ports
-	if len(cp) != 1 || fmt.Sprint(cp[0].TargetPort) != "21" {
+	switch {
+	case implicit != "" && !hasTarget(*control, implicit):
+		bad("control Service %s does not expose the implicit FTPS port %s (FTPALG_TLS_LISTEN)", control.Metadata.Name, implicit)
+	case implicit != "" && (len(cp) != 2 || !hasTarget(*control, "21")):
+		bad("control Service %s must have one port to ftpalg's 21 and one to its implicit FTPS port %s; has %v", control.Metadata.Name, implicit, cp)
+	case implicit == "" && (len(cp) != 1 || !hasTarget(*control, "21")):
 		bad("control Service %s must have one port, to ftpalg's 21; has %v", control.Metadata.Name, cp)
 	}
 	covered := map[int]bool{}
@@ -85,7 +98,7 @@ func services(w Object, cfg *config.Config, objs []Object) []error {
 			continue
 		}
 		delete(bySlice, pod)
-		ports := dataPorts(*s, &errs)
+		ports := dataPorts(*s, "", &errs)
 		if !samePorts(ports, want) {
 			bad("Service %s exposes %v, want exactly slice %d of the pool: %s", s.Metadata.Name, sorted(ports), i, want)
 		}
@@ -119,11 +132,25 @@ func selects(sel, labels map[string]string) bool {
 	return true
 }
 
-// dataPorts are a Service's ports; each must reach the same port in the pod
-// (ftpalg's holes match the port the client was told).
-func dataPorts(s Object, errs *[]error) map[int]bool {
+// hasTarget tells whether a Service has a port to this pod port.
+func hasTarget(s Object, target string) bool {
+	for _, p := range s.Service.Ports {
+		if fmt.Sprint(p.TargetPort) == target {
+			return true
+		}
+	}
+	return false
+}
+
+// dataPorts are a Service's ports but the one to the implicit FTPS port
+// (if any); each must reach the same port in the pod (ftpalg's holes match
+// the port the client was told).
+func dataPorts(s Object, implicit string, errs *[]error) map[int]bool {
 	ports := map[int]bool{}
 	for _, p := range s.Service.Ports {
+		if implicit != "" && fmt.Sprint(p.TargetPort) == implicit {
+			continue
+		}
 		if p.Port != 21 && fmt.Sprint(p.TargetPort) != fmt.Sprint(p.Port) {
 			*errs = append(*errs, fmt.Errorf("Service %s: port %d goes to %v, want the same port in the pod", s.Metadata.Name, p.Port, p.TargetPort))
 		}

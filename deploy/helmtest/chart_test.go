@@ -6,6 +6,7 @@ package helmtest
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -46,8 +47,12 @@ server:
   command: [proftpd, --nodaemon]
   port: 2100
 `,
-	"NodePort with the node's address": "service: {type: NodePort}\npool: 31000-31019\nmaxReplicas: 2",
-	"plain manifest":                   "@" + plainValues,
+	"NodePort with the node's address":           "service: {type: NodePort}\npool: 31000-31019\nmaxReplicas: 2",
+	"FTPS: implicit 990, session reuse required": "publicAddr: 203.0.113.10\ntls: {secretName: ftp-tls, implicitPort: 990, sessionReuse: required}",
+	// off unquoted is YAML 1.1's false.
+	"FTPS on NodePort, TLS optional, explicit only": "service: {type: NodePort}\npool: 31000-31019\nmaxReplicas: 2\ntls:\n  secretName: cert\n  required: false\n  sessionReuse: off",
+	"FTPS on NodePort with implicit FTPS":           "service: {type: NodePort}\npool: 31000-31019\nmaxReplicas: 2\ntls: {secretName: cert, implicitPort: 990}",
+	"plain manifest":                                "@" + plainValues,
 }
 
 func values(t *testing.T, text string) map[string]any {
@@ -172,7 +177,15 @@ func TestBadValues(t *testing.T) {
 		{"service: {type: NodePort}", `service.controlNodePort=30021 lies in pool="30000-30039"`},
 		{"{}", "publicAddr: set it (or service.loadBalancerIP)"},
 		{"publicAddr: 203.0.113.10\nrbac: {create: true}", "rbac.create: the Role is for publicAddr discovery"},
-		{"publicAddr: 203.0.113.10\ntls: {secretName: ftp-tls}", "tls.secretName: TLS termination"},
+		{"publicAddr: 203.0.113.10\ntls: {implicitPort: 990}", "tls.implicitPort=990 needs tls.secretName"},
+		{"publicAddr: 203.0.113.10\ntls: {secretName: t, implicitPort: 21}", "tls.implicitPort=21: expected 0 or a port in 1-65535 other than 21"},
+		{"publicAddr: 203.0.113.10\ntls: {secretName: t, implicitPort: 2121}", "tls.implicitPort=2121: expected"},
+		{"publicAddr: 203.0.113.10\ntls: {secretName: t, implicitPort: 30005}", `tls.implicitPort=30005: expected 0 or a port in 1-65535 other than 21, server.port, ftpalg.adminPort and the pool "30000-30039"`},
+		{"publicAddr: 203.0.113.10\ntls: {secretName: t, sessionReuse: sometimes}", `tls.sessionReuse=sometimes: expected "off" or "required"`},
+		{"publicAddr: 203.0.113.10\ntls: {secretName: t, required: \"no\"}", "tls.required=no: expected true or false"},
+		{"service: {type: NodePort}\npool: 31000-31039\ntls: {secretName: t, implicitPort: 990, implicitNodePort: 31001}", `tls.implicitNodePort=31001: pick a node port outside the pool "31000-31039"`},
+		{"publicAddr: 203.0.113.10\ntls: {secretName: t}\nftpalg: {env: {FTPALG_TLS_LISTEN: \":990\"}}", "ftpalg.env.FTPALG_TLS_LISTEN: with tls.secretName the chart sets it from the tls values"},
+		{"publicAddr: 203.0.113.10\nftpalg: {env: {FTPALG_DATA_PORTS: 1-2}}", "ftpalg.env.FTPALG_DATA_PORTS: the chart sets it"},
 	} {
 		_, err := render(t, values(t, tc.values))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -205,6 +218,19 @@ func TestChecksCatchDrift(t *testing.T) {
 			s := service(objs, "ftp")
 			s.Ports = append(s.Ports, service(objs, "ftp-0").Ports...)
 		}, "control Service ftp must have one port"},
+		{"implicit FTPS port not exposed", "publicAddr: 203.0.113.10\ntls: {secretName: ftp-tls, implicitPort: 990}", func(objs []check.Object) {
+			s := service(objs, "ftp")
+			s.Ports = s.Ports[:1]
+		}, "control Service ftp does not expose the implicit FTPS port 990 (FTPALG_TLS_LISTEN)"},
+		{"implicit FTPS port on a replica Service", "publicAddr: 203.0.113.10\ntls: {secretName: ftp-tls, implicitPort: 990}", func(objs []check.Object) {
+			s, r := service(objs, "ftp"), service(objs, "ftp-1")
+			r.Ports = append(r.Ports, s.Ports[1])
+			s.Ports = s.Ports[:1]
+		}, "Service ftp-1 exposes"},
+		{"Secret mounted with subPath", "publicAddr: 203.0.113.10\ntls: {secretName: ftp-tls}", func(objs []check.Object) {
+			c := ftpalgContainer(objs)
+			c.VolumeMounts[len(c.VolumeMounts)-1].SubPath = "tls.crt"
+		}, "mounted with subPath tls.crt, which never sees a rotated Secret"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			objs := mustRender(t, values(t, tc.vals))
@@ -222,6 +248,20 @@ func TestChecksCatchDrift(t *testing.T) {
 	}
 }
 
+func ftpalgContainer(objs []check.Object) *check.Container {
+	for _, o := range objs {
+		if o.Workload == nil {
+			continue
+		}
+		for i, c := range o.Workload.Template.Spec.Containers {
+			if c.Name == "ftpalg" {
+				return &o.Workload.Template.Spec.Containers[i]
+			}
+		}
+	}
+	panic("no ftpalg container")
+}
+
 func service(objs []check.Object, name string) *check.Service {
 	for _, o := range objs {
 		if o.Service != nil && o.Metadata.Name == name {
@@ -235,7 +275,13 @@ const plainHeader = `# GENERATED from the Helm chart deploy/helm/ftpalg with
 # deploy/helm/ftpalg/ci/plain-values.yaml: do not edit; change the chart
 # and run ` + "`make manifests`" + ` (deploy/helmtest checks they are in step).
 # An unmodified vsftpd in each pod, ftpalg beside it, several replicas
-# behind one LoadBalancer address (docs/kubernetes.md).
+# behind one LoadBalancer address (docs/kubernetes.md). ftpalg terminates
+# FTPS (explicit on 21, implicit on 990; TLS required) with the
+# certificate of the Secret ftp-tls, which must exist first (docs/ftps.md):
+#   kubectl create secret tls ftp-tls --cert=tls.crt --key=tls.key
+#   kubectl apply -f deploy/kubernetes/ftp-sidecar.yaml
+# The FTP server stays plain FTP; a renewed Secret reaches new sessions
+# without a restart.
 `
 
 // The plain manifest is the chart rendered with ci/plain-values.yaml;
@@ -262,5 +308,43 @@ func TestPlainManifestInStep(t *testing.T) {
 	var n yaml.Node
 	if err := yaml.Unmarshal(got, &n); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The tls values become the ftpalg container's FTPS settings, and implicit
+// FTPS a port of the control Service (and of its node ports).
+func TestTLSValues(t *testing.T) {
+	for _, tc := range []struct {
+		values string
+		env    map[string]string // "" = not set
+		ports  string            // the control Service's
+	}{
+		{"publicAddr: 203.0.113.10",
+			map[string]string{"FTPALG_AUTH_TLS": "", "FTPALG_TLS_CERT": "", "FTPALG_TLS_LISTEN": ""}, "[ftp 21->21/0]"},
+		{"publicAddr: 203.0.113.10\ntls: {secretName: ftp-tls}",
+			map[string]string{"FTPALG_AUTH_TLS": "terminate", "FTPALG_TLS_CERT": "/etc/ftpalg/tls/tls.crt", "FTPALG_TLS_KEY": "/etc/ftpalg/tls/tls.key",
+				"FTPALG_TLS_REQUIRED": "true", "FTPALG_TLS_SESSION_REUSE": "off", "FTPALG_TLS_LISTEN": ""}, "[ftp 21->21/0]"},
+		{"publicAddr: 203.0.113.10\ntls: {secretName: ftp-tls, required: false, sessionReuse: required, implicitPort: 990}",
+			map[string]string{"FTPALG_TLS_REQUIRED": "false", "FTPALG_TLS_SESSION_REUSE": "required", "FTPALG_TLS_LISTEN": ":990"}, "[ftp 21->21/0 ftps 990->990/0]"},
+		{"service: {type: NodePort}\npool: 31000-31039\ntls: {secretName: ftp-tls, implicitPort: 990, sessionReuse: off}",
+			map[string]string{"FTPALG_TLS_SESSION_REUSE": "off", "FTPALG_TLS_LISTEN": ":990"}, "[ftp 21->21/30021 ftps 990->990/30990]"},
+	} {
+		objs := mustRender(t, values(t, tc.values))
+		env := map[string]string{}
+		for _, e := range ftpalgContainer(objs).Env {
+			env[e.Name] = e.Value
+		}
+		for k, want := range tc.env {
+			if env[k] != want {
+				t.Errorf("values %q: %s=%q, want %q", tc.values, k, env[k], want)
+			}
+		}
+		var ports []string
+		for _, p := range service(objs, "ftp").Ports {
+			ports = append(ports, fmt.Sprintf("%s %d->%v/%d", p.Name, p.Port, p.TargetPort, p.NodePort))
+		}
+		if got := fmt.Sprint(ports); got != tc.ports {
+			t.Errorf("values %q: control Service ports %s, want %s", tc.values, got, tc.ports)
+		}
 	}
 }

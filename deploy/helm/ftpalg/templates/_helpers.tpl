@@ -59,3 +59,40 @@ externalTrafficPolicy: {{ .Values.service.externalTrafficPolicy }}
 loadBalancerIP: {{ .Values.service.loadBalancerIP }}
 {{- end }}
 {{- end -}}
+
+{{/* FTPS termination values, checked: "" (none), or "required reuse port"
+with port 0 for no implicit FTPS. */}}
+{{- define "ftpalg.tls" -}}
+{{- $t := .Values.tls -}}
+{{- $port := int $t.implicitPort -}}
+{{- if not $t.secretName -}}
+{{- if $port -}}
+{{- fail (printf "tls.implicitPort=%d needs tls.secretName (the Secret with the certificate)" $port) -}}
+{{- end -}}
+{{- else -}}
+{{- if not (kindIs "bool" $t.required) -}}
+{{- fail (printf "tls.required=%v: expected true or false" $t.required) -}}
+{{- end -}}
+{{- /* YAML 1.1 reads an unquoted off as false. */ -}}
+{{- $reuse := $t.sessionReuse -}}
+{{- if and (kindIs "bool" $reuse) (not $reuse) -}}
+{{- $reuse = "off" -}}
+{{- end -}}
+{{- if not (has $reuse (list "off" "required")) -}}
+{{- fail (printf "tls.sessionReuse=%v: expected \"off\" or \"required\"" $reuse) -}}
+{{- end -}}
+{{- $pool := splitList " " (include "ftpalg.pool" .) -}}
+{{- $lo := atoi (index $pool 0) -}}
+{{- $hi := atoi (index $pool 1) -}}
+{{- if $port -}}
+{{- if or (lt $port 1) (gt $port 65535) (eq $port 21) (eq $port (int .Values.server.port)) (eq $port (int .Values.ftpalg.adminPort)) (and (ge $port $lo) (le $port $hi)) -}}
+{{- fail (printf "tls.implicitPort=%d: expected 0 or a port in 1-65535 other than 21, server.port, ftpalg.adminPort and the pool %q (990 is usual)" $port (toString .Values.pool)) -}}
+{{- end -}}
+{{- $np := int $t.implicitNodePort -}}
+{{- if and (eq .Values.service.type "NodePort") (or (eq $np (int .Values.service.controlNodePort)) (and (ge $np $lo) (le $np $hi))) -}}
+{{- fail (printf "tls.implicitNodePort=%d: pick a node port outside the pool %q and other than service.controlNodePort" $np (toString .Values.pool)) -}}
+{{- end -}}
+{{- end -}}
+{{- printf "%t %s %d" $t.required $reuse $port -}}
+{{- end -}}
+{{- end -}}
