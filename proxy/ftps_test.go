@@ -119,3 +119,32 @@ func TestTLSTerminateControl(t *testing.T) {
 		t.Fatalf("handshakes ok: %v, want 3", n)
 	}
 }
+
+// startTLS belongs to the client's pump, which reads and clears it without
+// the session lock: the server's pump, whose Answers only a family bridge
+// has (its PASV after a refused EPSV, bridged and terminating at once),
+// must not write it. Run with -race.
+func TestStartTLSClientPumpOnly(t *testing.T) {
+	ss := &session{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var toPeer, toSender, toClient []byte
+		var urgent int
+		for range 100 {
+			if err := ss.apply(alg.FromServer, alg.Action{Verdict: alg.Answer, Output: []byte("PASV\r\n")}, &toPeer, &toSender, &toClient, &urgent); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for range 100 {
+		if ss.startTLS { // the client pump's read, after its feed
+			ss.startTLS = false
+		}
+	}
+	<-done
+	if ss.startTLS {
+		t.Fatal("a server Answer set startTLS")
+	}
+}

@@ -294,9 +294,10 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 				ss.closeBoth()
 				return
 			}
-			if ss.startTLS {
+			if from == alg.FromClient && ss.startTLS {
 				// The 234 is out; TLS from the next byte on (urgent
-				// marks cannot be read through TLS).
+				// marks cannot be read through TLS). The client's pump
+				// alone: the server's would race it for the handshake.
 				ss.startTLS = false
 				if err := ss.upgradeTLS(ctx); err != nil {
 					ss.end("client "+err.Error(), "")
