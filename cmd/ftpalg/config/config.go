@@ -71,7 +71,7 @@ type Config struct {
 	TLSCert         string       `env:"TLS_CERT" help:"terminate: PEM certificate (chain) file; re-read when it changes (new sessions)"`
 	TLSKey          string       `env:"TLS_KEY" help:"terminate: PEM private key file of FTPALG_TLS_CERT; re-read with it"`
 	TLSRequired     bool         `env:"TLS_REQUIRED" envDefault:"true" help:"terminate: USER before AUTH TLS gets 530, PROT C 534, data commands without PROT P 521; false allows plain FTP too"`
-	TLSListen       ListenAddr   `env:"TLS_LISTEN" expect:"[address]:port, e.g. :990, or empty for none" help:"terminate: implicit FTPS listener (TLS from the first byte), e.g. :990; empty = none"`
+	TLSListen       ListenAddr   `env:"TLS_LISTEN" expect:"[address]:port outside FTPALG_DATA_PORTS, e.g. :990, or empty for none" help:"terminate: implicit FTPS listener (TLS from the first byte), e.g. :990; empty = none"`
 	TLSSessionReuse SessionReuse `env:"TLS_SESSION_REUSE" envDefault:"off" expect:"off or required" help:"terminate: required = a PROT P data connection must resume its control connection's TLS session, else 425 (lftp and Python ftplib do not resume)"`
 }
 
