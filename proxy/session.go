@@ -79,6 +79,14 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 		return
 	}
 	log = log.With("server", dst.String())
+	public, err := s.publicFor(rt, clientAP.Addr(), dst.Addr())
+	if err != nil {
+		log.Warn("session refused", "reason", err.Error())
+		s.metrics.SessionsRefused.WithLabelValues("no_public_addr").Inc()
+		writeLine(client, msgNoPublic, time.Second)
+		client.Close()
+		return
+	}
 	if label, reason, reply := s.admit(rt, addrPortOf(client.LocalAddr()), clientAP, dst); label != "" {
 		log.Warn("session refused", "reason", reason)
 		s.metrics.SessionsRefused.WithLabelValues(label).Inc()
@@ -102,7 +110,7 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 		ClientFacing: facing,
 		ServerFacing: addrPortOf(server.LocalAddr()),
 		Server:       addrPortOf(server.RemoteAddr()),
-		Public:       s.cfg.PublicAddr,
+		Public:       public,
 	}
 	ports := &sessionPorts{pool: s.pool}
 	eng, err := alg.NewSession(rt.Policy, peers, ports)

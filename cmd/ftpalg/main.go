@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/config"
+	"github.com/ftpalg/ftpalg/cmd/ftpalg/k8saddr"
 	"github.com/ftpalg/ftpalg/natrules"
 )
 
@@ -106,6 +107,8 @@ type daemon struct {
 	logOut io.Writer
 	// environ is read again on SIGHUP.
 	environ func() []string
+	// service follows FTPALG_PUBLIC_ADDR's service: entry (nil: none).
+	service *k8saddr.Watcher
 }
 
 // serve runs the daemon until ctx is done (SIGTERM, SIGINT), applying a
@@ -119,6 +122,11 @@ func (d *daemon) serve(ctx context.Context, hup <-chan struct{}) error {
 	}
 	defer closeRules(rules)
 	reg.MustRegister(newRulesCollector(rules))
+	stopService, err := d.watchService()
+	if err != nil {
+		return err
+	}
+	defer stopService()
 	srv, err := d.buildProxy(rules, metrics)
 	if err != nil {
 		return err

@@ -30,9 +30,6 @@ func (c *Config) validate(value func(name string) string, failed map[string]bool
 			bad("UPSTREAM", "required in "+c.Mode.String()+" mode: the server's address:port")
 		}
 	}
-	if a := c.PublicAddr; a.IsValid() && (a.Zone() != "" || !a.IsGlobalUnicast() && !a.IsPrivate()) {
-		bad("PUBLIC_ADDR", expectOf("PUBLIC_ADDR"))
-	}
 	if c.Mode != Forward && !failed["UPSTREAM"] && !failed["ALLOW_SERVERS"] && !failed["DENY_SERVERS"] {
 		if denied := c.DeniedUpstreams(); len(denied) > 0 {
 			bad("UPSTREAM", "the server policy refuses "+strings.Join(denied, ", ")+
