@@ -59,7 +59,6 @@ func (c *Config) PublicPicker(src publicaddr.Source) publicaddr.Picker {
 	return publicaddr.Picker{Table: c.PublicAddr.Table, Source: src}
 }
 
-
 func hasVar(probs []Problem, name string) bool {
 	for _, p := range probs {
 		if p.Var == name {
