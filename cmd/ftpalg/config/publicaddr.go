@@ -25,9 +25,9 @@ func (p *PublicAddrs) UnmarshalText(b []byte) error {
 
 func (p PublicAddrs) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
 
-// serviceAccountToken is where a pod's service account token is mounted;
+// ServiceAccountToken is where a pod's service account token is mounted;
 // a variable for tests.
-var serviceAccountToken = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+var ServiceAccountToken = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 // inCluster checks, at start, that a service: entry can be watched: the
 // process runs in a Kubernetes pod with a service account (the variables
@@ -46,7 +46,7 @@ func (c *Config) inCluster(vars map[string]string) []Problem {
 		return []Problem{{Var: "PUBLIC_ADDR", Value: value, Expected: svc.String() +
 			" needs the Kubernetes API: run in a pod (KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set), or give the address instead"}}
 	}
-	if _, err := os.Stat(serviceAccountToken); err != nil {
+	if _, err := os.Stat(ServiceAccountToken); err != nil {
 		return []Problem{{Var: "PUBLIC_ADDR", Value: value, Expected: svc.String() +
 			" needs the pod's service account token (" + err.Error() + "): set automountServiceAccountToken: true and a serviceAccountName with the Role of deploy/kubernetes/ftp-sidecar.yaml"}}
 	}

@@ -17,8 +17,8 @@ func TestPublicAddrList(t *testing.T) {
 	if err := os.WriteFile(token, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	defer func(old string) { serviceAccountToken = old }(serviceAccountToken)
-	serviceAccountToken = token
+	defer func(old string) { ServiceAccountToken = old }(ServiceAccountToken)
+	ServiceAccountToken = token
 	pod := []string{"KUBERNETES_SERVICE_HOST=192.0.2.200", "KUBERNETES_SERVICE_PORT=443"}
 	sidecar := []string{"FTPALG_MODE=sidecar", "FTPALG_UPSTREAM=127.0.0.1:21"}
 	for _, tc := range []struct {
@@ -72,7 +72,7 @@ func TestPublicAddrList(t *testing.T) {
 	}
 
 	// No token: the pod runs without a service account.
-	serviceAccountToken = filepath.Join(t.TempDir(), "none")
+	ServiceAccountToken = filepath.Join(t.TempDir(), "none")
 	_, err := Load(append(append(sidecar, pod...), "FTPALG_PUBLIC_ADDR=service:ftp/ftp"))
 	if err == nil || !strings.Contains(err.Error(), "service:ftp/ftp needs the pod's service account token") {
 		t.Errorf("no token: %v", err)

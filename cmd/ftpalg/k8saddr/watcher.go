@@ -14,12 +14,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -34,10 +37,10 @@ type Watcher struct {
 	client cache.Getter
 	log    *slog.Logger
 
-	mu         sync.Mutex
-	v4, v6     netip.Addr
-	why        string // why there is no address, for /readyz and the log
-	lastLogged string
+	mu     sync.Mutex
+	v4, v6 netip.Addr
+	why    string // why there is no address, for /readyz and the log
+	seen   bool   // the Service was listed or watched
 }
 
 // InCluster is the API client of the pod's service account.
@@ -78,21 +81,74 @@ func New(client cache.Getter, svc publicaddr.Service, log *slog.Logger) *Watcher
 }
 
 // Run follows the Service until ctx is done. The informer lists and
-// watches that one object (field selector metadata.name), and re-lists
+// watches that one object (field selector metadata.name), and lists again
 // after a broken watch by itself.
 func (w *Watcher) Run(ctx context.Context) {
 	lw := cache.NewListWatchFromClient(w.client, "services", w.svc.Namespace, fields.OneTermEqualSelector("metadata.name", w.svc.Name))
-	_, ctl := cache.NewInformerWithOptions(cache.InformerOptions{
-		ListerWatcher: lw,
-		ObjectType:    &corev1.Service{},
-		Handler: cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(o any) { w.update(o) },
-			UpdateFunc: func(_, o any) { w.update(o) },
-			DeleteFunc: func(any) { w.set(netip.Addr{}, netip.Addr{}, w.svc.String()+" was deleted") },
+	// A refused request (RBAC) or an unreachable API server is the reason
+	// /readyz gives while no address is known. The reflector retries on
+	// its own, and some failures (the streaming watch-list's) never reach
+	// its error handler: hence at the source.
+	list, watchFn := lw.ListWithContextFunc, lw.WatchFuncWithContext
+	lw.ListWithContextFunc = func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		obj, err := list(ctx, o)
+		w.failed(ctx, err)
+		return obj, err
+	}
+	lw.WatchFuncWithContext = func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+		wi, err := watchFn(ctx, o)
+		w.failed(ctx, err)
+		return wi, err
+	}
+	inf := cache.NewSharedInformer(lw, &corev1.Service{}, 0)
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { w.update(o) },
+		UpdateFunc: func(_, o any) { w.update(o) },
+		DeleteFunc: func(any) {
+			w.mu.Lock()
+			w.seen = false
+			w.mu.Unlock()
+			w.set(netip.Addr{}, netip.Addr{}, w.svc.String()+" was deleted")
 		},
-	})
+	}); err != nil {
+		w.set(netip.Addr{}, netip.Addr{}, "cannot watch "+w.svc.String()+": "+err.Error())
+		return
+	}
 	w.log.Info("watching the Service's load balancer address")
-	ctl.RunWithContext(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		inf.RunWithContext(ctx)
+	}()
+	if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		w.mu.Lock()
+		absent := !w.seen
+		w.mu.Unlock()
+		if absent {
+			w.set(netip.Addr{}, netip.Addr{}, w.svc.String()+" does not exist (or the Role does not name it)")
+		}
+	}
+	<-done
+}
+
+// failed records why the API could not be read (err not nil), while no
+// address is known.
+func (w *Watcher) failed(ctx context.Context, err error) {
+	if err == nil || ctx.Err() != nil {
+		return
+	}
+	// A transport error's text carries the URL, which changes with every
+	// retry (timeoutSeconds): the cause alone is the reason.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	w.mu.Lock()
+	known := w.v4.IsValid() || w.v6.IsValid()
+	w.mu.Unlock()
+	if !known {
+		w.set(netip.Addr{}, netip.Addr{}, "cannot read "+w.svc.String()+" from the Kubernetes API: "+err.Error())
+	}
 }
 
 func (w *Watcher) update(o any) {
@@ -101,6 +157,9 @@ func (w *Watcher) update(o any) {
 		return
 	}
 	v4, v6, why := Addrs(s)
+	w.mu.Lock()
+	w.seen = true
+	w.mu.Unlock()
 	w.set(v4, v6, why)
 }
 
