@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -151,4 +150,4 @@ func TestWatcherAsSource(t *testing.T) {
 	}
 }
 
-var testOut io.Writer = os.Stderr
+var testOut io.Writer = io.Discard

@@ -6,13 +6,24 @@
 package k8saddrtest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +36,9 @@ import (
 type Server struct {
 	*httptest.Server
 	ns, name string
+	token    string // required bearer token; "" none
+	stop     chan struct{}
+	once     sync.Once
 
 	mu      sync.Mutex
 	rv      int
@@ -32,7 +46,7 @@ type Server struct {
 	events  []event         // every change, for a watch from an older version
 	waiters []chan struct{}
 	// Requests counts the requests by kind ("list", "watch", "watchlist",
-	// "refused").
+	// "refused", "unauthorized").
 	requests map[string]int
 }
 
@@ -42,12 +56,59 @@ type event struct {
 	rv     int
 }
 
-// New starts a server with no Service; Close it when done (t.Cleanup does).
+// New starts a server with no Service on loopback, plain HTTP; t.Cleanup
+// closes it.
 func New(t testing.TB, ns, name string) *Server {
-	s := &Server{ns: ns, name: name, requests: map[string]int{}}
+	s := &Server{ns: ns, name: name, requests: map[string]int{}, stop: make(chan struct{})}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	return s
+}
+
+// NewTLS starts a server with no Service on ln, over TLS with cert, that
+// also requires "Authorization: Bearer token" as a service account
+// token; t.Cleanup closes it.
+func NewTLS(t testing.TB, ns, name string, ln net.Listener, cert tls.Certificate, token string) *Server {
+	s := &Server{ns: ns, name: name, token: token, requests: map[string]int{}, stop: make(chan struct{})}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	s.Server.Listener = ln
+	s.Server.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	s.Server.StartTLS()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// SelfSigned is a certificate for ip, its own CA, and its PEM for a
+// client's CA file.
+func SelfSigned(ip netip.Addr) (tls.Certificate, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "fake kube-apiserver"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IPAddresses:           []net.IP{ip.AsSlice()},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("self-signed certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+// Close ends the open watches, which a client still running would keep
+// open, then shuts the server down.
+func (s *Server) Close() {
+	s.once.Do(func() { close(s.stop) })
+	s.Server.CloseClientConnections()
+	s.Server.Close()
 }
 
 // Config is a client configuration for the server.
@@ -109,6 +170,11 @@ func (s *Server) emit(e event) {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if s.token != "" && r.Header.Get("Authorization") != "Bearer "+s.token {
+		s.count("unauthorized")
+		http.Error(w, "fake API server: no or wrong service account token", http.StatusUnauthorized)
+		return
+	}
 	if r.URL.Path != "/api/v1/namespaces/"+s.ns+"/services" || q.Get("fieldSelector") != "metadata.name="+s.name {
 		s.count("refused")
 		http.Error(w, fmt.Sprintf("fake API server: only services in %s with fieldSelector=metadata.name=%s", s.ns, s.name), http.StatusForbidden)
@@ -170,6 +236,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-wake:
 		case <-r.Context().Done():
+			return
+		case <-s.stop:
 			return
 		}
 	}
