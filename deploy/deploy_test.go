@@ -23,6 +23,9 @@ type envVar struct {
 	Value     string `yaml:"value"`
 	ValueFrom *struct {
 		ConfigMapKeyRef *struct{ Name, Key string } `yaml:"configMapKeyRef"`
+		FieldRef        *struct {
+			FieldPath string `yaml:"fieldPath"`
+		} `yaml:"fieldRef"`
 	} `yaml:"valueFrom"`
 }
 
@@ -51,10 +54,20 @@ type object struct {
 		} `yaml:"ports"`
 		Template struct {
 			Spec struct {
-				Containers []container `yaml:"containers"`
+				ServiceAccountName string      `yaml:"serviceAccountName"`
+				Containers         []container `yaml:"containers"`
 			} `yaml:"spec"`
 		} `yaml:"template"`
 	} `yaml:"spec"`
+	// Role, RoleBinding
+	Rules []struct {
+		APIGroups     []string `yaml:"apiGroups"`
+		Resources     []string `yaml:"resources"`
+		ResourceNames []string `yaml:"resourceNames"`
+		Verbs         []string `yaml:"verbs"`
+	} `yaml:"rules"`
+	RoleRef  struct{ Kind, Name string }   `yaml:"roleRef"`
+	Subjects []struct{ Kind, Name string } `yaml:"subjects"`
 }
 
 func known() map[string]bool {
@@ -118,23 +131,9 @@ func TestManifestsMatchConfig(t *testing.T) {
 				if c.Name != "ftpalg" {
 					continue
 				}
-				var environ []string
-				for _, e := range c.Env {
-					if !vars[e.Name] {
-						t.Errorf("%s: container ftpalg sets %s, which is not a configuration variable", file, e.Name)
-					}
-					v := e.Value
-					if e.ValueFrom != nil && e.ValueFrom.ConfigMapKeyRef != nil {
-						ref := e.ValueFrom.ConfigMapKeyRef
-						cm, ok := configMaps[ref.Name]
-						if !ok {
-							t.Errorf("%s: %s refers to missing ConfigMap %s", file, e.Name, ref.Name)
-						}
-						v = cm[ref.Key]
-					}
-					environ = append(environ, e.Name+"="+v)
-				}
-				if _, err := config.Load(environ); err != nil {
+				environ := ftpalgEnv(t, file, c, configMaps, vars)
+				inPod(t)
+				if _, err := config.Load(podEnviron(environ)); err != nil {
 					t.Errorf("%s: ftpalg would refuse this configuration: %v", file, err)
 				}
 				if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/livez" {
@@ -148,6 +147,130 @@ func TestManifestsMatchConfig(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// podNamespace stands for the namespace a manifest is applied in.
+const podNamespace = "ftp"
+
+// ftpalgEnv is the ftpalg container's environment as the kubelet makes
+// it: ConfigMap references resolved, the downward API's namespace filled
+// in, and $(NAME) references to earlier variables expanded. Only FTPALG_
+// variables and downward-API helpers are allowed.
+func ftpalgEnv(t *testing.T, file string, c container, configMaps map[string]map[string]string, vars map[string]bool) []string {
+	t.Helper()
+	var environ []string
+	for _, e := range c.Env {
+		v := e.Value
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
+			if e.ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
+				t.Errorf("%s: %s: only metadata.namespace is filled in here", file, e.Name)
+			}
+			v = podNamespace
+		case !vars[e.Name]:
+			t.Errorf("%s: container ftpalg sets %s, which is not a configuration variable", file, e.Name)
+		case e.ValueFrom != nil && e.ValueFrom.ConfigMapKeyRef != nil:
+			ref := e.ValueFrom.ConfigMapKeyRef
+			cm, ok := configMaps[ref.Name]
+			if !ok {
+				t.Errorf("%s: %s refers to missing ConfigMap %s", file, e.Name, ref.Name)
+			}
+			v = cm[ref.Key]
+		}
+		for _, kv := range environ {
+			name, val, _ := strings.Cut(kv, "=")
+			v = strings.ReplaceAll(v, "$("+name+")", val)
+		}
+		environ = append(environ, e.Name+"="+v)
+	}
+	return environ
+}
+
+// inPod makes config.Load see a pod's service account (a token file) for
+// the rest of the test; the KUBERNETES_SERVICE_* variables are added by
+// podEnviron.
+func inPod(t *testing.T) {
+	t.Helper()
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := config.ServiceAccountToken
+	config.ServiceAccountToken = token
+	t.Cleanup(func() { config.ServiceAccountToken = old })
+}
+
+// podEnviron is environ plus what the kubelet gives every container.
+func podEnviron(environ []string) []string {
+	return append(environ, "KUBERNETES_SERVICE_HOST=192.0.2.1", "KUBERNETES_SERVICE_PORT=443")
+}
+
+// A manifest whose ftpalg follows a Service (FTPALG_PUBLIC_ADDR with a
+// service: entry) carries the RBAC for it: the pod's ServiceAccount, a
+// Role allowing get, list and watch on that Service alone, and a
+// RoleBinding between them; and the Service is the file's own.
+func TestServiceAddressRBAC(t *testing.T) {
+	vars := known()
+	checked := 0
+	for file, objs := range readManifests(t) {
+		byKind := map[string]map[string]object{}
+		configMaps := map[string]map[string]string{}
+		for _, o := range objs {
+			if byKind[o.Kind] == nil {
+				byKind[o.Kind] = map[string]object{}
+			}
+			byKind[o.Kind][o.Metadata.Name] = o
+			if o.Kind == "ConfigMap" {
+				configMaps[o.Metadata.Name] = o.Data
+			}
+		}
+		for _, o := range objs {
+			for _, c := range o.Spec.Template.Spec.Containers {
+				if c.Name != "ftpalg" {
+					continue
+				}
+				inPod(t)
+				cfg, err := config.Load(podEnviron(ftpalgEnv(t, file, c, configMaps, vars)))
+				if err != nil {
+					t.Fatalf("%s: %v", file, err)
+				}
+				svc := cfg.PublicAddr.Service()
+				if !svc.IsSet() {
+					continue
+				}
+				checked++
+				if svc.Namespace != podNamespace {
+					t.Errorf("%s: %s is not in the pod's own namespace (a Role grants only there)", file, svc)
+				}
+				if _, ok := byKind["Service"][svc.Name]; !ok {
+					t.Errorf("%s: follows %s, which the file does not define", file, svc)
+				}
+				sa := o.Spec.Template.Spec.ServiceAccountName
+				if _, ok := byKind["ServiceAccount"][sa]; sa == "" || !ok {
+					t.Errorf("%s: the pod's serviceAccountName %q is not a ServiceAccount of the file", file, sa)
+				}
+				granted := false
+				for _, rb := range byKind["RoleBinding"] {
+					role, ok := byKind["Role"][rb.RoleRef.Name]
+					if rb.RoleRef.Kind != "Role" || !ok || len(rb.Subjects) != 1 || rb.Subjects[0].Kind != "ServiceAccount" || rb.Subjects[0].Name != sa {
+						continue
+					}
+					for _, r := range role.Rules {
+						if strings.Join(r.APIGroups, ",") == "" && strings.Join(r.Resources, ",") == "services" &&
+							strings.Join(r.ResourceNames, ",") == svc.Name && strings.Join(r.Verbs, ",") == "get,list,watch" {
+							granted = true
+						}
+					}
+				}
+				if !granted {
+					t.Errorf("%s: no RoleBinding gives ServiceAccount %q a Role with exactly get, list, watch on services named %q", file, sa, svc.Name)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no manifest follows a Service: the sidecar manifest should")
 	}
 }
 
