@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 
+	"k8s.io/klog/v2"
+
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/k8saddr"
 	"github.com/ftpalg/ftpalg/proxy/publicaddr"
 )
@@ -22,6 +24,10 @@ func (d *daemon) watchService() (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
+	// What client-go logs outside the watcher's context (klog's global
+	// logger) goes to the daemon's log too, in its format. Set once,
+	// before client-go runs, as klog requires.
+	klog.SetSlogLogger(d.log.With("component", "k8saddr"))
 	d.service = k8saddr.New(client, svc, d.log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"sync"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -74,8 +75,6 @@ func Client(cfg *rest.Config) (cache.Getter, error) {
 // starts it.
 func New(client cache.Getter, svc publicaddr.Service, log *slog.Logger) *Watcher {
 	log = log.With("component", "k8saddr", "service", svc.Namespace+"/"+svc.Name)
-	// client-go logs through klog: into the daemon's log instead.
-	klog.SetSlogLogger(log)
 	return &Watcher{svc: svc, client: client, log: log,
 		why: "no address from " + svc.String() + " yet: waiting for the Kubernetes API"}
 }
@@ -84,6 +83,8 @@ func New(client cache.Getter, svc publicaddr.Service, log *slog.Logger) *Watcher
 // watches that one object (field selector metadata.name), and lists again
 // after a broken watch by itself.
 func (w *Watcher) Run(ctx context.Context) {
+	// client-go's informer logs through the context's logger: the daemon's.
+	ctx = klog.NewContext(ctx, logr.FromSlogHandler(w.log.Handler()))
 	lw := cache.NewListWatchFromClient(w.client, "services", w.svc.Namespace, fields.OneTermEqualSelector("metadata.name", w.svc.Name))
 	// A refused request (RBAC) or an unreachable API server is the reason
 	// /readyz gives while no address is known. The reflector retries on
