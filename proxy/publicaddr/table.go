@@ -100,7 +100,7 @@ func Parse(s string) (Table, error) {
 			case aerr != nil:
 				bad(e, "%v", aerr)
 			case p.Addr().Is4() != a.Is4():
-				bad(e, "family mismatch: clients in %s are told %s, which a reply to them cannot carry", p, a)
+				bad(e, "family mismatch: peers in %s would be told %s, which a 227 or PORT to them cannot carry", p, a)
 			case seen[p]:
 				bad(e, "duplicate CIDR %s", p)
 			default:

@@ -31,7 +31,7 @@ func TestParse(t *testing.T) {
 		{in: "203.0.113.10,198.51.100.1", errs: []string{`entry "198.51.100.1": a second default address of one family (already 203.0.113.10)`}},
 		{in: "203.0.113.10,2001:db8::1,2001:db8::2", errs: []string{`entry "2001:db8::2": a second default`}},
 		{in: "10.0.0.0/8=10.1.2.3,10.0.0.0/8=10.1.2.4", errs: []string{`entry "10.0.0.0/8=10.1.2.4": duplicate CIDR 10.0.0.0/8`}},
-		{in: "10.0.0.0/8=2001:db8::1", errs: []string{`family mismatch: clients in 10.0.0.0/8 are told 2001:db8::1`}},
+		{in: "10.0.0.0/8=2001:db8::1", errs: []string{`family mismatch: peers in 10.0.0.0/8 would be told 2001:db8::1`}},
 		{in: "2001:db8::/32=203.0.113.1", errs: []string{`family mismatch`}},
 		{in: "10.0.0.0/8=service:ftp/ftp", errs: []string{`a Service is only a default entry`}},
 		{in: "service:ftp", errs: []string{`entry "service:ftp": expected service:NAMESPACE/NAME`}},
