@@ -38,9 +38,8 @@ type Route struct {
 // session uses the address its connection arrived on (or left from).
 type Table struct {
 	// routes are sorted longest prefix first, so the first match is the
-	// longest: operators list a handful of networks, and a scan of a few
-	// dozen prefixes costs well under a microsecond per session
-	// (BenchmarkLookup).
+	// longest: operators list a handful of networks, and one scan per
+	// session is enough (BenchmarkLookup, docs/kubernetes-addresses.md).
 	routes     []Route
 	def4, def6 netip.Addr
 	svc        Service
