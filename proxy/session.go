@@ -79,18 +79,18 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 		return
 	}
 	log = log.With("server", dst.String())
+	if label, reason, reply := s.admit(rt, addrPortOf(client.LocalAddr()), clientAP, dst); label != "" {
+		log.Warn("session refused", "reason", reason)
+		s.metrics.SessionsRefused.WithLabelValues(label).Inc()
+		writeLine(client, reply, time.Second)
+		client.Close()
+		return
+	}
 	public, err := s.publicFor(rt, clientAP.Addr(), dst.Addr())
 	if err != nil {
 		log.Warn("session refused", "reason", err.Error())
 		s.metrics.SessionsRefused.WithLabelValues("no_public_addr").Inc()
 		writeLine(client, msgNoPublic, time.Second)
-		client.Close()
-		return
-	}
-	if label, reason, reply := s.admit(rt, addrPortOf(client.LocalAddr()), clientAP, dst); label != "" {
-		log.Warn("session refused", "reason", reason)
-		s.metrics.SessionsRefused.WithLabelValues(label).Inc()
-		writeLine(client, reply, time.Second)
 		client.Close()
 		return
 	}
