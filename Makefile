@@ -5,12 +5,14 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # The side-by-side bench is its own Go module (it alone needs cilium/ebpf).
 BENCH   := tests/bench
+# So is the Helm chart's test (it alone needs Helm's packages).
+HELMTEST := deploy/helmtest
 # Debian packages the tests and the demo drive for real.
-DEB_PKGS := nftables vsftpd lftp curl iptables ipset conntrack iproute2 procps ca-certificates
+DEB_PKGS := nftables vsftpd lftp curl iptables ipset conntrack iproute2 procps ca-certificates python3 openssl
 # command -> package, to install only what is missing
-DEB_CMDS := nft:nftables vsftpd:vsftpd lftp:lftp curl:curl iptables:iptables ipset:ipset conntrack:conntrack ip:iproute2 ss:iproute2 sysctl:procps
+DEB_CMDS := nft:nftables vsftpd:vsftpd lftp:lftp curl:curl iptables:iptables ipset:ipset conntrack:conntrack ip:iproute2 ss:iproute2 sysctl:procps python3:python3 openssl:openssl
 
-.PHONY: all build test unit e2e demo bench deps vet fuzz mutants clean
+.PHONY: all build test unit e2e demo bench deps vet fuzz mutants clean manifests
 
 all: build
 
@@ -40,15 +42,24 @@ deps:
 	@command -v $(GO) >/dev/null || { echo "Go toolchain not found (expected /usr/local/go/bin/go)"; exit 1; }
 	@$(GO) mod download
 	@cd $(BENCH) && $(GO) mod download
+	@cd $(HELMTEST) && $(GO) mod download
 
 vet:
 	$(GO) vet ./...
 	cd $(BENCH) && $(GO) vet ./...
+	cd $(HELMTEST) && $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 
-# Unit tests (alg, config, proxy; natrules' root tests run when root).
+# Unit tests (alg, config, proxy; natrules' root tests run when root), then
+# the Helm chart: helm lint and helm template with Helm's own packages, and
+# the manifests' drift checks on each rendering.
 unit:
 	$(GO) test -count=1 ./alg/... ./cmd/... ./proxy/... ./natrules/... ./deploy/...
+	cd $(HELMTEST) && $(GO) test -count=1 ./...
+
+# Re-render deploy/kubernetes/ftp-sidecar.yaml from the chart.
+manifests:
+	cd $(HELMTEST) && UPDATE_MANIFESTS=1 $(GO) test -count=1 -run TestPlainManifestInStep ./...
 
 # End-to-end tests in network namespaces (root), then the bench module's
 # own test (the kernel relay floor).

@@ -64,6 +64,10 @@ const (
 	// TLSPassthrough forwards AUTH; after the server's 234 the engine stops
 	// parsing, forwards bytes untouched and opens nothing.
 	TLSPassthrough
+	// TLSTerminate (reverse and sidecar modes): the gateway answers AUTH
+	// TLS, PBSZ and PROT itself (RFC 4217) and the proxy terminates TLS;
+	// none of them reaches the server, whose side stays plain FTP.
+	TLSTerminate
 )
 
 // Peers are the addresses of the two legs of one control connection, as the
@@ -98,6 +102,9 @@ type Policy struct {
 	// 227 to the server's control address instead of refusing it.
 	FixupPassive bool
 	TLS          TLSPolicy
+	// TLSRequired (TLSTerminate only): USER/PASS before AUTH TLS get 530,
+	// PROT C gets 534 and data commands without PROT P get 521.
+	TLSRequired bool
 	// DeniedCommands are answered 502 locally. Each entry is one or more
 	// words matched case-insensitively against the start of the command,
 	// word by word ("SITE EXEC" matches "site exec foo" but not "SITE EXECX").
@@ -113,6 +120,14 @@ type Policy struct {
 	// nothing more out of the gateway than a closed connection. Any line
 	// relayed to the server resets the run. 0 means no limit.
 	MaxRefusedRun int
+	// Transparent (reverse mode only): the upstream control connection
+	// comes from the client's own address (Peers.ServerFacing is on the
+	// client's address), and so do the data connections. A passive hole
+	// is DNATed to the server without SNAT; a PORT/EPRT reaches the server
+	// with the client's own endpoint, let through by a hole from the
+	// server to that endpoint, SNATed to the client-facing address (the
+	// client expects its data connections from the address it dialled).
+	Transparent bool
 }
 
 // DefaultPolicy returns the safe defaults.
@@ -163,6 +178,15 @@ type Hole struct {
 	// PoolPort is the allocated port this hole holds (0 if none), lent for
 	// From; the engine releases it when the hole is revoked.
 	PoolPort uint16
+	// Protect: negotiated under PROT P (TLSTerminate). The client's side
+	// of the data connection is TLS (Relay is set too): the gateway is
+	// the TLS server on it, the server's side stays plain.
+	Protect bool
+	// Relay: the kernel cannot carry this connection (a family bridge:
+	// From and the final destination are of different families). The
+	// gateway listens on To itself, for From only, and relays the one
+	// connection it accepts to DNAT, connecting from SNAT.
+	Relay bool
 
 	seq uint64 // sequence number of the command that produced it
 }
@@ -178,7 +202,8 @@ const (
 	// other side instead of the input line.
 	Rewrite
 	// Answer: send nothing to the other side; send Action.Output back to the
-	// sender (only ever to the client).
+	// sender: the client, or, only in a family bridge, the server (the
+	// PASV or PORT that replaces an EPSV or EPRT it refused, bridge.go).
 	Answer
 	// End: end the session. Action.Reason says why; Action.Output, if not
 	// empty, is sent to the client first.
@@ -237,6 +262,11 @@ type Action struct {
 	// servers such as vsftpd only notice an ABOR during a transfer by its
 	// SIGURG).
 	Urgent int
+	// StartTLS (an Answer to AUTH TLS under TLSTerminate): once Output is
+	// written, the proxy runs the TLS handshake as server on the client's
+	// connection and then calls Session.Secured. Any client byte fed
+	// before that ends the session (plaintext injected ahead of TLS).
+	StartTLS bool
 }
 
 // LoginEvent is what a reply does to the client's login.
@@ -287,6 +317,8 @@ type Transfer struct {
 //	func (s *Session) Transferring() bool  // a 1xx was seen for a transfer and no final reply yet
 //	func (s *Session) Opaque() bool        // TLS passthrough engaged
 //	func (s *Session) LoggedIn() bool
+//	func (s *Session) Secured()            // TLSTerminate: the client's connection is now TLS
+//	func (s *Session) Protected() bool     // TLSTerminate: PROT P in force
 //
 // A Session is not safe for concurrent use; the proxy serialises calls.
 

@@ -32,7 +32,13 @@ func (s *Session) clientLine(raw, text []byte, flags uint8) Action {
 	if len(s.denied) > 0 && denied(s.denied, text) {
 		return answer(msgDenied, RefusedDenied, "denied command")
 	}
-	switch kind := classify(v); kind {
+	kind := classify(v)
+	if s.pol.TLS == TLSTerminate {
+		if a, done := s.tlsLine(kind, arg); done {
+			return a
+		}
+	}
+	switch kind {
 	case vPORT, vEPRT:
 		return s.active(kind, raw, arg)
 	case vPASV, vEPSV:
@@ -104,6 +110,9 @@ func (s *Session) passive(kind verb, raw, arg []byte) Action {
 	if a, ok := s.gate(kind); !ok {
 		return a
 	}
+	if s.bridge {
+		return s.bridgePassive(kind, raw, arg)
+	}
 	e := entry{kind: cmdPASV}
 	if kind == vEPSV {
 		e.kind = cmdEPSV
@@ -171,6 +180,9 @@ func (s *Session) activeChecked(kind verb, arg []byte) Action {
 	if !s.holeOK(&h) {
 		return answer(msgForbiddenAddr, RefusedAddress, "data endpoint on a forbidden address")
 	}
+	if s.pol.Transparent {
+		return s.activeTransparent(hk, ap, h)
+	}
 	var revoked []Hole
 	p, err := s.allocate(s.server) // the server connects through it
 	if errors.Is(err, ErrPoolExhausted) {
@@ -182,8 +194,12 @@ func (s *Session) activeChecked(kind verb, arg []byte) Action {
 	h = s.activeHole(hk, ap, p)
 	h.seq = s.nextSeq()
 	open := s.addHole(h)
-	s.pending.push(entry{kind: cmdPORT, hole: open.ID, seq: h.seq})
 	adv := s.activeAdvert(p)
+	e := entry{kind: cmdPORT, hole: open.ID, seq: h.seq}
+	if s.bridge {
+		return s.bridgeActive(e, adv, open, revoked)
+	}
+	s.pending.push(e)
 	if hk == KindPORT && adv.Addr().Is4() {
 		s.out = parse.AppendPORT(s.out[:0], adv)
 	} else {
@@ -191,6 +207,20 @@ func (s *Session) activeChecked(kind verb, arg []byte) Action {
 		s.out = parse.AppendEPRT(s.out[:0], adv)
 	}
 	return Action{Verdict: Rewrite, Output: s.out, Open: open, Revoke: revoked}
+}
+
+// activeTransparent passes the client's own endpoint on (canonical form)
+// and opens h, the hole from the server to it: no pool port is involved.
+func (s *Session) activeTransparent(hk Kind, ap netip.AddrPort, h Hole) Action {
+	h.seq = s.nextSeq()
+	open := s.addHole(h)
+	s.pending.push(entry{kind: cmdPORT, hole: open.ID, seq: h.seq})
+	if hk == KindPORT && ap.Addr().Is4() {
+		s.out = parse.AppendPORT(s.out[:0], ap)
+	} else {
+		s.out = parse.AppendEPRT(s.out[:0], ap)
+	}
+	return Action{Verdict: Rewrite, Output: s.out, Open: open}
 }
 
 // takeOverActive gives this PORT the port of the server's current active

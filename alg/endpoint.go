@@ -59,11 +59,20 @@ func (s *Session) fixable(a netip.Addr) bool {
 // pool port p. The server connects from S to the gateway's server-facing
 // address and port p, which is translated to the client's data endpoint.
 func (s *Session) activeHole(k Kind, clientData netip.AddrPort, p uint16) Hole {
-	h := Hole{Kind: k, From: s.server, To: netip.AddrPortFrom(s.peers.ServerFacing.Addr(), p), DNAT: clientData, PoolPort: p}
+	if s.pol.Transparent && !s.bridge && !s.tls.protP {
+		// The server connects to the client's own endpoint (what the
+		// PORT said), routed back through the gateway: no pool port, no
+		// DNAT; the source becomes the address the client dialled. A
+		// bridged client's address is of the other family: relayed as usual.
+		return Hole{Kind: k, From: s.server, To: clientData, SNAT: s.peers.ClientFacing.Addr()}
+	}
+	h := Hole{Kind: k, From: s.server, To: netip.AddrPortFrom(s.peers.ServerFacing.Addr(), p), DNAT: clientData, PoolPort: p, Relay: s.bridge}
 	if s.pol.Mode != ModeForward {
 		// The client only accepts data connections from the address it
 		// knows: the gateway's client-facing address.
 		h.SNAT = s.peers.ClientFacing.Addr()
+		h.Protect = s.tls.protP
+		h.Relay = h.Relay || h.Protect
 	}
 	return h
 }
@@ -87,8 +96,15 @@ func (s *Session) passiveHole(k Kind, serverData netip.AddrPort, p uint16) Hole 
 	if s.pol.Mode == ModeForward {
 		return Hole{Kind: k, From: s.client, To: serverData}
 	}
-	return Hole{Kind: k, From: s.client, To: netip.AddrPortFrom(s.peers.ClientFacing.Addr(), p),
-		DNAT: serverData, SNAT: s.peers.ServerFacing.Addr(), PoolPort: p}
+	relay := s.bridge || s.tls.protP
+	h := Hole{Kind: k, From: s.client, To: netip.AddrPortFrom(s.peers.ClientFacing.Addr(), p),
+		DNAT: serverData, SNAT: s.peers.ServerFacing.Addr(), PoolPort: p, Relay: relay, Protect: s.tls.protP}
+	if s.pol.Transparent && !relay {
+		// The server sees the data connection from the client's own
+		// address, as its control connection.
+		h.SNAT = netip.Addr{}
+	}
+	return h
 }
 
 // passiveAdvert is the address written into the rewritten 227/229 in

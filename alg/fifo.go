@@ -23,6 +23,10 @@ type entry struct {
 	// seq numbers data negotiation commands (PASV, EPSV, PORT, EPRT) and
 	// REIN in the order sent; 0 for the others.
 	seq uint64
+	// Family bridge only (bridge.go). want227: the client asked PASV and
+	// gets a 227 whatever the server answers; retry: the server may refuse
+	// this EPSV/EPRT (500, 502, 522) and get PASV/PORT instead.
+	want227, retry bool
 }
 
 // fifo holds the commands the server has not answered yet, oldest first,

@@ -15,6 +15,7 @@ var (
 	msgNotImplemented = []byte("502 Command not supported through this gateway.\r\n")
 	msgDenied         = []byte("502 Command not allowed by gateway policy.\r\n")
 	msgEPSVAll        = []byte("503 Bad sequence of commands: EPSV ALL in effect.\r\n")
+	msgEPSVAllOK      = []byte("200 EPSV ALL ok.\r\n")
 	msgNeedLogin      = []byte("530 Please login with USER and PASS.\r\n")
 	msgNoTLS          = []byte("534 AUTH not allowed by gateway policy.\r\n")
 	msgBadProto       = []byte("522 Network protocol not supported, use (1,2)\r\n")
@@ -22,6 +23,22 @@ var (
 	msgOpenFailed     = []byte("425 Can't open data connection: gateway could not install the rule.\r\n")
 	msgBadPassive     = []byte("425 Can't open data connection: unacceptable passive reply from server.\r\n")
 	msgPassiveFamily  = []byte("425 Can't open data connection: use EPSV on this connection.\r\n")
+
+	// TLS termination (tls.go), RFC 2228 and RFC 4217 codes.
+	msgAuthOK       = []byte("234 AUTH TLS successful.\r\n")
+	msgPBSZ         = []byte("200 PBSZ=0\r\n")
+	msgProtOK       = []byte("200 PROT command successful.\r\n")
+	msgTLSMechanism = []byte("504 Security mechanism not supported, use AUTH TLS.\r\n")
+	msgTLSAgain     = []byte("503 Already using TLS.\r\n")
+	msgTLSPending   = []byte("503 Bad sequence of commands: AUTH TLS while commands await a reply.\r\n")
+	msgTLSFirst     = []byte("503 Bad sequence of commands: use AUTH TLS first.\r\n")
+	msgPBSZFirst    = []byte("503 Bad sequence of commands: use PBSZ 0 first.\r\n")
+	msgProtCDenied  = []byte("534 PROT C not allowed: data connections must be protected.\r\n")
+	msgProtLevel    = []byte("536 Requested PROT level not supported, use PROT P.\r\n")
+	msgProtUnknown  = []byte("504 PROT level not recognized, use PROT P.\r\n")
+	msgCCC          = []byte("533 CCC not allowed: the control channel stays protected.\r\n")
+	msgTLSRequired  = []byte("530 TLS required: use AUTH TLS before logging in.\r\n")
+	msgProtRequired = []byte("521 Data connections must be protected: use PBSZ 0 and PROT P.\r\n")
 )
 
 // minMaxLine is the smallest line cap accepted: room for every line above

@@ -74,12 +74,19 @@ func (s *Session) finalReply(raw, text []byte) Action {
 		// The server now listens for this PASV/EPSV, whatever we make
 		// of its reply: the endpoints of older commands are done with.
 		revoked := s.revokeBefore(e.seq)
-		a := s.passiveReply(e.seq, code, raw, text[4:])
+		want227 := code == 227
+		if s.bridge {
+			want227 = e.want227
+		}
+		a := s.passiveReply(e.seq, code, want227, raw, text[4:])
 		a.Revoke = revoked
 		return a
 	case !ok:
 		// Unsolicited, e.g. a 421 on idle timeout: relayed.
 		return fwd
+	}
+	if a, ok := s.bridgeRetry(e, code); ok {
+		return a
 	}
 	switch e.kind {
 	case cmdTransfer:
@@ -134,8 +141,9 @@ func (s *Session) endTransfer(code int) (*Transfer, []Hole) {
 
 // passiveReply handles a 227 or 229 answering the client's PASV or EPSV
 // numbered seq. addrText is the text of the reply's last line after the
-// code. What the client receives is one canonical line, or a 4xx.
-func (s *Session) passiveReply(seq uint64, code int, raw, addrText []byte) Action {
+// code. What the client receives is one canonical line (a 227 if want227,
+// else a 229), or a 4xx.
+func (s *Session) passiveReply(seq uint64, code int, want227 bool, raw, addrText []byte) Action {
 	var sd netip.AddrPort // the server's data endpoint
 	hk := Kind227
 	if code == 227 {
@@ -159,6 +167,12 @@ func (s *Session) passiveReply(seq uint64, code int, raw, addrText []byte) Actio
 	if sd.Port() < 1024 {
 		return refusePassive(RefusedPrivileged, msgBadPassive, "passive reply with a privileged port")
 	}
+	if s.bridge {
+		hk = Kind227
+		if !want227 {
+			hk = Kind229
+		}
+	}
 	h := s.passiveHole(hk, sd, 1024) // checked with a placeholder pool port
 	if !s.holeOK(&h) {
 		return refusePassive(RefusedAddress, msgBadPassive, "passive endpoint on a forbidden address")
@@ -167,7 +181,7 @@ func (s *Session) passiveReply(seq uint64, code int, raw, addrText []byte) Actio
 	if s.pol.Mode != ModeForward {
 		adv = s.passiveAdvert(1024)
 	}
-	if code == 227 && !adv.Addr().Is4() {
+	if want227 && !adv.Addr().Is4() {
 		return refusePassive(RefusedAddress, msgPassiveFamily, "227 cannot carry the IPv6 address the client must use")
 	}
 	if s.pol.Mode != ModeForward {
@@ -177,7 +191,7 @@ func (s *Session) passiveReply(seq uint64, code int, raw, addrText []byte) Actio
 		}
 		h, adv = s.passiveHole(hk, sd, p), s.passiveAdvert(p)
 	}
-	if code == 227 {
+	if want227 {
 		s.out = parse.Append227(s.out[:0], adv)
 	} else {
 		s.out = parse.Append229(s.out[:0], adv.Port())

@@ -59,6 +59,7 @@ type Session struct {
 	transferring bool
 	xfer         Transfer // the transfer command last forwarded
 	ended        bool
+	tls          tlsState // TLSTerminate only (tls.go)
 
 	holes  []Hole // outstanding: opened and not yet revoked, failed or closed
 	nextID uint64
@@ -66,6 +67,11 @@ type Session struct {
 	// current is the ID of the hole the server last accepted as its data
 	// endpoint (2xx to PORT/EPRT, 227/229), 0 if none.
 	current uint64
+	// bridge: the client and the server are of different address
+	// families; every data connection is relayed (bridge.go). noEPSV,
+	// noEPRT: the server refused the extended command once, so PASV and
+	// PORT are sent from then on.
+	bridge, noEPSV, noEPRT bool
 	// refusedRun counts client lines refused in a row (MaxRefusedRun).
 	refusedRun int
 	out        []byte // scratch for rewritten lines, valid during one emit
@@ -93,6 +99,7 @@ func NewSession(p Policy, peers Peers, alloc Allocator) (*Session, error) {
 		cli: newFramer(p.MaxLine), srv: newFramer(p.MaxLine),
 		holes: make([]Hole, 0, 2), out: make([]byte, 0, minMaxLine),
 	}
+	s.bridge = peers.Client.Addr().Is4() != peers.Server.Addr().Is4()
 	s.pending.push(entry{kind: cmdGreeting})
 	return s, nil
 }
@@ -101,14 +108,23 @@ func checkPolicy(p *Policy) error {
 	if p.Mode > ModeSidecar {
 		return fmt.Errorf("unknown mode %d", p.Mode)
 	}
-	if p.TLS > TLSPassthrough {
+	if p.TLS > TLSTerminate {
 		return fmt.Errorf("unknown TLS policy %d", p.TLS)
+	}
+	if p.TLS == TLSTerminate && p.Mode == ModeForward {
+		return errors.New("TLS termination needs reverse or sidecar mode")
+	}
+	if p.TLSRequired && p.TLS != TLSTerminate {
+		return errors.New("TLSRequired without TLSTerminate")
 	}
 	if p.MaxLine < minMaxLine || p.MaxLine > 1<<20 {
 		return fmt.Errorf("MaxLine %d outside %d..%d", p.MaxLine, minMaxLine, 1<<20)
 	}
 	if p.MaxReply < p.MaxLine {
 		return fmt.Errorf("MaxReply %d below MaxLine %d", p.MaxReply, p.MaxLine)
+	}
+	if p.Transparent && p.Mode != ModeReverse {
+		return fmt.Errorf("Transparent needs ModeReverse, not %s", p.Mode)
 	}
 	if p.MaxRefusedRun < 0 {
 		return fmt.Errorf("MaxRefusedRun %d is negative (0 means no limit)", p.MaxRefusedRun)
@@ -126,8 +142,20 @@ func checkPeers(p *Policy, pe *Peers) error {
 			return fmt.Errorf("%s %v: want a unicast, unmapped address", x.name, x.ap)
 		}
 	}
+	if pe.Client.Addr().Is4() != pe.Server.Addr().Is4() {
+		// A family bridge: only where the gateway is the server's front.
+		if p.Mode == ModeForward {
+			return fmt.Errorf("Client %v and Server %v: families differ in forward mode", pe.Client, pe.Server)
+		}
+		if pe.ClientFacing.Addr().Is4() != pe.Client.Addr().Is4() || pe.ServerFacing.Addr().Is4() != pe.Server.Addr().Is4() {
+			return fmt.Errorf("ClientFacing %v / ServerFacing %v: each must be of its peer's family", pe.ClientFacing, pe.ServerFacing)
+		}
+	}
 	if pe.Server.Addr().IsLoopback() && !p.AllowLoopbackServer {
 		return fmt.Errorf("Server %v is loopback and AllowLoopbackServer is off", pe.Server)
+	}
+	if p.Transparent && pe.ServerFacing.Addr() != pe.Client.Addr() {
+		return fmt.Errorf("Transparent: ServerFacing %v is not on the client's address %v", pe.ServerFacing, pe.Client.Addr())
 	}
 	if a := pe.Public; a.IsValid() && (a.Is4In6() || a.IsUnspecified() || a.IsMulticast() || a == broadcast4) {
 		return fmt.Errorf("Public %v: want a unicast, unmapped address", a)
@@ -142,6 +170,10 @@ func (s *Session) Transferring() bool { return s.transferring }
 // Opaque reports whether TLS passthrough is engaged: bytes are relayed
 // unparsed and nothing is opened.
 func (s *Session) Opaque() bool { return s.opaque }
+
+// Bridged reports whether the client and the server are of different
+// families: every data connection of the session is relayed (Hole.Relay).
+func (s *Session) Bridged() bool { return s.bridge }
 
 // LoggedIn reports whether the server accepted a login (230) that has not
 // been reset by REIN.
@@ -163,6 +195,12 @@ func (s *Session) Feed(from Side, data []byte, emit func(Action) error) error {
 	for len(data) > 0 {
 		if s.opaque {
 			return s.feedOpaque(from, f, data, emit)
+		}
+		if from == FromClient && s.tls.await {
+			// The client spoke before its TLS handshake: whatever it is,
+			// it must not be read as if it came through TLS.
+			f.reset()
+			return s.emit(s.end(RefusedTLS, "client sent plaintext after AUTH TLS, before the TLS handshake"), emit)
 		}
 		n, ev := f.scan(data)
 		data = data[n:]

@@ -22,12 +22,18 @@ const (
 	vREIN
 	vTransfer
 	vABOR
+	vPBSZ // RFC 2228/4217: answered by the gateway under TLSTerminate
+	vPROT
+	vCCC
 )
 
 // classify maps a verb (ASCII letters, any case) to its kind without
 // allocating: the upper-cased copy lives on the stack and the switch on
 // string(...) compiles to comparisons, not a conversion.
 func classify(v []byte) verb {
+	if len(v) == 3 && v[0]&^0x20 == 'C' && v[1]&^0x20 == 'C' && v[2]&^0x20 == 'C' {
+		return vCCC
+	}
 	if len(v) != 4 {
 		return vOther
 	}
@@ -58,6 +64,10 @@ func classify(v []byte) verb {
 		return vTransfer
 	case "ABOR":
 		return vABOR
+	case "PBSZ":
+		return vPBSZ
+	case "PROT":
+		return vPROT
 	}
 	return vOther
 }

@@ -6,8 +6,10 @@
 package natrules
 
 import (
-	"github.com/ftpalg/ftpalg/natrules/hole"
+	"net/netip"
 	"time"
+
+	"github.com/ftpalg/ftpalg/natrules/hole"
 )
 
 // Prefix starts every chain and set name this package owns, and Comment is on
@@ -34,6 +36,9 @@ type Config struct {
 	// OpenListener accepts any connection to ListenPort in INPUT (reverse
 	// and sidecar modes, where the listener is the published service).
 	OpenListener bool
+	// TLSListenPort, if set with OpenListener, is the implicit FTPS
+	// listener, accepted in INPUT like ListenPort.
+	TLSListenPort uint16
 	// TTL is the kernel-enforced lifetime of an unused hole.
 	TTL time.Duration
 	// MaxHoles caps live holes per family (ipset maxelem).
@@ -53,4 +58,22 @@ type Config struct {
 	// manager learns its exact tuple: byte counts and cleanup are then
 	// exact conntrack lookups instead of table walks (see flowlog.go).
 	FlowLogGroup uint16
+	// LocalPorts, if Lo is non-zero, is the range of ports on which the
+	// gateway itself listens for relayed data connections (proxy/datarelay).
+	// FTPALG-INPUT drops every new TCP connection to them that no hole
+	// admits, whatever the operator's INPUT policy: a local hole (LocalHole)
+	// is then the only way in, from one host, once, within the TTL.
+	LocalPorts PortRange
+}
+
+// PortRange is an inclusive range of TCP ports.
+type PortRange struct{ Lo, Hi uint16 }
+
+// LocalHole is the hole of a data connection that ends on the gateway
+// itself (a relay's listener on local:port): it admits one SYN from peer
+// to local, in INPUT, with no translation. It is a filter hole like any
+// other (one-shot, TTL'd, source-pinned); with Config.LocalPorts covering
+// the port it is also the only way in.
+func LocalHole(peer netip.Addr, local netip.AddrPort) Hole {
+	return Hole{From: peer, To: local}
 }

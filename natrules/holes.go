@@ -105,6 +105,10 @@ func (m *Manager) answer(op *holetab.Op) bool {
 // undo deletes what the table says no hole holds any more (the NAT gate
 // first), then lets the parts and the table forget the hole.
 func (m *Manager) undo(u *holetab.Undo) error {
+	if m.detached.Load() {
+		m.forgot(u) // the kernel's TTL removes them (adopt.go)
+		return nil
+	}
 	var errs []error
 	if len(u.Elems) > 0 && u.Forgot != nil {
 		if err := m.backend().disarm(FamilyOf(u.Forgot.From), u.Elems); err != nil {
@@ -185,6 +189,14 @@ func (m *Manager) CloseSession(ctx context.Context, open, opened []Hole) error {
 	gone := notLive(open, seen)
 	for _, h := range notLive(opened, seen) {
 		m.flow.drop(keyOf(h))
+	}
+	if m.detached.Load() {
+		// Not ours to delete any more (adopt.go): a connection between
+		// the same hosts and port may be the new process's.
+		for _, h := range gone {
+			m.flow.drop(keyOf(h))
+		}
+		gone = nil
 	}
 	walk, err := m.flow.deleteKnown(gone)
 	if err != nil {

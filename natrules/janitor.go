@@ -77,7 +77,7 @@ func (m *Manager) round(ctx context.Context) {
 	if m.trim != nil {
 		m.trim()
 	}
-	if m.iptb != nil {
+	if m.iptb != nil && !m.detached.Load() {
 		if err := m.iptb.gc(ctx); err != nil && ctx.Err() == nil {
 			m.log.Error("per-hole rule GC failed", "err", err)
 		}
@@ -152,6 +152,9 @@ func (m *Manager) markUsed() {
 func (m *Manager) deleteLate() {
 	u := m.tab.Late()
 	defer m.tab.Done(u)
+	if m.detached.Load() {
+		return // left to the kernel's TTL (adopt.go)
+	}
 	present := map[string]map[setEntry]bool{}
 	for _, e := range u.Entries {
 		in, ok := present[e.Set]

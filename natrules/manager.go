@@ -73,6 +73,7 @@ type (
 	// staticPart is the static structure and its canary (static.go).
 	staticPart interface {
 		setup(ctx context.Context) (natKind, error)
+		adopt(ctx context.Context) (natKind, []Claim, error) // adopt.go
 		verify(ctx context.Context, drifted func()) (ready, repaired bool, err error)
 		unchanged(lastFull time.Time) bool
 		teardown(ctx context.Context) error
@@ -80,6 +81,8 @@ type (
 	}
 	// flowTracker is the flow log and the flows it learnt (flows.go).
 	flowTracker interface {
+		start() // binds the NFLOG group; failing is not fatal
+		stop()  // lets go of it
 		armed(k holeKey)
 		drain()
 		forgot(k holeKey) // the hole left the table
@@ -89,7 +92,6 @@ type (
 		prune()
 		marksUsed() bool
 		rescan()
-		stop()
 		stats(*Stats)
 	}
 	// flowCleaner deletes tracked connections by walking the conntrack
@@ -123,6 +125,7 @@ type Manager struct {
 	trim  func() // closes idle pooled sockets a burst left (janitor)
 
 	ready, setUp   atomic.Bool
+	detached       atomic.Bool // handing over to a new process (adopt.go)
 	opened, failed atomic.Uint64
 	reinstalls     atomic.Uint64
 	closeOnce      sync.Once
@@ -224,6 +227,14 @@ func validate(c *Config) error {
 			if i == "" || len(i) >= unix.IFNAMSIZ || strings.ContainsAny(i, " \t\"'/\\!") {
 				errs = append(errs, fmt.Errorf("bad capture interface name %q", i))
 			}
+		}
+	}
+	if lp := c.LocalPorts; lp.Lo != 0 || lp.Hi != 0 {
+		switch {
+		case lp.Lo == 0 || lp.Hi < lp.Lo:
+			errs = append(errs, fmt.Errorf("LocalPorts %d-%d: want 1 <= Lo <= Hi", lp.Lo, lp.Hi))
+		case c.ListenPort >= lp.Lo && c.ListenPort <= lp.Hi:
+			errs = append(errs, fmt.Errorf("ListenPort %d inside LocalPorts %d-%d", c.ListenPort, lp.Lo, lp.Hi))
 		}
 	}
 	return errors.Join(errs...)

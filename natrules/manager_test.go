@@ -98,6 +98,9 @@ func (n fakeNAT) deadRules() int { return 0 }
 type fakeStatic struct{}
 
 func (fakeStatic) setup(context.Context) (natKind, error) { return natNFT, nil }
+func (fakeStatic) adopt(context.Context) (natKind, []Claim, error) {
+	return natNFT, nil, nil
+}
 func (fakeStatic) verify(context.Context, func()) (bool, bool, error) {
 	return true, false, nil
 }
@@ -120,6 +123,7 @@ func (f *fakeFlows) prune()          {}
 func (f *fakeFlows) marksUsed() bool { return false }
 func (f *fakeFlows) rescan()         {}
 func (f *fakeFlows) stop()           {}
+func (f *fakeFlows) start()          {}
 func (f *fakeFlows) stats(*Stats)    {}
 
 type fakeCleaner struct {

@@ -182,6 +182,11 @@ func filterRules(cfg Config, fam Family) []Rule {
 		rule(tFilter, chInput, holeMatch...),
 		rule(tFilter, chInput, retrans...),
 	)
+	if lp := cfg.LocalPorts; lp.Lo != 0 {
+		// The relay's listeners: only a local hole (above) admits a SYN.
+		rs = append(rs, rule(tFilter, chInput, "-p", "tcp", "--syn", "-m", "conntrack", "--ctstate", "NEW",
+			"--dport", port(lp.Lo)+":"+port(lp.Hi), "-j", "DROP"))
+	}
 	if cfg.Capture {
 		rs = append(rs, rule(tFilter, chInput, "-p", "tcp", "--dport", port(cfg.ListenPort),
 			"-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", port(cfg.CapturePort), "-j", "ACCEPT"))
@@ -189,6 +194,9 @@ func filterRules(cfg Config, fam Family) []Rule {
 	if cfg.OpenListener {
 		// Reverse and sidecar modes publish the listener itself.
 		rs = append(rs, rule(tFilter, chInput, "-p", "tcp", "--dport", port(cfg.ListenPort), "-j", "ACCEPT"))
+		if cfg.TLSListenPort != 0 {
+			rs = append(rs, rule(tFilter, chInput, "-p", "tcp", "--dport", port(cfg.TLSListenPort), "-j", "ACCEPT"))
+		}
 	}
 	rs = append(rs, rule(tFilter, chCanary, "-j", "RETURN"))
 	return rs

@@ -66,6 +66,25 @@ var goldenCases = []goldenCase{
 			{From: ad("2001:db8:7::7"), To: ap("[2001:db8:1::1]:50000"), DNAT: ap("[2001:db8:2::20]:40000"), SNAT: ad("2001:db8:2::1")},
 		},
 	},
+	{
+		// A family bridge's relay: the gateway listens on pool ports
+		// itself; a local hole admits the one client (passive) or the
+		// server (active), every other SYN to the range is dropped.
+		name: "relay-ipv6",
+		cfg:  Config{IPv6: true, ListenPort: 21, OpenListener: true, TTL: 30 * time.Second, LocalPorts: PortRange{50000, 50099}},
+		fam:  IPv6,
+		holes: []Hole{
+			LocalHole(ad("2001:db8:7::7"), ap("[2001:db8:1::1]:50000")),
+		},
+	},
+	{
+		name: "relay-ipv4",
+		cfg:  Config{IPv4: true, ListenPort: 21, OpenListener: true, TTL: 30 * time.Second, LocalPorts: PortRange{50000, 50099}},
+		fam:  IPv4,
+		holes: []Hole{
+			LocalHole(ad("192.0.2.20"), ap("192.0.2.1:50001")),
+		},
+	},
 }
 
 // render renders a case with the iptables NAT backend (the fallback):
@@ -245,6 +264,9 @@ func TestNewValidates(t *testing.T) {
 		{IPv4: true, TTL: time.Millisecond},
 		{IPv4: true, Capture: true},
 		{IPv4: true, Capture: true, ListenPort: 2121, CaptureIfaces: []string{"a very long interface name"}},
+		{IPv4: true, LocalPorts: PortRange{50000, 49999}},
+		{IPv4: true, LocalPorts: PortRange{0, 50000}},
+		{IPv4: true, ListenPort: 50010, LocalPorts: PortRange{50000, 50099}},
 	}
 	for _, c := range bad {
 		if _, err := New(c, nil); err == nil {

@@ -26,6 +26,18 @@ type auditRecord struct {
 	hole           natrules.Hole
 	hasHole        bool
 	start, end     time.Time
+	// relay, if set, is why the data was relayed (RelayFamily, ...):
+	// relayBytes is then the count, from the relay, not conntrack.
+	// relayID is the alg hole of the relay, until the count is known.
+	relay      string
+	relayBytes uint64
+	relayID    uint64
+}
+
+// relayed returns r with the relay's reason and byte count.
+func (r auditRecord) relayed(reason string, n int64) auditRecord {
+	r.relay, r.relayBytes = reason, uint64(max(n, 0))
+	return r
 }
 
 // auditor writes one log line per data transfer. Records wait in a list
@@ -179,7 +191,7 @@ func (a *auditor) resolveChunk(recs []auditRecord) {
 	var holes []natrules.Hole
 	var idx []int
 	for i, r := range recs {
-		if r.hasHole {
+		if r.hasHole && r.relay == "" {
 			holes = append(holes, r.hole)
 			idx = append(idx, i)
 		}
@@ -202,7 +214,11 @@ func (a *auditor) resolveChunk(recs []auditRecord) {
 		log = a.batch
 	}
 	for i, r := range recs {
-		a.attrs = a.write(log, a.attrs[:0], r, bytes[i], counted && r.hasHole)
+		n, ok := bytes[i], counted && r.hasHole
+		if r.relay != "" {
+			n, ok = r.relayBytes, true
+		}
+		a.attrs = a.write(log, a.attrs[:0], r, n, ok)
 	}
 	if a.batch != nil {
 		a.flushBuf()
@@ -241,6 +257,9 @@ func (a *auditor) write(log *slog.Logger, attrs []slog.Attr, r auditRecord, byte
 	}
 	if r.hasHole {
 		attrs = append(attrs, slog.String("data_from", r.hole.From.String()), slog.String("data_to", r.hole.To.String()))
+	}
+	if r.relay != "" {
+		attrs = append(attrs, slog.String("relayed", r.relay))
 	}
 	log.LogAttrs(context.Background(), slog.LevelInfo, "transfer", attrs...)
 	return attrs

@@ -37,7 +37,7 @@ func (ss *session) feedLine(ctx context.Context, from alg.Side, data []byte, toP
 		// After the unlock: these write.
 		ss.logRefusals(notes)
 		for _, r := range audit {
-			ss.srv.audit.add(r)
+			ss.queueAudit(r)
 		}
 	}()
 	toClient := toSender
@@ -50,6 +50,7 @@ func (ss *session) feedLine(ctx context.Context, from alg.Side, data []byte, toP
 	wasOpaque := ss.eng.Opaque()
 	ss.ports.side = from
 	err := ss.eng.Feed(from, data, func(a alg.Action) error {
+		ss.refusedReply(&a)
 		*revokes = append(*revokes, a.Revoke...)
 		if a.Login != alg.LoginNone {
 			login = a.Login
@@ -105,7 +106,12 @@ func (ss *session) open(ctx context.Context, from alg.Side, a alg.Action, toPeer
 	*revokes = (*revokes)[:0]
 	h := *a.Open
 	t0 := time.Now()
-	err := ss.srv.holes.Open(ctx, toNat(h))
+	var err error
+	if h.Relay {
+		err = ss.relayOpen(ctx, h, ss.relayOptsFor(h))
+	} else {
+		err = ss.srv.holes.Open(ctx, toNat(h))
+	}
 	ss.srv.metrics.RuleInstall.Observe(time.Since(t0).Seconds())
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -117,7 +123,9 @@ func (ss *session) open(ctx context.Context, from alg.Side, a alg.Action, toPeer
 		return nil
 	}
 	ss.srv.metrics.endpoint(h.Kind).Inc()
-	ss.remember(toNat(h))
+	if !h.Relay { // a relay's listener revokes its own local hole
+		ss.remember(toNat(h))
+	}
 	if ss.log.Enabled(ctx, slog.LevelDebug) { // holeString formats
 		ss.log.Debug("pinhole opened", "hole", holeString(h))
 	}
@@ -132,7 +140,7 @@ func (ss *session) apply(from alg.Side, a alg.Action, toPeer, toSender, toClient
 		// The first line the client completes after its urgent mark
 		// carries it, if that line is an ABOR. TCP has one urgent
 		// pointer: the latest mark wins.
-		if a.Urgent > 0 && ss.urgentIn {
+		if a.Urgent > 0 && (ss.urgentIn || ss.tlsUp()) {
 			*urgent = len(*toPeer) + min(a.Urgent, len(a.Output))
 		}
 		if from == alg.FromClient {
@@ -141,6 +149,7 @@ func (ss *session) apply(from alg.Side, a alg.Action, toPeer, toSender, toClient
 		*toPeer = append(*toPeer, a.Output...)
 	case alg.Answer:
 		*toSender = append(*toSender, a.Output...)
+		ss.startTLS = ss.startTLS || a.StartTLS
 	case alg.End:
 		*toClient = append(*toClient, a.Output...)
 		r := a.Reason

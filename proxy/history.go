@@ -25,11 +25,25 @@ func (ss *session) transfer(t *alg.Transfer) (auditRecord, bool) {
 	}
 	ss.xferStart = time.Time{}
 	ss.audited = true
-	return auditRecord{
+	r := auditRecord{
 		session: ss.id, client: addrPortOf(ss.client.RemoteAddr()), server: addrPortOf(ss.server.RemoteAddr()),
 		mode: ss.srv.cfg.Policy.Mode.String(), command: t.Command, file: t.Arg, code: t.Code,
 		hole: toNat(t.Hole), hasHole: t.HasHole, start: start, end: now,
-	}, true
+	}
+	if t.HasHole && t.Hole.Relay {
+		r.relayID = t.Hole.ID
+	}
+	return r, true
+}
+
+// queueAudit queues r for the audit log; a relayed transfer's waits for
+// its relay's byte count (relay.go).
+func (ss *session) queueAudit(r auditRecord) {
+	if r.relayID != 0 {
+		ss.relayAudit(r, r.relayID)
+		return
+	}
+	ss.srv.audit.add(r)
 }
 
 // remember adds h to the session's history of holes (once).

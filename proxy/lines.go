@@ -10,7 +10,7 @@ import (
 	"github.com/ftpalg/ftpalg/natrules"
 )
 
-func writeLine(c *net.TCPConn, s string, timeout time.Duration) {
+func writeLine(c net.Conn, s string, timeout time.Duration) {
 	c.SetWriteDeadline(time.Now().Add(timeout))
 	c.Write([]byte(s))
 }

@@ -18,6 +18,12 @@ type Metrics struct {
 	HoleFailures    prometheus.Counter
 	Transfers       *prometheus.CounterVec
 	TransferBytes   prometheus.Counter
+	// TLSHandshakes counts TLS termination handshakes by result (ftps.go).
+	TLSHandshakes *prometheus.CounterVec
+	// Relayed data connections and their payload bytes (both ways), by
+	// reason: family (bridge), tls (termination).
+	RelayConns *prometheus.CounterVec
+	RelayBytes *prometheus.CounterVec
 	// endpoints caches Endpoints' child per kind: one is counted per data
 	// connection, and WithLabelValues hashes the label each time.
 	endpoints [4]prometheus.Counter
@@ -64,17 +70,34 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		TransferBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ftpalg_transfer_bytes_total", Help: "Bytes of finished data connections (IP layer, both directions) from conntrack accounting.",
 		}),
+		TLSHandshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ftpalg_tls_handshakes_total", Help: "TLS handshakes of FTPS termination (control and data), by result: ok, resumed, failed, not_resumed (refused: session reuse required).",
+		}, []string{"result"}),
 	}
+	m.RelayConns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ftpalg_relayed_connections_total", Help: "Data connections relayed in user space (the kernel could not carry them), by reason: family (IPv6 client, IPv4 server or the reverse), tls (FTPS termination).",
+	}, []string{"reason"})
+	m.RelayBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ftpalg_relayed_bytes_total", Help: "Payload bytes of relayed data connections (both directions), by reason.",
+	}, []string{"reason"})
 	if reg != nil {
+		reg.MustRegister(m.TLSHandshakes)
 		reg.MustRegister(m.SessionsActive, m.SessionsTotal, m.SessionsRefused, m.Endpoints, m.Refused,
-			m.RuleInstall, m.HoleFailures, m.Transfers, m.TransferBytes)
+			m.RuleInstall, m.HoleFailures, m.Transfers, m.TransferBytes, m.RelayConns, m.RelayBytes)
+	}
+	for _, r := range []string{RelayFamily, RelayTLS} {
+		m.RelayConns.WithLabelValues(r)
+		m.RelayBytes.WithLabelValues(r)
 	}
 	// Pre-create the label values operators alert on, so they read 0, not absent.
 	for _, k := range []alg.Kind{alg.KindPORT, alg.KindEPRT, alg.Kind227, alg.Kind229} {
 		m.endpoints[k] = m.Endpoints.WithLabelValues(k.String())
 	}
-	for _, r := range []string{"limit", "no_upstream", "upstream_unreachable", "interface", "policy_client", "policy_server", "client_limit", "login_blocked", "login_timeout"} {
+	for _, r := range []string{"limit", "no_upstream", "upstream_unreachable", "interface", "policy_client", "policy_server", "client_limit", "login_blocked", "login_timeout", "tls"} {
 		m.SessionsRefused.WithLabelValues(r)
+	}
+	for _, r := range []string{"ok", "resumed", "failed", "not_resumed"} {
+		m.TLSHandshakes.WithLabelValues(r)
 	}
 	for _, r := range []string{"bounce", "privileged_port", "malformed", "state", "denied_command", "line_too_long", "tls", "address", "pool_exhausted"} {
 		m.Refused.WithLabelValues(r)

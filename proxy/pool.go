@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/ftpalg/ftpalg/alg"
 )
@@ -26,6 +27,9 @@ type portPool struct {
 	cursor int                                // offset of the next port to try
 	held   map[netip.Addr]map[uint16]struct{} // peer -> ports lent for it
 	users  map[uint16]int                     // port -> peers holding it
+	// claimed: ports holes of the previous process may still hold
+	// (reserve.go); empty but after an upgrade.
+	claimed map[peerPort]time.Time
 }
 
 func newPortPool(lo, hi uint16) *portPool {
@@ -46,7 +50,7 @@ func (p *portPool) Allocate(peer netip.Addr) (uint16, error) {
 	for i := 0; i < p.size; i++ {
 		off := (p.cursor + i) % p.size
 		port := p.lo + uint16(off)
-		if _, taken := mine[port]; taken {
+		if _, taken := mine[port]; taken || p.isClaimed(peer, port) {
 			continue
 		}
 		if mine == nil {
@@ -59,6 +63,49 @@ func (p *portPool) Allocate(peer netip.Addr) (uint16, error) {
 		return port, nil
 	}
 	return 0, alg.ErrPoolExhausted // unreachable: len(mine) < size
+}
+
+// relayKey is the pool's second key for relay listeners: the family's
+// unspecified address. A relay binds its port on the gateway's address of
+// that family, so two relays of a family never share a port, whoever
+// their peers; holding it for the peer too keeps the peer's kernel holes
+// off it.
+func relayKey(peer netip.Addr) netip.Addr {
+	if peer.Is4() {
+		return netip.IPv4Unspecified()
+	}
+	return netip.IPv6Unspecified()
+}
+
+// allocateRelay lends a port held for neither peer nor relayKey(peer),
+// and holds it for both (Release each).
+func (p *portPool) allocateRelay(peer netip.Addr) (uint16, error) {
+	key := relayKey(peer)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	mine, relays := p.held[peer], p.held[key]
+	for i := 0; i < p.size; i++ {
+		off := (p.cursor + i) % p.size
+		port := p.lo + uint16(off)
+		if _, taken := mine[port]; taken {
+			continue
+		}
+		if _, taken := relays[port]; taken {
+			continue
+		}
+		for _, k := range []netip.Addr{peer, key} {
+			m := p.held[k]
+			if m == nil {
+				m = make(map[uint16]struct{}, 1)
+				p.held[k] = m
+			}
+			m[port] = struct{}{}
+			p.users[port]++
+		}
+		p.cursor = (off + 1) % p.size
+		return port, nil
+	}
+	return 0, alg.ErrPoolExhausted
 }
 
 // Release returns port, lent for peer. Releasing a port not held for peer
@@ -102,7 +149,10 @@ var _ alg.Allocator = (*portPool)(nil)
 // still catches that peer's SYNs. The engine runs under the session lock,
 // so every method here does too, and none makes a system call.
 type sessionPorts struct {
-	pool  *portPool
+	pool *portPool
+	// relay: the session's data is relayed (a family bridge): each port
+	// is held for the peer and for its family's relays (relayKey).
+	relay bool
 	side  alg.Side      // the side whose Feed runs now
 	freed [2][]peerPort // given back by the engine, per side, kernel not yet told
 }
@@ -116,6 +166,9 @@ type peerPort struct {
 // port this side's pump freed in the same step serves again: its hole is
 // among the revocations the session carries out before the next open.
 func (sp *sessionPorts) Allocate(peer netip.Addr) (uint16, error) {
+	if sp.relay {
+		return sp.pool.allocateRelay(peer)
+	}
 	port, err := sp.pool.Allocate(peer)
 	if err == nil {
 		return port, nil
@@ -132,6 +185,9 @@ func (sp *sessionPorts) Allocate(peer netip.Addr) (uint16, error) {
 
 func (sp *sessionPorts) Release(peer netip.Addr, port uint16) {
 	sp.freed[sp.side] = append(sp.freed[sp.side], peerPort{peer, port})
+	if sp.relay {
+		sp.freed[sp.side] = append(sp.freed[sp.side], peerPort{relayKey(peer), port})
+	}
 }
 
 // take hands over what side freed, for the shared pool once its holes are

@@ -50,6 +50,9 @@ type Config struct {
 	Limits         Limits // per-client limits (limits.go); zero: none
 	// UpstreamMark, if non-zero, is set as SO_MARK on upstream sockets.
 	UpstreamMark uint32
+	// Transparent (reverse mode): the upstream control connection is
+	// dialled from the client's own address (Policy.Transparent too).
+	Transparent bool
 	// WriteTimeout bounds a write to a peer that does not read.
 	WriteTimeout time.Duration
 	// Metrics, if not nil, receives the proxy's counters.
@@ -62,6 +65,16 @@ type Config struct {
 	// by one.
 	AuditLog LogFactory
 	AuditOut io.Writer
+	// TLS is FTPS termination; needed when Policy.TLS is alg.TLSTerminate
+	// (ftps.go).
+	TLS *TLS
+
+	// Family bridge (issue 16; relay.go): FamilyBridge serves a client of
+	// a family with no upstream through the other family's upstream, its
+	// data connections relayed in user space; RelayWait bounds a relay
+	// listener's wait for its connection (the pinhole TTL; 0: 30 s).
+	FamilyBridge bool
+	RelayWait    time.Duration
 }
 
 // Server runs sessions for one or more listeners.
@@ -81,6 +94,7 @@ type Server struct {
 
 	metrics *Metrics
 	audit   *auditor
+	refused *refusedLog // throttles the refusal warnings (refusedlog.go)
 	rt      atomic.Pointer[Runtime]
 	stop    context.CancelFunc
 
@@ -95,6 +109,12 @@ type Server struct {
 
 // New builds a server. holes must not be nil (use natrulestest.Fake in tests).
 func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
+	if cfg.Transparent != cfg.Policy.Transparent || cfg.Transparent && cfg.Policy.Mode != alg.ModeReverse {
+		return nil, fmt.Errorf("proxy: transparent needs reverse mode and Policy.Transparent")
+	}
+	if cfg.Policy.TLS == alg.TLSTerminate && (cfg.TLS == nil || cfg.TLS.Certificate == nil) {
+		return nil, fmt.Errorf("proxy: TLS termination needs a certificate")
+	}
 	if cfg.Policy.Mode != alg.ModeForward && len(cfg.Upstreams) == 0 {
 		return nil, fmt.Errorf("proxy: %s mode needs an upstream address", cfg.Policy.Mode)
 	}
@@ -120,10 +140,14 @@ func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 		clients: newClientCounts(), logins: newLoginFailures(loginFailuresCap), originalDst: originalDst, metrics: cfg.Metrics}
 	s.cfg.Policy.IsLocal = s.local.Contains
 	s.Reload(Runtime{Policy: cfg.Policy, MaxSessions: cfg.MaxSessions, IdleTimeout: cfg.IdleTimeout, ConnectTimeout: cfg.ConnectTimeout, Access: cfg.Access, Limits: cfg.Limits, Public: cfg.Public})
+	s.refused = newRefusedLog(log)
 	s.audit = newAuditor(cfg.FlowCounter, log, cfg.Metrics, cfg.AuditLog, cfg.AuditOut)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go s.audit.run(ctx)
+	if cfg.TLS != nil && cfg.TLS.Watch != nil {
+		go cfg.TLS.Watch(ctx)
+	}
 	s.local.start(ctx)
 	return s, nil
 }
@@ -149,6 +173,11 @@ func (s *Server) Reload(r Runtime) {
 	r.Policy.Mode = s.cfg.Policy.Mode
 	r.Policy.IsLocal = s.local.Contains
 	r.Policy.AllowLoopbackServer = s.cfg.Policy.AllowLoopbackServer
+	r.Policy.Transparent = s.cfg.Policy.Transparent // fixed at New, as Mode
+	if s.cfg.Policy.TLS == alg.TLSTerminate || r.Policy.TLS == alg.TLSTerminate {
+		// Terminating needs the certificate set up at start: fixed.
+		r.Policy.TLS, r.Policy.TLSRequired = s.cfg.Policy.TLS, s.cfg.Policy.TLSRequired
+	}
 	if r.MaxSessions <= 0 {
 		r.MaxSessions = s.cfg.MaxSessions
 	}
@@ -170,7 +199,10 @@ func (s *Server) Reload(r Runtime) {
 func (s *Server) runtime() *Runtime { return s.rt.Load() }
 
 // Close stops the background work (the audit writer); call it after Drain.
-func (s *Server) Close() { s.stop() }
+func (s *Server) Close() {
+	s.stop()
+	s.refused.flush()
+}
 
 // Active reports the number of live sessions.
 func (s *Server) Active() int64 { return s.active.Load() }
@@ -183,6 +215,15 @@ func (s *Server) FreePorts() int { return s.pool.Free() }
 // must be asked in the family of the connection's conntrack entry.
 func Listen(ctx context.Context, addr netip.AddrPort, ipv6 bool) ([]net.Listener, error) {
 	lc := net.ListenConfig{KeepAlive: 30 * time.Second}
+	return ListenWith(ctx, addr, ipv6, lc.Listen)
+}
+
+// ListenFunc opens one listener, as net.ListenConfig.Listen does.
+type ListenFunc func(ctx context.Context, network, address string) (net.Listener, error)
+
+// ListenWith is Listen through listen: the daemon passes its upgrader's,
+// so that a new process (SIGUSR2) inherits the listening sockets.
+func ListenWith(ctx context.Context, addr netip.AddrPort, ipv6 bool, listen ListenFunc) ([]net.Listener, error) {
 	var targets []struct{ network, addr string }
 	if !addr.Addr().IsValid() || addr.Addr().IsUnspecified() {
 		targets = append(targets, struct{ network, addr string }{"tcp4", netip.AddrPortFrom(netip.IPv4Unspecified(), addr.Port()).String()})
@@ -198,7 +239,7 @@ func Listen(ctx context.Context, addr netip.AddrPort, ipv6 bool) ([]net.Listener
 	}
 	var lns []net.Listener
 	for _, t := range targets {
-		ln, err := lc.Listen(ctx, t.network, t.addr)
+		ln, err := listen(ctx, t.network, t.addr)
 		if err != nil {
 			for _, l := range lns {
 				l.Close()
@@ -211,7 +252,15 @@ func Listen(ctx context.Context, addr netip.AddrPort, ipv6 bool) ([]net.Listener
 }
 
 // Serve accepts on ln until ctx is cancelled or ln is closed.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error { return s.serve(ctx, ln, false) }
+
+// ServeImplicitTLS is Serve for an implicit FTPS listener: TLS from the
+// first byte (TLS termination only).
+func (s *Server) ServeImplicitTLS(ctx context.Context, ln net.Listener) error {
+	return s.serve(ctx, ln, true)
+}
+
+func (s *Server) serve(ctx context.Context, ln net.Listener, implicit bool) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var backoff time.Duration
@@ -233,7 +282,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// Per client first: one client's flood takes no global slot.
 		key := clientKey(addrPortOf(tc.RemoteAddr()).Addr())
 		if label, reason, reply := s.admitClient(rt, key, time.Now()); label != "" {
-			s.log.Warn("session refused", "client", c.RemoteAddr().String(), "reason", reason)
+			if s.refused.allow(time.Now(), label) {
+				s.log.Warn("session refused", "client", c.RemoteAddr().String(), "reason", reason)
+			}
 			s.metrics.SessionsRefused.WithLabelValues(label).Inc()
 			writeLine(tc, reply, time.Second)
 			tc.Close()
@@ -242,7 +293,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		if limit := rt.MaxSessions; s.active.Add(1) > int64(limit) {
 			s.active.Add(-1)
 			s.clients.release(key)
-			s.log.Warn("session refused: limit reached", "client", c.RemoteAddr().String(), "limit", limit)
+			if s.refused.allow(time.Now(), "limit") {
+				s.log.Warn("session refused: limit reached", "client", c.RemoteAddr().String(), "limit", limit)
+			}
 			s.metrics.SessionsRefused.WithLabelValues("limit").Inc()
 			tc.SetWriteDeadline(time.Now().Add(time.Second))
 			tc.Write([]byte("421 Too many sessions through the gateway, try again later.\r\n"))
@@ -254,7 +307,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			defer s.wg.Done()
 			defer s.active.Add(-1)
 			defer s.clients.release(key)
-			s.runSession(ctx, tc, key)
+			s.runSession(ctx, tc, key, implicit)
 		}()
 	}
 }
@@ -287,8 +340,13 @@ func (s *Server) Drain(ctx context.Context) {
 }
 
 // dialUpstream connects to the server with the configured timeout.
-func (s *Server) dialUpstream(ctx context.Context, dst netip.AddrPort, timeout time.Duration) (*net.TCPConn, error) {
+// In transparent mode it dials from the client's address, unless the
+// client is bridged from the other family (it cannot be the source then).
+func (s *Server) dialUpstream(ctx context.Context, dst netip.AddrPort, client netip.Addr, timeout time.Duration) (*net.TCPConn, error) {
 	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second, Control: upstreamControl(s.cfg.UpstreamMark)}
+	if s.cfg.Transparent && client.Is4() == dst.Addr().Is4() {
+		transparentDial(&d, client)
+	}
 	c, err := d.DialContext(ctx, "tcp", dst.String())
 	if err != nil {
 		return nil, err

@@ -61,9 +61,17 @@ type session struct {
 	// pastLogin: a 230 was relayed, or the login can no longer be seen
 	// (TLS passthrough); the login timeout no longer applies.
 	pastLogin atomic.Bool
+	// tls: FTPS termination (ftps.go); nil when off. startTLS: the
+	// engine answered AUTH TLS, the handshake follows (client pump only).
+	tls      *sessionTLS
+	startTLS bool
+
+	// The session's user-space data relays (relay.go), made on first use.
+	relayOnce sync.Once
+	relaySet  *sessionRelays
 }
 
-func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.Prefix) {
+func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.Prefix, implicit bool) {
 	id := s.nextID.Add(1)
 	clientAP := addrPortOf(client.RemoteAddr())
 	log := s.log.With("session", id, "client", clientAP.String(), "mode", s.cfg.Policy.Mode.String())
@@ -80,27 +88,42 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 	}
 	log = log.With("server", dst.String())
 	if label, reason, reply := s.admit(rt, addrPortOf(client.LocalAddr()), clientAP, dst); label != "" {
-		log.Warn("session refused", "reason", reason)
+		if s.refused.allow(time.Now(), label) {
+			log.Warn("session refused", "reason", reason)
+		}
 		s.metrics.SessionsRefused.WithLabelValues(label).Inc()
 		writeLine(client, reply, time.Second)
 		client.Close()
 		return
 	}
+	stls, implicitTLS, err := s.sessionTLSFor(ctx, rt, client, implicit)
+	if err != nil {
+		log.Warn("session refused", "reason", err.Error())
+		s.metrics.SessionsRefused.WithLabelValues("tls").Inc()
+		client.Close()
+		return
+	}
+	// Until the session runs, lines to the client go through TLS on the
+	// implicit listener.
+	var say net.Conn = client
+	if implicitTLS != nil {
+		say = implicitTLS
+	}
 	public, err := s.publicFor(rt, clientAP.Addr(), dst.Addr())
 	if err != nil {
 		log.Warn("session refused", "reason", err.Error())
 		s.metrics.SessionsRefused.WithLabelValues("no_public_addr").Inc()
-		writeLine(client, msgNoPublic, time.Second)
+		writeLine(say, msgNoPublic, time.Second)
 		client.Close()
 		return
 	}
 	dialCtx, cancel := context.WithTimeout(ctx, rt.ConnectTimeout)
-	server, err := s.dialUpstream(dialCtx, dst, rt.ConnectTimeout)
+	server, err := s.dialUpstream(dialCtx, dst, clientAP.Addr(), rt.ConnectTimeout)
 	cancel()
 	if err != nil {
 		log.Warn("upstream unreachable", "err", err, "after", time.Since(start).Round(time.Millisecond))
 		s.metrics.SessionsRefused.WithLabelValues("upstream_unreachable").Inc()
-		writeLine(client, "421 Service not available: cannot reach the FTP server.\r\n", time.Second)
+		writeLine(say, "421 Service not available: cannot reach the FTP server.\r\n", time.Second)
 		client.Close()
 		return
 	}
@@ -112,11 +135,18 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 		Server:       addrPortOf(server.RemoteAddr()),
 		Public:       public,
 	}
-	ports := &sessionPorts{pool: s.pool}
-	eng, err := alg.NewSession(rt.Policy, peers, ports)
+	// A family bridge relays every data connection (relay.go): its pool
+	// ports are bound on the gateway, so no two relays share one.
+	bridged := peers.Client.Addr().Is4() != peers.Server.Addr().Is4()
+	ports := &sessionPorts{pool: s.pool, relay: bridged || rt.Policy.TLS == alg.TLSTerminate} // PROT P data is relayed too
+	pol := rt.Policy
+	if bridged && peers.Server.Addr().IsLoopback() {
+		pol.AllowLoopbackServer = true // sidecar: the relay reaches it as is
+	}
+	eng, err := alg.NewSession(pol, peers, ports)
 	if err != nil {
 		log.Warn("session refused", "reason", err.Error())
-		writeLine(client, "421 Service not available: gateway refused the session.\r\n", time.Second)
+		writeLine(say, "421 Service not available: gateway refused the session.\r\n", time.Second)
 		client.Close()
 		server.Close()
 		return
@@ -126,7 +156,10 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 		// Only an urgent ABOR suffers: relay anyway.
 		log.Warn("client's urgent data not read in line; an urgent ABOR will be refused", "err", err)
 	}
-	ss := &session{srv: s, id: id, log: log, client: client, server: server, eng: eng, ports: ports, idle: rt.IdleTimeout, key: key}
+	ss := &session{srv: s, id: id, log: log, client: client, server: server, eng: eng, ports: ports, idle: rt.IdleTimeout, key: key, tls: stls}
+	if implicitTLS != nil {
+		ss.secured(implicitTLS)
+	}
 	ss.touch()
 	if d := rt.Limits.LoginTimeout; d > 0 {
 		ss.loginTimer = time.AfterFunc(d, ss.loginExpired)
@@ -144,7 +177,11 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 		// Drain's sweep may have missed it.
 		go ss.shutdown()
 	}
-	log.Info("session started", "server_facing", peers.ServerFacing.String())
+	if bridged {
+		log.Info("session started", "server_facing", peers.ServerFacing.String(), "relayed", RelayFamily)
+	} else {
+		log.Info("session started", "server_facing", peers.ServerFacing.String())
+	}
 
 	done := make(chan struct{})
 	go func() {
@@ -190,6 +227,10 @@ func (s *Server) pickUpstream(local netip.AddrPort) (dst, facing netip.AddrPort,
 		}
 		return up, local, nil
 	}
+	if s.cfg.FamilyBridge && len(s.cfg.Upstreams) > 0 {
+		// The other family's server, the data relayed (a family bridge).
+		return s.cfg.Upstreams[0], local, nil
+	}
 	fam := "IPv6"
 	if local.Addr().Is4() {
 		fam = "IPv4"
@@ -213,7 +254,8 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 		pace = newPacer(paceServerRate, paceServerBurst)
 	}
 	var marks *markReader // the client's urgent marks, see feed
-	if from == alg.FromClient {
+	var rd io.Reader = ss.clientSide(src)
+	if from == alg.FromClient && rd == io.Reader(src) {
 		marks, _ = newMarkReader(src) // nil: plain reads, no mark passed on
 	}
 	deadline := newIdleDeadline(src, idle)
@@ -229,7 +271,7 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 			n, mark, rerr = marks.read(buf)
 			ss.urgentIn = ss.urgentIn || mark
 		} else {
-			n, rerr = src.Read(buf)
+			n, rerr = rd.Read(buf)
 		}
 		if n > 0 {
 			ss.touch()
@@ -260,6 +302,16 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 				ss.closeBoth()
 				return
 			}
+			if ss.startTLS {
+				// The 234 is out; TLS from the next byte on (urgent
+				// marks cannot be read through TLS).
+				ss.startTLS = false
+				if err := ss.upgradeTLS(ctx); err != nil {
+					ss.end("client "+err.Error(), "")
+					return
+				}
+				rd, marks = ss.clientSide(src), nil
+			}
 			if d := pace.charge(time.Now(), n); d > 0 {
 				time.Sleep(d)
 			}
@@ -280,7 +332,7 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 			return
 		case errors.Is(rerr, io.EOF):
 			// Half-close: pass the FIN on, keep the other direction.
-			dst.CloseWrite()
+			ss.closeWrite(dst)
 			return
 		default:
 			ss.end(peerName(from)+" connection lost: "+rerr.Error(), "")
@@ -305,6 +357,10 @@ func (ss *session) stillAlive(idle time.Duration) bool {
 // revoke closes superseded holes.
 func (ss *session) revoke(ctx context.Context, holes []alg.Hole) {
 	for _, h := range holes {
+		if h.Relay {
+			ss.relayRevoke(h)
+			continue
+		}
 		if err := ss.srv.holes.Revoke(ctx, toNat(h)); err != nil {
 			// The kernel TTL still bounds it; say so and go on.
 			ss.log.Warn("revoke pinhole failed", "hole", holeString(h), "err", err)
@@ -328,6 +384,10 @@ func (ss *session) writeUrgent(c *net.TCPConn, b []byte, urgent int) error {
 		// Checked after setting the deadline: a shutdown that cut
 		// deadlines short before this point is seen here.
 		c.SetWriteDeadline(time.Now().Add(shutdownWrite))
+	}
+	if w := ss.clientSide(c); w != net.Conn(c) {
+		_, err := w.Write(b) // TLS: no urgent data, the deadline is c's
+		return err
 	}
 	if urgent > 0 {
 		if err := sendUrgent(c, b[:urgent]); err != nil {
@@ -370,7 +430,12 @@ func (ss *session) cleanup(start time.Time) {
 	ss.server.Close()
 	ss.mu.Lock()
 	var open []natrules.Hole
+	var relayed []alg.Hole
 	for _, h := range ss.eng.Close() {
+		if h.Relay {
+			relayed = append(relayed, h)
+			continue
+		}
 		nh := toNat(h)
 		open = append(open, nh)
 		ss.remember(nh) // normally already there, from its Open
@@ -387,6 +452,11 @@ func (ss *session) cleanup(start time.Time) {
 	if ss.srv.stopping.Load() {
 		auditWait, cleanupWait = shutdownCleanup/2, shutdownCleanup/2
 	}
+	for _, h := range relayed {
+		ss.relayRevoke(h)
+	}
+	// Before the audit sync: a relay's end queues its transfers' records.
+	ss.relayStop(auditWait / 2)
 	if audited {
 		// The audit needs the flows' counters before cleanup deletes them.
 		actx, cancel := context.WithTimeout(context.Background(), auditWait)

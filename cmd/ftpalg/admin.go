@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/config"
+	"github.com/ftpalg/ftpalg/proxy"
 )
 
 // adminLimits bound what clients of the admin listener can hold: each
@@ -46,12 +48,13 @@ var defaultAdminLimits = adminLimits{
 
 // startAdmin serves /livez, /readyz and /metrics on addr (nothing if
 // not set) until the returned Closer is closed. ready is nil when ready,
-// else the reason /readyz gives.
-func startAdmin(addr config.ListenAddr, ready func() error, reg *prometheus.Registry, log *slog.Logger) (io.Closer, error) {
+// else the reason /readyz gives. listen opens the listener (the
+// upgrader's, so that a new process inherits it).
+func startAdmin(addr config.ListenAddr, listen proxy.ListenFunc, ready func() error, reg *prometheus.Registry, log *slog.Logger) (io.Closer, error) {
 	if !addr.IsSet() {
 		return io.NopCloser(strings.NewReader("")), nil
 	}
-	ln, err := net.ListenTCP("tcp", addr.TCPAddr())
+	ln, err := listen(context.Background(), "tcp", addr.TCPAddr().String())
 	if err != nil {
 		return nil, fmt.Errorf("admin listener %s: %w", addr, err)
 	}

@@ -30,8 +30,14 @@ func buildMetrics(cfg *config.Config) (*prometheus.Registry, *proxy.Metrics) {
 // rulesConfig is the pinhole manager's configuration.
 func rulesConfig(cfg *config.Config) natrules.Config {
 	forward := cfg.Mode == config.Forward
-	maxHoles := 2 * (cfg.DataPorts.Len() + cfg.MaxSessions)
+	maxHoles := 2 * (cfg.Pool().Len() + cfg.MaxSessions)
+	var local natrules.PortRange
+	if cfg.Bridging() || cfg.Terminating() {
+		// The relay listens on the pool's ports: only local holes reach them.
+		local = natrules.PortRange{Lo: cfg.Pool().Lo, Hi: cfg.Pool().Hi}
+	}
 	return natrules.Config{
+		LocalPorts:    local,
 		IPv4:          true,
 		IPv6:          cfg.IPv6,
 		Capture:       cfg.Capture && forward,
@@ -39,6 +45,7 @@ func rulesConfig(cfg *config.Config) natrules.Config {
 		CaptureIfaces: cfg.CaptureIfaces,
 		ListenPort:    cfg.Listen.Port(),
 		OpenListener:  !forward,
+		TLSListenPort: cfg.TLSListen.Port(),
 		TTL:           cfg.PinholeTTL,
 		MaxHoles:      maxHoles,
 		// Each session may still ask about the holes in its history.
@@ -79,6 +86,8 @@ func policyOf(cfg *config.Config) alg.Policy {
 	policy.FixupPassive = cfg.PassiveFixup
 	policy.DeniedCommands = cfg.DenyCommands
 	policy.TLS = alg.TLSPolicy(cfg.AuthTLS)
+	policy.Transparent = cfg.Transparent
+	policy.TLSRequired = cfg.Terminating() && cfg.TLSRequired
 	return policy
 }
 
@@ -104,16 +113,19 @@ func (d *daemon) proxyConfig(metrics *proxy.Metrics) proxy.Config {
 		Public:         cfg.PublicPicker(d.publicSource()),
 		Access:         cfg.AccessOf(),
 		Metrics:        metrics,
-		PortLo:         cfg.DataPorts.Lo,
-		PortHi:         cfg.DataPorts.Hi,
+		PortLo:         cfg.Pool().Lo,
+		PortHi:         cfg.Pool().Hi,
 		MaxSessions:    cfg.MaxSessions,
 		IdleTimeout:    cfg.IdleTimeout,
 		ConnectTimeout: cfg.ConnectTimeout,
 		Limits:         limitsOf(cfg),
+		Transparent:    cfg.Transparent,
 		AuditLog: func(w io.Writer) *slog.Logger {
 			return newLogger(cfg, d.level, w).With("component", "proxy")
 		},
-		AuditOut: d.logOut,
+		AuditOut:     d.logOut,
+		FamilyBridge: cfg.Bridging(),
+		RelayWait:    cfg.PinholeTTL,
 	}
 }
 
@@ -128,6 +140,13 @@ func (d *daemon) buildProxy(rules *natrules.Manager, metrics *proxy.Metrics) (*p
 		pcfg.FlowCounter = nil
 	} else if changed {
 		d.log.Info("turned on conntrack byte accounting (net.netfilter.nf_conntrack_acct=1) for the transfer audit log")
+	}
+	if d.cfg.Terminating() {
+		t, err := d.buildTLS()
+		if err != nil {
+			return nil, err
+		}
+		pcfg.TLS = t
 	}
 	if d.cfg.Mode == config.Forward {
 		pcfg.Arrival = proxy.NewArrival(d.cfg.CaptureIfaces)

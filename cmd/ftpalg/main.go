@@ -65,7 +65,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	level.Set(cfg.LogLevel.Level())
 	logOut := &syncWriter{w: stderr}
 	log := newLogger(cfg, level, logOut)
-	d := &daemon{cfg: cfg, log: log, level: level, logOut: logOut, environ: os.Environ}
+	d := &daemon{cfg: cfg, log: log, level: level, logOut: logOut, environ: os.Environ, usr2: sigs.usr2}
 	if err := d.serve(sigs.stop, sigs.hup); err != nil {
 		log.Error("ftpalg stopped", "err", err)
 		return 1
@@ -107,6 +107,11 @@ type daemon struct {
 	logOut io.Writer
 	// environ is read again on SIGHUP.
 	environ func() []string
+	// routing is FTPALG_TRANSPARENT's (transparent.go); nil when off.
+	routing routing
+	// usr2 asks for an upgrade, upg makes it (upgrade.go).
+	usr2 <-chan struct{}
+	upg  *upgrades
 	// service follows FTPALG_PUBLIC_ADDR's service: entry (nil: none).
 	service *k8saddr.Watcher
 }
@@ -122,6 +127,7 @@ func (d *daemon) serve(ctx context.Context, hup <-chan struct{}) error {
 	}
 	defer closeRules(rules)
 	reg.MustRegister(newRulesCollector(rules))
+	d.upg = newUpgrades(d.cfg, reg, d.log)
 	stopService, err := d.watchService()
 	if err != nil {
 		return err
@@ -133,6 +139,12 @@ func (d *daemon) serve(ctx context.Context, hup <-chan struct{}) error {
 	}
 	defer srv.Close()
 	d.srv = srv
+	r, closeRouting, err := buildTransparent(d.cfg, d.log)
+	if err != nil {
+		return err
+	}
+	defer closeRouting()
+	d.routing = r
 	return d.run(ctx, hup, rules, srv, reg)
 }
 
@@ -151,6 +163,15 @@ func runCleanup(stderr io.Writer) int {
 	}
 	defer closeRules(rules)
 	if err := removeRules(rules); err != nil {
+		log.Error("cleanup", "err", err)
+		return 1
+	}
+	r, closeRouting, err := transparentRouting(false, log)
+	if err == nil {
+		err = r.Remove()
+		closeRouting()
+	}
+	if err != nil {
 		log.Error("cleanup", "err", err)
 		return 1
 	}

@@ -18,6 +18,9 @@ type signals struct {
 	// hup holds one pending reload: SIGHUPs received before the daemon
 	// serves, or in a burst, are one reload, applied once it serves.
 	hup chan struct{}
+	// usr2 holds one pending upgrade request (SIGUSR2, upgrade.go), like
+	// hup; caught from the start, since its default would end the process.
+	usr2 chan struct{}
 
 	cancel context.CancelFunc
 	ch     chan os.Signal
@@ -25,9 +28,9 @@ type signals struct {
 }
 
 func catchSignals() *signals {
-	s := &signals{hup: make(chan struct{}, 1), ch: make(chan os.Signal, 8), done: make(chan struct{})}
+	s := &signals{hup: make(chan struct{}, 1), usr2: make(chan struct{}, 1), ch: make(chan os.Signal, 8), done: make(chan struct{})}
 	s.stop, s.cancel = context.WithCancel(context.Background())
-	signal.Notify(s.ch, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(s.ch, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
 	go s.loop()
 	return s
 }
@@ -38,12 +41,17 @@ func (s *signals) loop() {
 		case <-s.done:
 			return
 		case sig := <-s.ch:
-			if sig != syscall.SIGHUP {
+			pending := s.hup
+			switch sig {
+			case syscall.SIGHUP:
+			case syscall.SIGUSR2:
+				pending = s.usr2
+			default:
 				s.cancel()
 				continue
 			}
 			select {
-			case s.hup <- struct{}{}:
+			case pending <- struct{}{}:
 			default: // a reload is already pending
 			}
 		}

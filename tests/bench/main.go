@@ -69,7 +69,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "duration of each sessions/s run")
 	flag.IntVar(&o.conc, "conc", 64, "concurrent sessions of the load generator")
 	flag.IntVar(&o.idle, "idle", 10000, "idle sessions to hold (ftpalg)")
-	only := flag.String("only", "bulk,files,sessions,idle", "metrics to run, comma-separated")
+	only := flag.String("only", "bulk,files,sessions,idle,bridge", "metrics to run, comma-separated (bridge: the family bridge's relayed bulk against the kernel path, reverse mode, see bridge.go)")
 	modes := flag.String("modes", "plain,kernel,relay,krelay,ftpalg", "gateways to measure, comma-separated (relay, krelay: the user-space and kernel relay floors, files and sessions only; every -ftpalg-alt setup is added unless -modes is given)")
 	flag.DurationVar(&o.rtt, "rtt", 0, "round trip time added between the gateway and the server, e.g. 10ms: half of it on each way (netem on both ends of the link, or NFQUEUE in the server's namespace where the kernel has no netem; see delay.go)")
 	var alts altFlags
@@ -80,6 +80,7 @@ func main() {
 	serveDelaySpec := flag.String("serve-delay", "", "internal: accept the packets of an NFQUEUE queue after a delay, \"queue delay\" (-rtt without netem)")
 	serveRelaySpec := flag.String("serve-relay", "", "internal: run the relay floor's relay, \"listen upstream\"")
 	serveKernelRelay := flag.Bool("kernel-relay", false, "internal: with -serve-relay, relay in the kernel (sockmap verdict program)")
+	ftpsBench := flag.Bool("ftps", false, "measure FTPS instead: ftpalg terminating FTPS (reverse mode) against vsftpd's own FTPS, bulk MB/s and files/s (ftps.go)")
 	filesClientSpec := flag.String("files-client", "", "internal: run the files client in this namespace, \"server passive|active n\"")
 	flag.Parse()
 	if *filesClientSpec != "" {
@@ -131,11 +132,11 @@ func main() {
 	for _, m := range strings.Split(*only, ",") {
 		m = strings.TrimSpace(m)
 		switch m {
-		case "bulk", "files", "sessions", "idle":
+		case "bulk", "files", "sessions", "idle", "bridge":
 			o.only[m] = true
 		case "":
 		default:
-			fatalf("-only: unknown metric %q (bulk, files, sessions, idle)", m)
+			fatalf("-only: unknown metric %q (bulk, files, sessions, idle, bridge)", m)
 		}
 	}
 	for _, a := range alts {
@@ -167,6 +168,12 @@ func main() {
 		}
 	}
 	o.hold = *hold
+	if *ftpsBench {
+		if err := runFTPS(o, strings.TrimSpace("cd tests/bench && go run . "+strings.Join(os.Args[1:], " "))); err != nil {
+			fatalf("%v", err)
+		}
+		return
+	}
 	if err := run(o, strings.TrimSpace("cd tests/bench && go run . "+strings.Join(os.Args[1:], " "))); err != nil {
 		fatalf("%v", err)
 	}
@@ -286,11 +293,22 @@ func run(o opts, command string) error {
 		logf("%s; namespaces: client %s, gateway %s, server %s, outsider %s; files under %s; Ctrl-C ends", m.title(), b.Client, b.Gateway, b.Server, b.Outsider, b.FTPRoot)
 		select {}
 	}
-	if err := measure(b, g, o, r); err != nil {
-		return err
+	if o.only["bulk"] || o.only["files"] || o.only["sessions"] || o.only["idle"] {
+		if err := measure(b, g, o, r); err != nil {
+			return err
+		}
+	}
+	var bridgeMD string
+	if o.only["bridge"] {
+		logf("=== family bridge: relayed bulk against the kernel path (reverse mode)")
+		br, err := bridgeBench(b, g, o)
+		if err != nil {
+			return fmt.Errorf("bridge: %w", err)
+		}
+		bridgeMD = br.markdown(o)
 	}
 	r.elapsed = time.Since(start)
-	md := r.markdown()
+	md := r.markdown() + bridgeMD
 	fmt.Print("\n" + md)
 	if o.out != "" {
 		if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {

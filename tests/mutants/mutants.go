@@ -27,9 +27,37 @@ var (
 	order      = spec{"./alg/", "^TestOrderedRevocation$"}
 	withheld   = spec{"./proxy/", "^TestOpenFailureWithheld$"}
 	failClosed = spec{"./natrules/", "^TestManagerFailClosed$"}
+	seamless   = spec{"./tests/", "^TestUpgradeSeamless$"}
+	adopts     = spec{"./tests/", "^TestUpgradeAdoptsHoles$"}
+	spares     = spec{"./tests/", "^TestUpgradeOldRevokeSparesNewHole$"}
 )
 
 var mutants = []mutant{
+	{
+		Property: "upgrade keeps the rules",
+		Name:     "the old process removes the rules after the handover",
+		Edits: []edit{{"cmd/ftpalg/run.go",
+			`		log.Info("stopped after the upgrade; the rules stay with the new process")`, `		removeRules(rules)`}},
+		Tests: []spec{seamless},
+	},
+	{
+		Property: "upgrade adopts the holes",
+		Name:     "the new process sweeps (Setup) instead of adopting",
+		Edits:    []edit{{"cmd/ftpalg/run.go", `	if d.upg.adopting() {`, `	if false && d.upg.adopting() {`}},
+		Tests:    []spec{adopts},
+	},
+	{
+		Property: "upgrade adopts the holes",
+		Name:     "the new process's pool ignores the adopted holes' ports",
+		Edits:    []edit{{"proxy/reserve.go", `	s.pool.claim(peer, port, until)`, `	_ = s.pool`}},
+		Tests:    []spec{adopts},
+	},
+	{
+		Property: "upgrade keeps the rules",
+		Name:     "the old process still deletes its holes from the kernel after the handover",
+		Edits:    []edit{{"natrules/adopt.go", "	m.detached.Store(true)\n", ``}},
+		Tests:    []spec{spares},
+	},
 	{
 		Property: "one-shot",
 		Name:     "filter hole chain keeps the set entry (no --del-set)",

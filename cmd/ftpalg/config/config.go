@@ -26,7 +26,7 @@ const Prefix = "FTPALG_"
 type Config struct {
 	Mode           Mode          `env:"MODE" envDefault:"forward" expect:"forward, reverse or sidecar" help:"forward (LAN clients to outside servers), reverse or sidecar (publish one server)"`
 	Listen         ListenAddr    `env:"LISTEN" envDefault:":2121" expect:"[address]:port with a literal address, e.g. :2121 or 192.0.2.1:21" help:"control-channel listener, host:port"`
-	Upstream       Upstreams     `env:"UPSTREAM" expect:"address:port with a literal IP, at most one IPv4 and one IPv6, e.g. 192.0.2.10:21,[2001:db8::10]:21" help:"reverse/sidecar: the FTP server, address:port; one per family, comma-separated"`
+	Upstream       Upstreams     `env:"UPSTREAM" expect:"address:port with a literal IP, at most one IPv4 and one IPv6, e.g. 192.0.2.10:21,[2001:db8::10]:21" help:"reverse/sidecar: the FTP server, address:port; one per family, comma-separated; with one only, clients of the other family are bridged, their data relayed (docs/bridging.md)"`
 	Capture        bool          `env:"CAPTURE" envDefault:"true" help:"forward: install the REDIRECT of forwarded TCP/21 to the listener"`
 	CaptureIfaces  []string      `env:"CAPTURE_IFACES" envSeparator:"," help:"forward: the LAN interfaces served, comma list (e.g. lan0): only FTP arriving on them is captured and relayed; required when FTPALG_CAPTURE=true"`
 	PublicAddr     PublicAddrs   `env:"PUBLIC_ADDR" expect:"a unicast IP address, or empty to find it automatically; or a comma list of CIDR=ADDR entries (longest prefix wins) with at most one bare ADDR per family as the default, e.g. 10.0.0.0/8=10.1.2.3,203.0.113.10; or service:NAMESPACE/NAME as the default" help:"address written into rewritten endpoints; empty = found from the routing table / the connection; a list picks one by network, service:NAMESPACE/NAME follows a Service (see below)"`
@@ -45,7 +45,7 @@ type Config struct {
 	DenyServers    Prefixes      `env:"DENY_SERVERS" expect:"a comma list of CIDRs or addresses, e.g. 192.0.2.0/24,2001:db8::/32,198.51.100.7" reload:"sessions" help:"FTP servers never reached, CIDRs; wins over FTPALG_ALLOW_SERVERS"`
 	ShutdownGrace  time.Duration `env:"SHUTDOWN_GRACE" envDefault:"30s" help:"on SIGTERM, time given to sessions before the rules are removed"`
 	IPv6           bool          `env:"IPV6" envDefault:"true" help:"also install the IPv6 (ip6tables) structure"`
-	AuthTLS        AuthTLS       `env:"AUTH_TLS" envDefault:"deny" expect:"deny or passthrough" reload:"sessions" help:"deny (answer AUTH with 534) or passthrough (stop inspecting after 234)"`
+	AuthTLS        AuthTLS       `env:"AUTH_TLS" envDefault:"deny" expect:"deny, passthrough or terminate" reload:"sessions" help:"deny (answer AUTH with 534), passthrough (stop inspecting after 234) or, reverse/sidecar, terminate (ftpalg is the FTPS server; switching to or from it needs a restart)"`
 	DenyCommands   []string      `env:"DENY_COMMANDS" envSeparator:"," reload:"sessions" help:"commands answered 502 locally, comma list (e.g. SITE EXEC,SITE CHMOD)"`
 	PassiveFixup   bool          `env:"PASSIVE_FIXUP" envDefault:"true" reload:"sessions" help:"rewrite a private/loopback address in a 227 to the server's address"`
 	MaxLine        int           `env:"MAX_LINE" envDefault:"512" reload:"sessions" help:"longest control line in bytes; longer ends the session"`
@@ -54,6 +54,35 @@ type Config struct {
 	// An explicitly empty value is no listener, not the default.
 	AdminListen ListenAddr `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:9180" emptyIsZero:"true" expect:"[address]:port, or empty to disable" help:"admin HTTP listener (/livez, /readyz, /metrics); loopback by default, e.g. :9180 for other hosts; empty disables"`
 	EnvFile     string     `env:"ENV_FILE" help:"file of FTPALG_*=value lines read over the environment at start and again on SIGHUP"`
+
+	// Replicas behind one Service address (docs/kubernetes.md): each
+	// hands out only its own slice of the pool.
+	PoolShard PoolShard `env:"POOL_SHARD" expect:"I/N (slice I of N, 0 <= I < N) or ordinal/N (I from the host name's -<ordinal> suffix, as a StatefulSet names its pods), or empty for the whole pool" help:"hand out only slice I of N equal slices of FTPALG_DATA_PORTS: I/N, or ordinal/N to take I from the pod name (StatefulSet ftp-2: slice 2); empty = whole pool"`
+
+	// Seamless upgrade (issue 18 section 2, docs/upgrade.md).
+	PIDFile        string        `env:"PID_FILE" help:"file the serving process writes its PID to once ready, also after a SIGUSR2 upgrade (systemd PIDFile=); empty = none"`
+	UpgradeTimeout time.Duration `env:"UPGRADE_TIMEOUT" envDefault:"30s" help:"on SIGUSR2, how long the new process may take to become ready before it is killed and this one keeps serving"`
+
+	// Transparent reverse mode (issue 18 section 3, docs/transparent.md).
+	Transparent bool `env:"TRANSPARENT" envDefault:"false" help:"reverse: the server sees each client's own address on control and data connections (IP_TRANSPARENT; ftpalg installs the routing); the server's route to the clients must point to the gateway; see docs/transparent.md"`
+
+	// TLS termination (issue 16, FTPALG_AUTH_TLS=terminate; docs/ftps.md).
+	TLSCert         string       `env:"TLS_CERT" help:"terminate: PEM certificate (chain) file; re-read when it changes (new sessions)"`
+	TLSKey          string       `env:"TLS_KEY" help:"terminate: PEM private key file of FTPALG_TLS_CERT; re-read with it"`
+	TLSRequired     bool         `env:"TLS_REQUIRED" envDefault:"true" help:"terminate: USER before AUTH TLS gets 530, PROT C 534, data commands without PROT P 521; false allows plain FTP too"`
+	TLSListen       ListenAddr   `env:"TLS_LISTEN" expect:"[address]:port, e.g. :990, or empty for none" help:"terminate: implicit FTPS listener (TLS from the first byte), e.g. :990; empty = none"`
+	TLSSessionReuse SessionReuse `env:"TLS_SESSION_REUSE" envDefault:"off" expect:"off or required" help:"terminate: required = a PROT P data connection must resume its control connection's TLS session, else 425 (lftp and Python ftplib do not resume)"`
+}
+
+// Bridging reports whether clients of a family with no upstream are served
+// through the other family's (a family bridge, docs/bridging.md): reverse
+// and sidecar modes, an upstream of one family only, and clients of the
+// other family possible (IPv6 clients need FTPALG_IPV6).
+func (c *Config) Bridging() bool {
+	if c.Mode == Forward || len(c.Upstream) != 1 {
+		return false
+	}
+	return !c.Upstream[0].Addr().Is4() || c.IPv6
 }
 
 // Problem is one bad variable.
@@ -115,6 +144,7 @@ func Load(environ []string) (*Config, error) {
 		failed[p.Var] = true
 	}
 	probs = append(probs, c.validate(func(name string) string { return vars[Prefix+name] }, failed)...)
+	probs = append(probs, c.validateShard(vars, failed)...)
 	if len(probs) > 0 {
 		sort.SliceStable(probs, func(i, j int) bool { return probs[i].Var < probs[j].Var })
 		return nil, &Error{Problems: probs}

@@ -37,6 +37,15 @@ Environment:
 Forward mode needs FTPALG_CAPTURE_IFACES (the LAN side): capturing on a WAN
 interface would let outside hosts reach LAN FTP servers through the gateway.
 
+FTPALG_TRANSPARENT=true (reverse mode only) dials the server from each
+client's own address and keeps it on the data connections, so the server
+logs and limits its real clients. ftpalg installs and removes the routing
+this needs (nftables table inet ftpalg-transparent marking packets of its
+transparent sockets 0x2000; ip rule fwmark 0x2000/0x2000 lookup 4654
+priority 4654; local default route via lo in table 4654; IPv4 and IPv6).
+The server's default route must point to the gateway: it is not checked.
+Details: docs/transparent.md.
+
 Policy: captured FTP never crosses the filter FORWARD chain (it is
 REDIRECTed in nat PREROUTING and the gateway dials the server itself), so
 FORWARD rules do not restrict it. FTPALG_ALLOW_CLIENTS, FTPALG_ALLOW_SERVERS
@@ -61,8 +70,18 @@ list and watch that Service (deploy/kubernetes/ftp-sidecar.yaml).
 `)
 	fmt.Fprint(w, wrap("Signals are handled from the start. SIGTERM/SIGINT stop accepting, let sessions finish "+
 		"within FTPALG_SHUTDOWN_GRACE, then remove every rule (during start-up: remove what was installed, exit 0). "+
-		ReloadHelp(), 76))
+		ReloadHelp()+" SIGUSR2 upgrades without a cut: the binary on disk starts as a new process that "+
+		"inherits the listeners and adopts the rules and live holes; once it is ready (within "+
+		"FTPALG_UPGRADE_TIMEOUT, else it is killed and this one keeps serving) this one stops accepting, "+
+		"lets its sessions finish within FTPALG_SHUTDOWN_GRACE and exits leaving the rules in place "+
+		"(docs/upgrade.md).", 76))
 	fmt.Fprint(w, `
+FTPS (reverse/sidecar): FTPALG_AUTH_TLS=terminate makes ftpalg the FTPS
+server (AUTH TLS, PBSZ, PROT answered here; the server stays plain FTP), with
+FTPALG_TLS_CERT and FTPALG_TLS_KEY re-read when they change; PROT P data is
+relayed, TLS on the client's side. lftp and Python ftplib do not resume TLS
+sessions: keep FTPALG_TLS_SESSION_REUSE=off for them. See docs/ftps.md.
+
 Admin HTTP (FTPALG_ADMIN_LISTEN): /livez, /readyz (200 only while the rules
 are verified in place), /metrics (Prometheus).
 

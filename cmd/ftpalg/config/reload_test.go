@@ -12,7 +12,9 @@ import (
 // other gives every variable a valid value different from the default
 // one of reverse mode below, so that a reload changes all of them.
 var (
-	running = []string{"FTPALG_MODE=reverse", "FTPALG_UPSTREAM=192.0.2.10:21"}
+	// FTPALG_TRANSPARENT differs the other way round: it is only valid in
+	// reverse mode.
+	running = []string{"FTPALG_MODE=reverse", "FTPALG_UPSTREAM=192.0.2.10:21", "FTPALG_TRANSPARENT=true"}
 	other   = []string{
 		"FTPALG_MODE=sidecar", "FTPALG_LISTEN=:21", "FTPALG_UPSTREAM=192.0.2.11:21", "FTPALG_CAPTURE=false",
 		"FTPALG_CAPTURE_IFACES=lan1", "FTPALG_PUBLIC_ADDR=203.0.113.5", "FTPALG_DATA_PORTS=40000-40010",
@@ -21,7 +23,8 @@ var (
 		"FTPALG_CONNECT_TIMEOUT=1s", "FTPALG_ALLOW_CLIENTS=198.51.100.0/24", "FTPALG_ALLOW_SERVERS=192.0.2.0/24",
 		"FTPALG_DENY_SERVERS=192.0.2.99", "FTPALG_SHUTDOWN_GRACE=1s", "FTPALG_IPV6=false", "FTPALG_AUTH_TLS=passthrough",
 		"FTPALG_DENY_COMMANDS=SITE EXEC", "FTPALG_PASSIVE_FIXUP=false", "FTPALG_MAX_LINE=1024", "FTPALG_LOG_FORMAT=json",
-		"FTPALG_LOG_LEVEL=debug", "FTPALG_ADMIN_LISTEN=", "FTPALG_ENV_FILE=/dev/null",
+		"FTPALG_LOG_LEVEL=debug", "FTPALG_ADMIN_LISTEN=", "FTPALG_ENV_FILE=/dev/null", "FTPALG_POOL_SHARD=0/1",
+		"FTPALG_PID_FILE=/run/ftpalg.pid", "FTPALG_UPGRADE_TIMEOUT=5s",
 	}
 )
 
@@ -37,7 +40,7 @@ func load(t *testing.T, env []string) *Config {
 // A reload takes exactly the variables the table marks reloadable from
 // the new configuration and keeps every other one.
 func TestApplyTakesExactlyTheReloadable(t *testing.T) {
-	run, next := load(t, running), load(t, other)
+	run, next := load(t, running), load(t, withTLS(t, other))
 	if n := len(Diff(run, next)); n != len(Fields()) {
 		t.Fatalf("the new configuration differs in %d variables, want all %d: nothing tested", n, len(Fields()))
 	}

@@ -42,7 +42,7 @@ func (m Mode) String() string               { return alg.Mode(m).String() }
 // AuthTLS is FTPALG_AUTH_TLS.
 type AuthTLS alg.TLSPolicy
 
-var authTLS = map[string]AuthTLS{"deny": AuthTLS(alg.TLSDeny), "passthrough": AuthTLS(alg.TLSPassthrough)}
+var authTLS = map[string]AuthTLS{"deny": AuthTLS(alg.TLSDeny), "passthrough": AuthTLS(alg.TLSPassthrough), "terminate": AuthTLS(alg.TLSTerminate)}
 
 func (a *AuthTLS) UnmarshalText(b []byte) error {
 	v, ok := authTLS[string(b)]
@@ -260,4 +260,26 @@ func joinText[T fmt.Stringer](list []T) string {
 		s[i] = v.String()
 	}
 	return strings.Join(s, ",")
+}
+
+// SessionReuse is FTPALG_TLS_SESSION_REUSE (TLS termination).
+type SessionReuse bool
+
+func (r *SessionReuse) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "off":
+		*r = false
+	case "required":
+		*r = true
+	default:
+		return fmt.Errorf("unknown session reuse %q", b)
+	}
+	return nil
+}
+
+func (r SessionReuse) MarshalText() ([]byte, error) {
+	if r {
+		return []byte("required"), nil
+	}
+	return []byte("off"), nil
 }

@@ -47,6 +47,10 @@ func TestTypedFields(t *testing.T) {
 		{"FTPALG_IDLE_TIMEOUT=5", nil, nil, `FTPALG_IDLE_TIMEOUT="5": expected a duration such as 30s or 5m`},
 		{"FTPALG_CONNECT_TIMEOUT=10m", nil, nil, `FTPALG_CONNECT_TIMEOUT="10m": expected a duration between 100ms and 5m`},
 		{"FTPALG_SHUTDOWN_GRACE=-1s", nil, nil, `FTPALG_SHUTDOWN_GRACE="-1s": expected a non-negative duration`},
+		{"FTPALG_UPGRADE_TIMEOUT=90s", func(c *Config) any { return c.UpgradeTimeout.String() }, "1m30s", ""},
+		{"FTPALG_UPGRADE_TIMEOUT=0s", nil, nil, `FTPALG_UPGRADE_TIMEOUT="0s": expected a duration between 1s and 10m`},
+		{"FTPALG_PID_FILE=/run/ftpalg.pid", func(c *Config) any { return c.PIDFile }, "/run/ftpalg.pid", ""},
+		{"FTPALG_PID_FILE=ftpalg.pid", nil, nil, `FTPALG_PID_FILE="ftpalg.pid": expected an absolute path, e.g. /run/ftpalg.pid`},
 		{"FTPALG_MAX_SESSIONS=2000000", nil, nil, `FTPALG_MAX_SESSIONS="2000000": expected an integer between 1 and 1000000`},
 		{"FTPALG_MAX_LINE=1k", nil, nil, `FTPALG_MAX_LINE="1k": expected an integer`},
 		{"FTPALG_ALLOW_CLIENTS=192.0.2.77/24, 2001:db8::1", func(c *Config) any { return string(must(c.AllowClients.MarshalText())) }, "192.0.2.0/24,2001:db8::1/128", ""},
@@ -54,7 +58,7 @@ func TestTypedFields(t *testing.T) {
 		{"FTPALG_ALLOW_SERVERS=192.0.2.0/24,,x", nil, nil, `FTPALG_ALLOW_SERVERS="192.0.2.0/24,,x": expected a comma list of CIDRs or addresses, e.g. 192.0.2.0/24,2001:db8::/32,198.51.100.7; not a CIDR or address (IPv4 written as IPv4, no zone): "", "x"`},
 		{"FTPALG_DENY_SERVERS=::ffff:192.0.2.1", nil, nil, `FTPALG_DENY_SERVERS="::ffff:192.0.2.1": expected a comma list of CIDRs or addresses`},
 		{"FTPALG_AUTH_TLS=passthrough", func(c *Config) any { return string(must(c.AuthTLS.MarshalText())) }, "passthrough", ""},
-		{"FTPALG_AUTH_TLS=allow", nil, nil, `FTPALG_AUTH_TLS="allow": expected deny or passthrough`},
+		{"FTPALG_AUTH_TLS=allow", nil, nil, `FTPALG_AUTH_TLS="allow": expected deny, passthrough or terminate`},
 		{"FTPALG_LOG_FORMAT=json", func(c *Config) any { return c.LogFormat }, LogJSON, ""},
 		{"FTPALG_LOG_FORMAT=JSON", nil, nil, `FTPALG_LOG_FORMAT="JSON": expected text or json`},
 		{"FTPALG_LOG_LEVEL=WARN", func(c *Config) any { return string(must(c.LogLevel.MarshalText())) }, "warn", ""},
@@ -90,7 +94,7 @@ func TestAggregatedMessage(t *testing.T) {
 	_, err := Load([]string{"FTPALG_CAPTURE_IFACES=lan0", "FTPALG_DATA_PORTS=1-2", "FTPALG_AUTH_TLS=x", "FTPALG_ADMIN_LISTEN=nope"})
 	want := `invalid configuration (3 problems):
   - FTPALG_ADMIN_LISTEN="nope": expected [address]:port, or empty to disable
-  - FTPALG_AUTH_TLS="x": expected deny or passthrough
+  - FTPALG_AUTH_TLS="x": expected deny, passthrough or terminate
   - FTPALG_DATA_PORTS="1-2": expected lo-hi within 1024-65535 with lo <= hi, e.g. 50000-50999`
 	if err == nil || err.Error() != want {
 		t.Fatalf("got\n%v\nwant\n%s", err, want)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -29,6 +30,17 @@ func (c *Config) validate(value func(name string) string, failed map[string]bool
 		if len(c.Upstream) == 0 {
 			bad("UPSTREAM", "required in "+c.Mode.String()+" mode: the server's address:port")
 		}
+	}
+	if c.Transparent && !failed["MODE"] && c.Mode != Reverse {
+		// Sidecar: the server shares the namespace and would answer
+		// clients out of its default route; forward: clients already keep
+		// their address toward the server's side of the NAT.
+		bad("TRANSPARENT", "only reverse mode (FTPALG_MODE=reverse) keeps the client's address; set FTPALG_TRANSPARENT=false in "+c.Mode.String()+" mode")
+	}
+	if c.Transparent && c.Terminating() {
+		// PROT P data is relayed from the gateway's own address, which a
+		// server checking data peers (vsftpd's default) refuses.
+		bad("TRANSPARENT", "not with FTPALG_AUTH_TLS=terminate: relayed FTPS data connections cannot keep the client's address; set one of them off")
 	}
 	if c.Mode != Forward && !failed["UPSTREAM"] && !failed["ALLOW_SERVERS"] && !failed["DENY_SERVERS"] {
 		if denied := c.DeniedUpstreams(); len(denied) > 0 {
@@ -73,8 +85,15 @@ func (c *Config) validate(value func(name string) string, failed map[string]bool
 			bad("DENY_COMMANDS", "expected a comma list of commands such as SITE EXEC")
 		}
 	}
+	if c.UpgradeTimeout < time.Second || c.UpgradeTimeout > 10*time.Minute {
+		bad("UPGRADE_TIMEOUT", "expected a duration between 1s and 10m")
+	}
+	if c.PIDFile != "" && !filepath.IsAbs(c.PIDFile) {
+		bad("PID_FILE", "expected an absolute path, e.g. /run/ftpalg.pid")
+	}
 	if c.MaxLine < 64 || c.MaxLine > 65536 {
 		bad("MAX_LINE", "expected an integer between 64 and 65536")
 	}
+	c.validateTLS(bad, failed)
 	return out
 }
