@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
 
 	"k8s.io/klog/v2"
 
+	"github.com/ftpalg/ftpalg/cmd/ftpalg/config"
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/k8saddr"
 	"github.com/ftpalg/ftpalg/proxy/publicaddr"
 )
@@ -22,7 +24,7 @@ func (d *daemon) watchService() (stop func(), err error) {
 	}
 	client, err := inCluster()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%sPUBLIC_ADDR %s needs the Kubernetes API: %w", config.Prefix, svc, err)
 	}
 	// What client-go logs outside the watcher's context (klog's global
 	// logger) goes to the daemon's log too, in its format. Set once,

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -128,12 +127,6 @@ func TestServiceAddressReadiness(t *testing.T) {
 	api := k8saddrtest.New(t, "ftp", "ftp")
 	defer func(old func() (cache.Getter, error)) { inCluster = old }(inCluster)
 	inCluster = func() (cache.Getter, error) { return k8saddr.Client(api.Config()) }
-	token := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(token, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	defer func(old string) { config.ServiceAccountToken = old }(config.ServiceAccountToken)
-	config.ServiceAccountToken = token
 
 	cfg, err := config.Load([]string{"FTPALG_MODE=sidecar", "FTPALG_UPSTREAM=" + pasvServer(t), "FTPALG_DATA_PORTS=40000-40009",
 		"FTPALG_PUBLIC_ADDR=127.0.0.3/32=192.0.2.10,service:ftp/ftp", "KUBERNETES_SERVICE_HOST=192.0.2.200", "KUBERNETES_SERVICE_PORT=443"})
@@ -222,5 +215,32 @@ func TestServiceAddressReadiness(t *testing.T) {
 	again := dialFrom(t, "127.0.0.2", gw)
 	if r := again.line(t); !strings.HasPrefix(r, "421 ") {
 		t.Fatalf("after the Service was deleted: %q", r)
+	}
+}
+
+// In a pod without a service account token (automountServiceAccountToken:
+// false), a service: entry stops the start with a message that says so.
+func TestServiceNeedsToken(t *testing.T) {
+	const token = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+	if _, err := os.Stat(token); err == nil {
+		t.Skip("this machine has a service account token")
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "192.0.2.200")
+	t.Setenv("KUBERNETES_SERVICE_PORT", "443")
+	cfg, err := config.Load([]string{"FTPALG_MODE=sidecar", "FTPALG_UPSTREAM=127.0.0.1:2121", "FTPALG_PUBLIC_ADDR=service:ftp/ftp",
+		"KUBERNETES_SERVICE_HOST=192.0.2.200", "KUBERNETES_SERVICE_PORT=443"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cfg: cfg, log: slog.New(slog.DiscardHandler)}
+	stop, err := d.watchService()
+	if err == nil {
+		stop()
+		t.Fatal("started without a token")
+	}
+	for _, want := range []string{"FTPALG_PUBLIC_ADDR service:ftp/ftp needs the Kubernetes API: the pod's service account", token} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q lacks %q", err, want)
+		}
 	}
 }

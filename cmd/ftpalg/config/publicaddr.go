@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/ftpalg/ftpalg/proxy/publicaddr"
@@ -25,13 +24,11 @@ func (p *PublicAddrs) UnmarshalText(b []byte) error {
 
 func (p PublicAddrs) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
 
-// ServiceAccountToken is where a pod's service account token is mounted;
-// a variable for tests.
-var ServiceAccountToken = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-
 // inCluster checks, at start, that a service: entry can be watched: the
-// process runs in a Kubernetes pod with a service account (the variables
-// and token that client-go's in-cluster configuration reads).
+// process runs in a Kubernetes pod (the variables client-go's in-cluster
+// configuration reads). The service account token is read when the
+// watcher starts (k8saddr.InCluster), so that this check, which manifest
+// tests run too, reads no file.
 func (c *Config) inCluster(vars map[string]string) []Problem {
 	svc := c.PublicAddr.Service()
 	if !svc.IsSet() {
@@ -45,10 +42,6 @@ func (c *Config) inCluster(vars map[string]string) []Problem {
 	if vars["KUBERNETES_SERVICE_HOST"] == "" || vars["KUBERNETES_SERVICE_PORT"] == "" {
 		return []Problem{{Var: "PUBLIC_ADDR", Value: value, Expected: svc.String() +
 			" needs the Kubernetes API: run in a pod (KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set), or give the address instead"}}
-	}
-	if _, err := os.Stat(ServiceAccountToken); err != nil {
-		return []Problem{{Var: "PUBLIC_ADDR", Value: value, Expected: svc.String() +
-			" needs the pod's service account token (" + err.Error() + "): set automountServiceAccountToken: true and a serviceAccountName with the Role of deploy/kubernetes/ftp-sidecar.yaml"}}
 	}
 	return nil
 }

@@ -3,8 +3,6 @@ package config
 import (
 	"errors"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -13,12 +11,6 @@ import (
 // give one problem naming the variable, the whole value, what is expected
 // and every entry at fault.
 func TestPublicAddrList(t *testing.T) {
-	token := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(token, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	defer func(old string) { ServiceAccountToken = old }(ServiceAccountToken)
-	ServiceAccountToken = token
 	pod := []string{"KUBERNETES_SERVICE_HOST=192.0.2.200", "KUBERNETES_SERVICE_PORT=443"}
 	sidecar := []string{"FTPALG_MODE=sidecar", "FTPALG_UPSTREAM=127.0.0.1:21"}
 	for _, tc := range []struct {
@@ -69,12 +61,5 @@ func TestPublicAddrList(t *testing.T) {
 		if err != nil || got != netip.MustParseAddr(tc.want) {
 			t.Errorf("%s: %s is told %v, %v; want %s", tc.name, tc.peer, got, err, tc.want)
 		}
-	}
-
-	// No token: the pod runs without a service account.
-	ServiceAccountToken = filepath.Join(t.TempDir(), "none")
-	_, err := Load(append(append(sidecar, pod...), "FTPALG_PUBLIC_ADDR=service:ftp/ftp"))
-	if err == nil || !strings.Contains(err.Error(), "service:ftp/ftp needs the pod's service account token") {
-		t.Errorf("no token: %v", err)
 	}
 }

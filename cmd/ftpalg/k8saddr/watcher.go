@@ -48,7 +48,8 @@ type Watcher struct {
 func InCluster() (cache.Getter, error) {
 	cfg, err := rest.InClusterConfig()
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes in-cluster configuration (service account): %w", err)
+		return nil, fmt.Errorf("the pod's service account (a token and CA under /var/run/secrets/kubernetes.io/serviceaccount; "+
+			"automountServiceAccountToken must not be false): %w", err)
 	}
 	return Client(cfg)
 }
