@@ -64,7 +64,7 @@ service:NAMESPACE/NAME is the default of both families, taken from that
 Service's status.loadBalancer.ingress IPs and followed while running (a new
 address applies to new sessions). Until it has one, /readyz fails and
 sessions that need it get 421. It needs a service account allowed to get,
-list and watch that Service (deploy/kubernetes/ftp-sidecar.yaml).
+list and watch that Service (docs/kubernetes-addresses.md).
   FTPALG_PUBLIC_ADDR=10.0.0.0/8=10.1.2.3,service:ftp/ftp
 
 `)
