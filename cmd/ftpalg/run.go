@@ -38,7 +38,12 @@ func (d *daemon) run(ctx context.Context, hup <-chan struct{}, rules *natrules.M
 	// It goes false again when shutdown begins, so a load balancer stops
 	// sending new clients while sessions drain.
 	var serving atomic.Bool
-	ready := func() bool { return serving.Load() && rules.Ready() }
+	ready := func() error {
+		if !serving.Load() || !rules.Ready() {
+			return errors.New("firewall rules not verified in place, or not accepting")
+		}
+		return d.serviceReady()
+	}
 	admin, err := startAdmin(cfg.AdminListen, d.upg.listen, ready, reg, log)
 	if err != nil {
 		closeAll(lns)
