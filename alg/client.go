@@ -180,7 +180,7 @@ func (s *Session) activeChecked(kind verb, arg []byte) Action {
 	if !s.holeOK(&h) {
 		return answer(msgForbiddenAddr, RefusedAddress, "data endpoint on a forbidden address")
 	}
-	if s.pol.Transparent {
+	if s.pol.Transparent && !s.bridge {
 		return s.activeTransparent(hk, ap, h)
 	}
 	var revoked []Hole

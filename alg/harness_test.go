@@ -265,13 +265,15 @@ func (x *tester) holeMatchesTable(h Hole) error {
 	if bridged := c.Is4() != sv.Is4(); h.Relay != (bridged || h.Protect) {
 		return fmt.Errorf("Relay %v in a session bridged=%v, Protect=%v", h.Relay, bridged, h.Protect)
 	}
+	// A relayed hole (a bridged client, PROT P) is never transparent.
+	transparent := x.pol.Transparent && !h.Relay
 	switch {
-	case active && x.pol.Transparent:
+	case active && transparent:
 		// To the client's own endpoint, from the address it dialled.
 		if h.From != sv || h.To.Addr() != c || h.To.Port() < 1024 || h.DNAT.IsValid() || h.SNAT != cf || h.PoolPort != 0 {
 			return fmt.Errorf("active hole off the transparent table")
 		}
-	case x.pol.Transparent:
+	case transparent:
 		// The server sees the client's own address: no SNAT.
 		if h.From != c || h.To != netip.AddrPortFrom(cf, h.PoolPort) || !pool ||
 			h.DNAT.Addr() != sv || h.DNAT.Port() < 1024 || h.SNAT.IsValid() {

@@ -154,7 +154,8 @@ func checkPeers(p *Policy, pe *Peers) error {
 	if pe.Server.Addr().IsLoopback() && !p.AllowLoopbackServer {
 		return fmt.Errorf("Server %v is loopback and AllowLoopbackServer is off", pe.Server)
 	}
-	if p.Transparent && pe.ServerFacing.Addr() != pe.Client.Addr() {
+	if p.Transparent && pe.Client.Addr().Is4() == pe.Server.Addr().Is4() && pe.ServerFacing.Addr() != pe.Client.Addr() {
+		// (A bridged client is never transparent: not its family.)
 		return fmt.Errorf("Transparent: ServerFacing %v is not on the client's address %v", pe.ServerFacing, pe.Client.Addr())
 	}
 	if a := pe.Public; a.IsValid() && (a.Is4In6() || a.IsUnspecified() || a.IsMulticast() || a == broadcast4) {

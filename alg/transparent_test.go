@@ -114,3 +114,27 @@ func TestTransparentChecks(t *testing.T) {
 		t.Fatal("Transparent accepted with ServerFacing on the gateway's address")
 	}
 }
+
+// A client bridged from the other family cannot be the source of the
+// upstream connection (the proxy dials it from the gateway, ServerFacing
+// is the gateway's): under Transparent its session is an ordinary bridge,
+// every data connection relayed, not refused.
+func TestTransparentBridged(t *testing.T) {
+	x := newTester(t, transparentPolicy(), bridge64)
+	x.login()
+	a := x.client("EPRT |2|2001:db8:1::10|50010|\r\n")
+	if a.Verdict != Rewrite || a.out != "EPRT |1|10.0.0.1|40001|\r\n" {
+		t.Fatalf("EPRT: got %s %q (%s), want the bridge's EPRT on the gateway", a.Verdict, a.out, a.Reason)
+	}
+	want := relayHole(KindEPRT, "10.0.0.5", "10.0.0.1:40001", "[2001:db8:1::10]:50010", "2001:db8:3::1")
+	if a.Open == nil || !a.Open.Relay || a.Open.From != want.From || a.Open.To != want.To || a.Open.DNAT != want.DNAT || a.Open.SNAT != want.SNAT {
+		t.Fatalf("EPRT hole %+v, want the relayed %+v", a.Open, want)
+	}
+	x.server("200 EPRT ok\r\n")
+	x.client("EPSV\r\n")
+	r := x.server("229 Entering Extended Passive Mode (|||50000|)\r\n")
+	if r.Open == nil || !r.Open.Relay || r.Open.SNAT != netip.MustParseAddr("10.0.0.1") {
+		t.Fatalf("EPSV hole %+v, want relayed from the gateway's address", r.Open)
+	}
+	x.finish()
+}

@@ -149,7 +149,9 @@ func (ss *session) apply(from alg.Side, a alg.Action, toPeer, toSender, toClient
 		*toPeer = append(*toPeer, a.Output...)
 	case alg.Answer:
 		*toSender = append(*toSender, a.Output...)
-		ss.startTLS = ss.startTLS || a.StartTLS
+		if a.StartTLS { // the client pump's alone: the server pump must not write it
+			ss.startTLS = true
+		}
 	case alg.End:
 		*toClient = append(*toClient, a.Output...)
 		r := a.Reason

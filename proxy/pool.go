@@ -78,7 +78,7 @@ func relayKey(peer netip.Addr) netip.Addr {
 }
 
 // allocateRelay lends a port held for neither peer nor relayKey(peer),
-// and holds it for both (Release each).
+// nor claimed for peer (reserve.go), and holds it for both (Release each).
 func (p *portPool) allocateRelay(peer netip.Addr) (uint16, error) {
 	key := relayKey(peer)
 	p.mu.Lock()
@@ -90,7 +90,7 @@ func (p *portPool) allocateRelay(peer netip.Addr) (uint16, error) {
 		if _, taken := mine[port]; taken {
 			continue
 		}
-		if _, taken := relays[port]; taken {
+		if _, taken := relays[port]; taken || p.isClaimed(peer, port) {
 			continue
 		}
 		for _, k := range []netip.Addr{peer, key} {

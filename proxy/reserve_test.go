@@ -70,3 +70,28 @@ func TestContinuePool(t *testing.T) {
 		}
 	}
 }
+
+// After an upgrade, a relay listener's port is no more lent to a peer
+// whose adopted hole claims it than a kernel hole's: the claim's old NAT
+// hole would catch that peer's data connection before the listener.
+func TestPoolClaimsRelay(t *testing.T) {
+	a := netip.MustParseAddr("2001:db8:1::10")
+	b := netip.MustParseAddr("2001:db8:1::11")
+	p := newPortPool(50000, 50003)
+	p.claim(a, 50000, time.Now().Add(time.Minute))
+	p.claim(a, 50002, time.Now().Add(time.Minute))
+	sp := &sessionPorts{pool: p, relay: true}
+	for i, want := range []uint16{50001, 50003} {
+		got, err := sp.Allocate(a)
+		if err != nil || got != want {
+			t.Fatalf("relay allocation %d for the claimed peer: got %d, %v; want %d", i, got, err, want)
+		}
+	}
+	if got, err := sp.Allocate(a); err == nil {
+		t.Fatalf("lent claimed port %d to a relay", got)
+	}
+	// Another peer's relay may have a port claimed for a only.
+	if got, err := sp.Allocate(b); err != nil || got != 50000 {
+		t.Fatalf("relay allocation for another peer: got %d, %v; want 50000", got, err)
+	}
+}

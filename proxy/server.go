@@ -39,10 +39,11 @@ type Config struct {
 	// (NAT cannot translate between families). Forward mode uses each
 	// connection's original destination instead.
 	Upstreams      []netip.AddrPort
-	PublicAddr     netip.Addr // optional, see alg.Peers.Public
-	Access         Access     // optional: who may be relayed where (policy.go)
-	Arrival        *Arrival   // forward mode, optional: the capture interfaces
-	PortLo, PortHi uint16     // data port pool
+	PublicAddr     netip.Addr  // optional, see alg.Peers.Public; Public overrides it
+	Public         PublicAddrs // optional: the address by peer (public.go)
+	Access         Access      // optional: who may be relayed where (policy.go)
+	Arrival        *Arrival    // forward mode, optional: the capture interfaces
+	PortLo, PortHi uint16      // data port pool
 	MaxSessions    int
 	IdleTimeout    time.Duration
 	ConnectTimeout time.Duration
@@ -138,7 +139,7 @@ func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, holes: holes, log: log, pool: newPortPool(cfg.PortLo, cfg.PortHi), local: newLocalAddrs(),
 		clients: newClientCounts(), logins: newLoginFailures(loginFailuresCap), originalDst: originalDst, metrics: cfg.Metrics}
 	s.cfg.Policy.IsLocal = s.local.Contains
-	s.Reload(Runtime{Policy: cfg.Policy, MaxSessions: cfg.MaxSessions, IdleTimeout: cfg.IdleTimeout, ConnectTimeout: cfg.ConnectTimeout, Access: cfg.Access, Limits: cfg.Limits})
+	s.Reload(Runtime{Policy: cfg.Policy, MaxSessions: cfg.MaxSessions, IdleTimeout: cfg.IdleTimeout, ConnectTimeout: cfg.ConnectTimeout, Access: cfg.Access, Limits: cfg.Limits, Public: cfg.Public})
 	s.refused = newRefusedLog(log)
 	s.audit = newAuditor(cfg.FlowCounter, log, cfg.Metrics, cfg.AuditLog, cfg.AuditOut)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -162,6 +163,9 @@ type Runtime struct {
 	// Limits apply as they are: a zero field turns its limit off. The
 	// counts behind them are kept across reloads.
 	Limits Limits
+	// Public chooses each new session's public address; nil keeps
+	// Config.Public, or else Config.PublicAddr.
+	Public PublicAddrs
 }
 
 // Reload swaps the runtime configuration for new sessions.
@@ -182,6 +186,12 @@ func (s *Server) Reload(r Runtime) {
 	}
 	if r.ConnectTimeout <= 0 {
 		r.ConnectTimeout = s.cfg.ConnectTimeout
+	}
+	if r.Public == nil {
+		r.Public = s.cfg.Public
+	}
+	if r.Public == nil {
+		r.Public = staticPublic(s.cfg.PublicAddr)
 	}
 	s.rt.Store(&r)
 }

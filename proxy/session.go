@@ -109,6 +109,14 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 	if implicitTLS != nil {
 		say = implicitTLS
 	}
+	public, err := s.publicFor(rt, clientAP.Addr(), dst.Addr())
+	if err != nil {
+		log.Warn("session refused", "reason", err.Error())
+		s.metrics.SessionsRefused.WithLabelValues("no_public_addr").Inc()
+		writeLine(say, msgNoPublic, time.Second)
+		client.Close()
+		return
+	}
 	dialCtx, cancel := context.WithTimeout(ctx, rt.ConnectTimeout)
 	server, err := s.dialUpstream(dialCtx, dst, clientAP.Addr(), rt.ConnectTimeout)
 	cancel()
@@ -125,7 +133,7 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 		ClientFacing: facing,
 		ServerFacing: addrPortOf(server.LocalAddr()),
 		Server:       addrPortOf(server.RemoteAddr()),
-		Public:       s.cfg.PublicAddr,
+		Public:       public,
 	}
 	// A family bridge relays every data connection (relay.go): its pool
 	// ports are bound on the gateway, so no two relays share one.
@@ -294,9 +302,10 @@ func (ss *session) pump(ctx context.Context, from alg.Side, src, dst *net.TCPCon
 				ss.closeBoth()
 				return
 			}
-			if ss.startTLS {
+			if from == alg.FromClient && ss.startTLS {
 				// The 234 is out; TLS from the next byte on (urgent
-				// marks cannot be read through TLS).
+				// marks cannot be read through TLS). The client's pump
+				// alone: the server's would race it for the handshake.
 				ss.startTLS = false
 				if err := ss.upgradeTLS(ctx); err != nil {
 					ss.end("client "+err.Error(), "")

@@ -47,10 +47,10 @@ var defaultAdminLimits = adminLimits{
 }
 
 // startAdmin serves /livez, /readyz and /metrics on addr (nothing if
-// not set) until the returned Closer is closed.
-// listen opens the listener (the upgrader's, so that a new process
-// inherits it).
-func startAdmin(addr config.ListenAddr, listen proxy.ListenFunc, ready func() bool, reg *prometheus.Registry, log *slog.Logger) (io.Closer, error) {
+// not set) until the returned Closer is closed. ready is nil when ready,
+// else the reason /readyz gives. listen opens the listener (the
+// upgrader's, so that a new process inherits it).
+func startAdmin(addr config.ListenAddr, listen proxy.ListenFunc, ready func() error, reg *prometheus.Registry, log *slog.Logger) (io.Closer, error) {
 	if !addr.IsSet() {
 		return io.NopCloser(strings.NewReader("")), nil
 	}
@@ -61,12 +61,12 @@ func startAdmin(addr config.ListenAddr, listen proxy.ListenFunc, ready func() bo
 	return serveAdmin(ln, defaultAdminLimits, adminMux(ready, reg), log), nil
 }
 
-func adminMux(ready func() bool, reg *prometheus.Registry) *http.ServeMux {
+func adminMux(ready func() error, reg *prometheus.Registry) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not ready: firewall rules not verified in place, or not accepting", http.StatusServiceUnavailable)
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		io.WriteString(w, "ok\n")

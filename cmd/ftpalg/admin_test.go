@@ -24,7 +24,7 @@ func startTestAdmin(t *testing.T, lim adminLimits) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := serveAdmin(ln, lim, adminMux(func() bool { return true }, prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
+	hs := serveAdmin(ln, lim, adminMux(func() error { return nil }, prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
 	t.Cleanup(func() { hs.Close() })
 	return ln.Addr().String()
 }

@@ -110,7 +110,7 @@ func (d *daemon) proxyConfig(metrics *proxy.Metrics) proxy.Config {
 	return proxy.Config{
 		Policy:         policyOf(cfg),
 		Upstreams:      cfg.Upstream,
-		PublicAddr:     cfg.PublicAddr,
+		Public:         cfg.PublicPicker(d.publicSource()),
 		Access:         cfg.AccessOf(),
 		Metrics:        metrics,
 		PortLo:         cfg.Pool().Lo,

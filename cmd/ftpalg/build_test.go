@@ -40,9 +40,14 @@ func TestBuildConfigs(t *testing.T) {
 			if !reflect.DeepEqual(p.Policy, want) {
 				t.Errorf("policy %+v, want %+v", p.Policy, want)
 			}
-			if !reflect.DeepEqual(p.Upstreams, []netip.AddrPort{netip.MustParseAddrPort("192.0.2.10:21"), netip.MustParseAddrPort("[2001:db8:1::10]:21")}) ||
-				p.PublicAddr != netip.MustParseAddr("203.0.113.5") {
-				t.Errorf("proxy: upstreams %v public %v", p.Upstreams, p.PublicAddr)
+			if !reflect.DeepEqual(p.Upstreams, []netip.AddrPort{netip.MustParseAddrPort("192.0.2.10:21"), netip.MustParseAddrPort("[2001:db8:1::10]:21")}) {
+				t.Errorf("proxy: upstreams %v", p.Upstreams)
+			}
+			// The one address is every client's, of either family.
+			for _, c := range []string{"198.51.100.7", "2001:db8:2::7"} {
+				if a, err := p.Public.PublicFor(netip.MustParseAddr(c)); err != nil || a != netip.MustParseAddr("203.0.113.5") {
+					t.Errorf("proxy: public address for %s: %v, %v", c, a, err)
+				}
 			}
 		},
 	}} {

@@ -32,7 +32,9 @@ func (d *daemon) listenImplicit() ([]net.Listener, error) {
 	if !d.cfg.Terminating() || !d.cfg.TLSListen.IsSet() {
 		return nil, nil
 	}
-	lns, err := proxy.Listen(context.Background(), d.cfg.TLSListen.AddrPort, d.cfg.IPv6)
+	// Through the upgrader, as the plain listener: a new process (SIGUSR2)
+	// inherits it instead of failing to bind a port still in use.
+	lns, err := proxy.ListenWith(context.Background(), d.cfg.TLSListen.AddrPort, d.cfg.IPv6, d.upg.listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s (FTPALG_TLS_LISTEN): %w", d.cfg.TLSListen, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/ftpalg/ftpalg/cmd/ftpalg/config"
+	"github.com/ftpalg/ftpalg/cmd/ftpalg/k8saddr"
 	"github.com/ftpalg/ftpalg/natrules"
 )
 
@@ -111,6 +112,8 @@ type daemon struct {
 	// usr2 asks for an upgrade, upg makes it (upgrade.go).
 	usr2 <-chan struct{}
 	upg  *upgrades
+	// service follows FTPALG_PUBLIC_ADDR's service: entry (nil: none).
+	service *k8saddr.Watcher
 }
 
 // serve runs the daemon until ctx is done (SIGTERM, SIGINT), applying a
@@ -125,6 +128,11 @@ func (d *daemon) serve(ctx context.Context, hup <-chan struct{}) error {
 	defer closeRules(rules)
 	reg.MustRegister(newRulesCollector(rules))
 	d.upg = newUpgrades(d.cfg, reg, d.log)
+	stopService, err := d.watchService()
+	if err != nil {
+		return err
+	}
+	defer stopService()
 	srv, err := d.buildProxy(rules, metrics)
 	if err != nil {
 		return err

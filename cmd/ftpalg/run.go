@@ -38,7 +38,12 @@ func (d *daemon) run(ctx context.Context, hup <-chan struct{}, rules *natrules.M
 	// It goes false again when shutdown begins, so a load balancer stops
 	// sending new clients while sessions drain.
 	var serving atomic.Bool
-	ready := func() bool { return serving.Load() && rules.Ready() }
+	ready := func() error {
+		if !serving.Load() || !rules.Ready() {
+			return errors.New("firewall rules not verified in place, or not accepting")
+		}
+		return d.serviceReady()
+	}
 	admin, err := startAdmin(cfg.AdminListen, d.upg.listen, ready, reg, log)
 	if err != nil {
 		closeAll(lns)
@@ -93,6 +98,8 @@ func (d *daemon) run(ctx context.Context, hup <-chan struct{}, rules *natrules.M
 	var rerr error
 	if d.routing != nil {
 		rerr = d.routing.Remove()
+	} else if d.upg.adopting() {
+		rerr = removeLeftRouting(log)
 	}
 	if err := errors.Join(rerr, removeRules(rules)); err != nil {
 		return fmt.Errorf("remove firewall rules: %w", err)
@@ -118,6 +125,14 @@ func (d *daemon) install(ctx context.Context, rules *natrules.Manager, srv *prox
 		}
 		for _, c := range claims {
 			srv.Reserve(c.Peer, c.Port, c.Until)
+		}
+		if d.routing != nil {
+			// Kept as the running process left it, or installed if it
+			// ran without FTPALG_TRANSPARENT; a failure removes nothing
+			// (the upgrade fails, the running process keeps serving).
+			if err := d.routing.Adopt(); err != nil {
+				return false, err
+			}
 		}
 		if cursor, ok := d.upg.inheritedPool(); ok {
 			srv.ContinuePool(cursor)

@@ -14,7 +14,20 @@ import (
 // routing is FTPALG_TRANSPARENT's part of the gateway (natrules/transparent).
 type routing interface {
 	Install() error
+	Adopt() error // Install for a process taking over (upgrade.go)
 	Remove() error
+}
+
+// removeLeftRouting removes the routing a previous process left: an
+// upgrade may have turned FTPALG_TRANSPARENT off, and the process that
+// took over owns what the previous one installed.
+func removeLeftRouting(log *slog.Logger) error {
+	r, closeRouting, err := transparentRouting(false, log)
+	if err != nil {
+		return err
+	}
+	defer closeRouting()
+	return r.Remove()
 }
 
 // transparentRouting is the routing over this namespace's netlink, and

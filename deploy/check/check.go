@@ -3,8 +3,9 @@
 // (deploy/helmtest): every FTPALG_ variable an ftpalg container sets exists
 // and holds a value ftpalg accepts, the container has its probes and drops
 // its capabilities, a sidecar's Services expose exactly its pool (and the
-// control Service the implicit FTPS port), and a terminating ftpalg reads
-// its certificate and key from a Secret volume that rotation reaches.
+// control Service the implicit FTPS port), a terminating ftpalg reads its
+// certificate and key from a Secret volume that rotation reaches, and a
+// pod that follows a Service's address may read that Service.
 package check
 
 import (
@@ -28,6 +29,12 @@ type Object struct {
 		Annotations map[string]string `yaml:"annotations"`
 	} `yaml:"metadata"`
 	Data map[string]string `yaml:"data"`
+	// A Role's rules, a RoleBinding's role and subjects, a
+	// ServiceAccount's token mount (rbac.go).
+	Rules                        []Rule                        `yaml:"rules"`
+	RoleRef                      struct{ Kind, Name string }   `yaml:"roleRef"`
+	Subjects                     []struct{ Kind, Name string } `yaml:"subjects"`
+	AutomountServiceAccountToken *bool                         `yaml:"automountServiceAccountToken"`
 	// Spec is decoded by kind: Workload or Service.
 	Spec     yaml.Node `yaml:"spec"`
 	Workload *Workload `yaml:"-"`
@@ -42,8 +49,10 @@ type Workload struct {
 			Labels map[string]string `yaml:"labels"`
 		} `yaml:"metadata"`
 		Spec struct {
-			Containers []Container `yaml:"containers"`
-			Volumes    []Volume    `yaml:"volumes"`
+			ServiceAccountName           string      `yaml:"serviceAccountName"`
+			AutomountServiceAccountToken *bool       `yaml:"automountServiceAccountToken"`
+			Containers                   []Container `yaml:"containers"`
+			Volumes                      []Volume    `yaml:"volumes"`
 		} `yaml:"spec"`
 	} `yaml:"template"`
 }
@@ -191,6 +200,9 @@ func Objects(objs []Object) (Result, []error) {
 			}
 			if c.Security == nil || c.Security.Capabilities == nil || strings.Join(c.Security.Capabilities.Drop, ",") != "ALL" {
 				bad("%s: ftpalg must drop all capabilities and add back only what it needs", where)
+			}
+			if cfg != nil && cfg.PublicAddr.Service().IsSet() {
+				errs = append(errs, serviceRBAC(o, cfg.PublicAddr.Service(), objs)...)
 			}
 			if cfg != nil && cfg.Mode == config.Sidecar {
 				errs = append(errs, services(o, cfg, objs)...)

@@ -10,6 +10,9 @@ import (
 // Sample values for what only a running pod knows.
 const (
 	sampleHostIP = "192.0.2.1"
+	// SampleNamespace is the namespace the objects are taken to be
+	// applied in (metadata.namespace through the downward API).
+	SampleNamespace = "ftp"
 )
 
 // resolveEnv is the container's environment as the kubelet gives it:
@@ -37,6 +40,8 @@ func resolveEnv(c Container, o Object, configMaps map[string]map[string]string, 
 				v = cm[f.ConfigMapKeyRef.Key]
 			case f.FieldRef != nil && f.FieldRef.FieldPath == "status.hostIP":
 				v = sampleHostIP
+			case f.FieldRef != nil && f.FieldRef.FieldPath == "metadata.namespace":
+				v = SampleNamespace
 			case f.FieldRef != nil && f.FieldRef.FieldPath == "metadata.name":
 				v = o.Metadata.Name + "-0"
 			default:
@@ -67,6 +72,8 @@ func expandRefs(literal, resolved string, seen map[string]string) string {
 // pods differ only in their names, which FTPALG_POOL_SHARD=ordinal/N
 // reads, so each ordinal up to N is loaded.
 func loadAll(o Object, env []string) (*config.Config, error) {
+	// Every pod gets these from the kubelet (a service: entry needs them).
+	env = append(env, "KUBERNETES_SERVICE_HOST=192.0.2.1", "KUBERNETES_SERVICE_PORT=443")
 	cfg, err := config.Load(append(env, "HOSTNAME="+o.Metadata.Name+"-0"))
 	if err != nil || o.Kind != "StatefulSet" || !cfg.PoolShard.FromHost {
 		return cfg, err

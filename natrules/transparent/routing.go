@@ -179,7 +179,16 @@ func (t *Routing) lo() (int, error) {
 // means nothing before its rule and route). On failure it removes
 // everything of its own and returns an error naming what failed (fail
 // closed: the daemon must not serve).
-func (t *Routing) Install() error {
+func (t *Routing) Install() error { return t.install(true) }
+
+// Adopt is Install for a process taking over from a running one (a SIGUSR2
+// upgrade, possibly with FTPALG_TRANSPARENT newly on): on failure it
+// removes nothing, since the rule, the route and the mark table may be the
+// running process's, still routing its sessions (its Remove, or -cleanup,
+// removes what was added).
+func (t *Routing) Adopt() error { return t.install(false) }
+
+func (t *Routing) install(removeOnFail bool) error {
 	lo, err := t.lo()
 	if err != nil {
 		return err
@@ -189,6 +198,9 @@ func (t *Routing) Install() error {
 	}
 	fail := func(what string, err error) error {
 		err = fmt.Errorf("transparent routing: %s: %w", what, err)
+		if !removeOnFail {
+			return err
+		}
 		if rerr := t.Remove(); rerr != nil {
 			return errors.Join(err, fmt.Errorf("and removing what was added: %w", rerr))
 		}

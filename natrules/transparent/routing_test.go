@@ -290,3 +290,21 @@ func TestCheckUpstream(t *testing.T) {
 		}
 	}
 }
+
+// Adopt (a process taking over) fails without removing anything: the rule,
+// route and mark table are the running process's, routing its sessions.
+func TestAdoptFailureKeepsRunningRouting(t *testing.T) {
+	r, m := foreign(), &fakeMarker{}
+	if err := New(Config{}, r, m, quiet()).Install(); err != nil {
+		t.Fatal(err)
+	}
+	running := r.state()
+	r.fail["RouteAdd6"] = true // the new process also wants IPv6
+	err := New(Config{IPv6: true}, r, m, quiet()).Adopt()
+	if err == nil || !strings.Contains(err.Error(), "ip -6 route add local ::/0 dev lo table 4654") {
+		t.Fatalf("got %v, want the IPv6 route's error", err)
+	}
+	if after := r.state(); after != running || m.mark != DefaultMark {
+		t.Fatalf("the running process's routing was touched (mark %#x)\n--- before\n%s\n--- after\n%s", m.mark, running, after)
+	}
+}

@@ -6,7 +6,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"reflect"
 	"sort"
@@ -30,7 +29,7 @@ type Config struct {
 	Upstream       Upstreams     `env:"UPSTREAM" expect:"address:port with a literal IP, at most one IPv4 and one IPv6, e.g. 192.0.2.10:21,[2001:db8::10]:21" help:"reverse/sidecar: the FTP server, address:port; one per family, comma-separated; with one only, clients of the other family are bridged, their data relayed (docs/bridging.md)"`
 	Capture        bool          `env:"CAPTURE" envDefault:"true" help:"forward: install the REDIRECT of forwarded TCP/21 to the listener"`
 	CaptureIfaces  []string      `env:"CAPTURE_IFACES" envSeparator:"," help:"forward: the LAN interfaces served, comma list (e.g. lan0): only FTP arriving on them is captured and relayed; required when FTPALG_CAPTURE=true"`
-	PublicAddr     netip.Addr    `env:"PUBLIC_ADDR" expect:"a unicast IP address, or empty to find it automatically" help:"address written into rewritten endpoints; empty = found from the routing table / the connection"`
+	PublicAddr     PublicAddrs   `env:"PUBLIC_ADDR" expect:"a unicast IP address, or empty to find it automatically; or a comma list of CIDR=ADDR entries (longest prefix wins) with at most one bare ADDR per family as the default, e.g. 10.0.0.0/8=10.1.2.3,203.0.113.10; or service:NAMESPACE/NAME as the default" help:"address written into rewritten endpoints; empty = found from the routing table / the connection; a list picks one by network, service:NAMESPACE/NAME follows a Service (see below)"`
 	DataPorts      PortRange     `env:"DATA_PORTS" envDefault:"50000-50999" expect:"lo-hi within 1024-65535 with lo <= hi, e.g. 50000-50999" help:"pool of gateway ports for translated data endpoints, lo-hi"`
 	PinholeTTL     time.Duration `env:"PINHOLE_TTL" envDefault:"30s" help:"lifetime of an unused pinhole, enforced by the kernel"`
 	NflogGroup     uint16        `env:"NFLOG_GROUP" envDefault:"2121" expect:"an NFLOG group number between 1 and 65535, or 0 for off" help:"NFLOG group for each data connection's first SYN, for exact byte counts and cleanup; 0 = off (table walks)"`
@@ -71,7 +70,7 @@ type Config struct {
 	TLSCert         string       `env:"TLS_CERT" help:"terminate: PEM certificate (chain) file; re-read when it changes (new sessions)"`
 	TLSKey          string       `env:"TLS_KEY" help:"terminate: PEM private key file of FTPALG_TLS_CERT; re-read with it"`
 	TLSRequired     bool         `env:"TLS_REQUIRED" envDefault:"true" help:"terminate: USER before AUTH TLS gets 530, PROT C 534, data commands without PROT P 521; false allows plain FTP too"`
-	TLSListen       ListenAddr   `env:"TLS_LISTEN" expect:"[address]:port, e.g. :990, or empty for none" help:"terminate: implicit FTPS listener (TLS from the first byte), e.g. :990; empty = none"`
+	TLSListen       ListenAddr   `env:"TLS_LISTEN" expect:"[address]:port outside FTPALG_DATA_PORTS, e.g. :990, or empty for none" help:"terminate: implicit FTPS listener (TLS from the first byte), e.g. :990; empty = none"`
 	TLSSessionReuse SessionReuse `env:"TLS_SESSION_REUSE" envDefault:"off" expect:"off or required" help:"terminate: required = a PROT P data connection must resume its control connection's TLS session, else 425 (lftp and Python ftplib do not resume)"`
 }
 
@@ -136,8 +135,10 @@ func Load(environ []string) (*Config, error) {
 		probs = append(probs, parseProblems(err, vars)...)
 	}
 	c.emptyIsZero(vars)
-	c.PublicAddr = c.PublicAddr.Unmap()
 	probs = append(probs, unknownVars(vars)...)
+	if !hasVar(probs, "PUBLIC_ADDR") && !hasVar(probs, "MODE") {
+		probs = append(probs, c.inCluster(vars)...)
+	}
 	failed := map[string]bool{}
 	for _, p := range probs {
 		failed[p.Var] = true

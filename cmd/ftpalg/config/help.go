@@ -53,6 +53,20 @@ and FTPALG_DENY_SERVERS do, before the server is dialled: a refused client
 gets 421 and ftpalg_sessions_refused_total{reason="policy_client"} or
 {reason="policy_server"} counts it.
 
+Public address by network (FTPALG_PUBLIC_ADDR as a comma list): CIDR=ADDR
+tells peers in CIDR the address ADDR, the longest prefix wins; one bare ADDR
+per family is the default (a peer of a family without one gets the other
+family's). The peer is the client in reverse and sidecar modes (227), the
+server in forward mode (PORT/EPRT). Each session keeps the address it got.
+  FTPALG_PUBLIC_ADDR=10.0.0.0/8=10.1.2.3,203.0.113.10,2001:db8::/32=2001:db8::10
+Reverse and sidecar modes, in a Kubernetes pod: the entry
+service:NAMESPACE/NAME is the default of both families, taken from that
+Service's status.loadBalancer.ingress IPs and followed while running (a new
+address applies to new sessions). Until it has one, /readyz fails and
+sessions that need it get 421. It needs a service account allowed to get,
+list and watch that Service (docs/kubernetes-addresses.md).
+  FTPALG_PUBLIC_ADDR=10.0.0.0/8=10.1.2.3,service:ftp/ftp
+
 `)
 	fmt.Fprint(w, wrap("Signals are handled from the start. SIGTERM/SIGINT stop accepting, let sessions finish "+
 		"within FTPALG_SHUTDOWN_GRACE, then remove every rule (during start-up: remove what was installed, exit 0). "+

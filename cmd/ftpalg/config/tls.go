@@ -29,6 +29,11 @@ func (c *Config) validateTLS(bad func(name, expected string), failed map[string]
 	if c.TLSListen.IsSet() && !failed["LISTEN"] && c.TLSListen.Port() == c.Listen.Port() {
 		bad("TLS_LISTEN", "expected a port other than FTPALG_LISTEN's")
 	}
+	if p := c.TLSListen.Port(); c.TLSListen.IsSet() && !failed["DATA_PORTS"] && p >= c.DataPorts.Lo && p <= c.DataPorts.Hi {
+		// The relay's DROP for the pool (natrules.Config.LocalPorts)
+		// would come first: the listener would be unreachable.
+		bad("TLS_LISTEN", "expected a port outside FTPALG_DATA_PORTS ("+c.DataPorts.String()+"): new connections to those ports are dropped unless a data hole admits them")
+	}
 	certOK, keyOK := true, true
 	if c.TLSCert == "" {
 		bad("TLS_CERT", "required with FTPALG_AUTH_TLS=terminate: a PEM certificate file, e.g. /etc/ftpalg/tls/tls.crt")

@@ -67,6 +67,8 @@ func TestTLSConfig(t *testing.T) {
 				`FTPALG_TLS_LISTEN=":2121": expected a port other than FTPALG_LISTEN's`, `FTPALG_TLS_SESSION_REUSE="maybe": expected off or required`}},
 		{"key of another certificate", append(slices.Clone(rev), "FTPALG_AUTH_TLS=terminate", "FTPALG_TLS_CERT="+cert, "FTPALG_TLS_KEY="+key2),
 			[]string{`FTPALG_TLS_KEY="` + key2 + `": expected the PEM private key of FTPALG_TLS_CERT: tls: private key does not match public key`}},
+		{"implicit listener inside the data ports", append(slices.Clone(rev), "FTPALG_AUTH_TLS=terminate", "FTPALG_TLS_CERT="+cert, "FTPALG_TLS_KEY="+key, "FTPALG_TLS_LISTEN=:50010"),
+			[]string{`FTPALG_TLS_LISTEN=":50010": expected a port outside FTPALG_DATA_PORTS (50000-50999)`}},
 		{"not a certificate", append(slices.Clone(rev), "FTPALG_AUTH_TLS=terminate", "FTPALG_TLS_CERT="+key, "FTPALG_TLS_KEY="+key),
 			[]string{`FTPALG_TLS_CERT="` + key + `": expected a readable PEM certificate file: no PEM CERTIFICATE block`}},
 	} {

@@ -42,9 +42,6 @@ func (c *Config) validate(value func(name string) string, failed map[string]bool
 		// server checking data peers (vsftpd's default) refuses.
 		bad("TRANSPARENT", "not with FTPALG_AUTH_TLS=terminate: relayed FTPS data connections cannot keep the client's address; set one of them off")
 	}
-	if a := c.PublicAddr; a.IsValid() && (a.Zone() != "" || !a.IsGlobalUnicast() && !a.IsPrivate()) {
-		bad("PUBLIC_ADDR", expectOf("PUBLIC_ADDR"))
-	}
 	if c.Mode != Forward && !failed["UPSTREAM"] && !failed["ALLOW_SERVERS"] && !failed["DENY_SERVERS"] {
 		if denied := c.DeniedUpstreams(); len(denied) > 0 {
 			bad("UPSTREAM", "the server policy refuses "+strings.Join(denied, ", ")+

@@ -1,0 +1,72 @@
+package proxy
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/ftpalg/ftpalg/alg"
+)
+
+// peers records whom each session's public address was asked for.
+type peers struct {
+	mu   sync.Mutex
+	seen []netip.Addr
+	err  error
+}
+
+func (p *peers) PublicFor(peer netip.Addr) (netip.Addr, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.seen = append(p.seen, peer)
+	return netip.MustParseAddr("203.0.113.10"), p.err
+}
+
+func (p *peers) got() []netip.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]netip.Addr(nil), p.seen...)
+}
+
+// The address is chosen by the peer it is told to: the server in forward
+// mode (PORT/EPRT), the client in reverse mode (227/229); an error refuses
+// the session with 421 before the server is dialled.
+func TestPublicChosenByPeer(t *testing.T) {
+	for _, tc := range []struct {
+		mode alg.Mode
+		want string // "server" or "client"
+	}{{alg.ModeForward, "server"}, {alg.ModeReverse, "client"}} {
+		srv := newFakeFTP(t)
+		p := &peers{}
+		pa, _ := startProxy(t, srv.addr(), func(c *Config) {
+			c.Policy.Mode = tc.mode
+			c.Upstreams = []netip.AddrPort{srv.addr()}
+			c.Public = p
+		})
+		c := dialFrom(t, "127.0.0.2", pa)
+		if r := c.reply(t); r != "220 fake FTP" {
+			t.Fatalf("%s: greeting %q", tc.mode, r)
+		}
+		want := srv.addr().Addr()
+		if tc.want == "client" {
+			want = netip.MustParseAddr("127.0.0.2")
+		}
+		if got := p.got(); len(got) != 1 || got[0] != want {
+			t.Fatalf("%s: asked for %v, want the %s %v", tc.mode, got, tc.want, want)
+		}
+
+		p.mu.Lock()
+		p.err = errors.New("not known yet")
+		p.mu.Unlock()
+		before := len(srv.got())
+		c = dialFrom(t, "127.0.0.2", pa)
+		if r := c.reply(t); !strings.HasPrefix(r, "421 ") || !strings.Contains(r, "public address is not known yet") {
+			t.Fatalf("%s: %q, want 421", tc.mode, r)
+		}
+		if !c.closed(t) || len(srv.got()) != before {
+			t.Fatalf("%s: the refused session went on", tc.mode)
+		}
+	}
+}
