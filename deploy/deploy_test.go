@@ -73,6 +73,20 @@ func TestSidecarServiceExposesPool(t *testing.T) {
 	t.Logf("ok: %s", res.Pools[0])
 }
 
+// The sidecar manifest tells clients its control Service's address, read
+// through the Kubernetes API with the RBAC the manifest carries (checked
+// by deploy/check).
+func TestSidecarFollowsService(t *testing.T) {
+	res, errs := check.Objects(readManifests(t)["kubernetes/ftp-sidecar.yaml"])
+	if len(errs) > 0 {
+		t.Fatal(errors.Join(errs...))
+	}
+	if len(res.Follows) != 1 || !strings.HasSuffix(res.Follows[0], ": service:"+check.SampleNamespace+"/ftp") {
+		t.Fatalf("follows %v, want the control Service ftp", res.Follows)
+	}
+	t.Logf("ok: %s", res.Follows[0])
+}
+
 func TestSystemdUnit(t *testing.T) {
 	unit := parseINI(t, "systemd/ftpalg.service")
 	want := map[string]string{

@@ -149,6 +149,9 @@ type Result struct {
 	// Pools lists each sidecar workload whose Services were checked
 	// against its pool, as "Kind/name: pool".
 	Pools []string
+	// Follows lists each workload whose ftpalg follows a Service's
+	// address (its RBAC checked), as "Kind/name: service:NAMESPACE/NAME".
+	Follows []string
 }
 
 // Objects checks one set of objects (one manifest file, or one rendering
@@ -203,6 +206,7 @@ func Objects(objs []Object) (Result, []error) {
 			}
 			if cfg != nil && cfg.PublicAddr.Service().IsSet() {
 				errs = append(errs, serviceRBAC(o, cfg.PublicAddr.Service(), objs)...)
+				res.Follows = append(res.Follows, fmt.Sprintf("%s/%s: %s", o.Kind, o.Metadata.Name, cfg.PublicAddr.Service()))
 			}
 			if cfg != nil && cfg.Mode == config.Sidecar {
 				errs = append(errs, services(o, cfg, objs)...)

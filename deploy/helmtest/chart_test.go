@@ -6,7 +6,6 @@ package helmtest
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -160,6 +159,7 @@ func TestTemplate(t *testing.T) {
 			if kinds["StatefulSet"] != 1 || kinds["Service"] != maxReplicas+1 || kinds["ServiceAccount"] != 1 {
 				t.Errorf("rendered %v, want one StatefulSet, %d Services and a ServiceAccount", kinds, maxReplicas+1)
 			}
+			checkToken(t, objs, kinds)
 			t.Logf("ok: %s; %v", res.Pools[0], kinds)
 		})
 	}
@@ -175,8 +175,10 @@ func TestBadValues(t *testing.T) {
 		{"publicAddr: 203.0.113.10\npool: 30000", `pool="30000": expected lo-hi`},
 		{"service: {type: NodePort}\npool: 50000-50039", "with service.type NodePort each data port is its own node port"},
 		{"service: {type: NodePort}", `service.controlNodePort=30021 lies in pool="30000-30039"`},
-		{"{}", "publicAddr: set it (or service.loadBalancerIP)"},
-		{"publicAddr: 203.0.113.10\nrbac: {create: true}", "rbac.create: the Role is for publicAddr discovery"},
+		{"service: {type: NodePort}\npool: 31000-31039\npublicAddr: service", "publicAddr service:$(POD_NAMESPACE)/ftp: a NodePort Service has no load balancer address to follow"},
+		{"publicAddr: [service:Lb/x]", `publicAddr entry "service:Lb/x": expected service (this release's control Service) or service:NAMESPACE/NAME`},
+		{"publicAddr: [service:lb]", `publicAddr entry "service:lb": expected`},
+		{"publicAddr: service:lb/ftp-lb", `publicAddr entry "service:lb/ftp-lb": the Role the chart renders reads a Service of the release's namespace default only`},
 		{"publicAddr: 203.0.113.10\ntls: {implicitPort: 990}", "tls.implicitPort=990 needs tls.secretName"},
 		{"publicAddr: 203.0.113.10\ntls: {secretName: t, implicitPort: 21}", "tls.implicitPort=21: expected 0 or a port in 1-65535 other than 21"},
 		{"publicAddr: 203.0.113.10\ntls: {secretName: t, implicitPort: 2121}", "tls.implicitPort=2121: expected"},
@@ -281,7 +283,9 @@ const plainHeader = `# GENERATED from the Helm chart deploy/helm/ftpalg with
 #   kubectl create secret tls ftp-tls --cert=tls.crt --key=tls.key
 #   kubectl apply -f deploy/kubernetes/ftp-sidecar.yaml
 # The FTP server stays plain FTP; a renewed Secret reaches new sessions
-# without a restart.
+# without a restart. Clients are told the control Service's load balancer
+# address, read through the Kubernetes API with the ServiceAccount, Role
+# (get, list, watch on Service ftp alone) and RoleBinding below.
 `
 
 // The plain manifest is the chart rendered with ci/plain-values.yaml;
@@ -308,43 +312,5 @@ func TestPlainManifestInStep(t *testing.T) {
 	var n yaml.Node
 	if err := yaml.Unmarshal(got, &n); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// The tls values become the ftpalg container's FTPS settings, and implicit
-// FTPS a port of the control Service (and of its node ports).
-func TestTLSValues(t *testing.T) {
-	for _, tc := range []struct {
-		values string
-		env    map[string]string // "" = not set
-		ports  string            // the control Service's
-	}{
-		{"publicAddr: 203.0.113.10",
-			map[string]string{"FTPALG_AUTH_TLS": "", "FTPALG_TLS_CERT": "", "FTPALG_TLS_LISTEN": ""}, "[ftp 21->21/0]"},
-		{"publicAddr: 203.0.113.10\ntls: {secretName: ftp-tls}",
-			map[string]string{"FTPALG_AUTH_TLS": "terminate", "FTPALG_TLS_CERT": "/etc/ftpalg/tls/tls.crt", "FTPALG_TLS_KEY": "/etc/ftpalg/tls/tls.key",
-				"FTPALG_TLS_REQUIRED": "true", "FTPALG_TLS_SESSION_REUSE": "off", "FTPALG_TLS_LISTEN": ""}, "[ftp 21->21/0]"},
-		{"publicAddr: 203.0.113.10\ntls: {secretName: ftp-tls, required: false, sessionReuse: required, implicitPort: 990}",
-			map[string]string{"FTPALG_TLS_REQUIRED": "false", "FTPALG_TLS_SESSION_REUSE": "required", "FTPALG_TLS_LISTEN": ":990"}, "[ftp 21->21/0 ftps 990->990/0]"},
-		{"service: {type: NodePort}\npool: 31000-31039\ntls: {secretName: ftp-tls, implicitPort: 990, sessionReuse: off}",
-			map[string]string{"FTPALG_TLS_SESSION_REUSE": "off", "FTPALG_TLS_LISTEN": ":990"}, "[ftp 21->21/30021 ftps 990->990/30990]"},
-	} {
-		objs := mustRender(t, values(t, tc.values))
-		env := map[string]string{}
-		for _, e := range ftpalgContainer(objs).Env {
-			env[e.Name] = e.Value
-		}
-		for k, want := range tc.env {
-			if env[k] != want {
-				t.Errorf("values %q: %s=%q, want %q", tc.values, k, env[k], want)
-			}
-		}
-		var ports []string
-		for _, p := range service(objs, "ftp").Ports {
-			ports = append(ports, fmt.Sprintf("%s %d->%v/%d", p.Name, p.Port, p.TargetPort, p.NodePort))
-		}
-		if got := fmt.Sprint(ports); got != tc.ports {
-			t.Errorf("values %q: control Service ports %s, want %s", tc.values, got, tc.ports)
-		}
 	}
 }

@@ -38,16 +38,50 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%d %d %d %d" $lo $hi $size (div $size $n) -}}
 {{- end -}}
 
-{{/* The address announced in 227 replies (see values.yaml publicAddr). */}}
+{{/* FTPALG_PUBLIC_ADDR (see values.yaml publicAddr): the entries joined
+with commas, "service" made this release's control Service. */}}
 {{- define "ftpalg.publicAddr" -}}
-{{- if .Values.publicAddr -}}
-{{- .Values.publicAddr -}}
+{{- $entries := list -}}
+{{- if kindIs "slice" .Values.publicAddr -}}
+{{- $entries = .Values.publicAddr -}}
+{{- else if .Values.publicAddr -}}
+{{- $entries = splitList "," (toString .Values.publicAddr) -}}
 {{- else if eq .Values.service.type "NodePort" -}}
-$(HOST_IP)
+{{- $entries = list "$(HOST_IP)" -}}
 {{- else if .Values.service.loadBalancerIP -}}
-{{- .Values.service.loadBalancerIP -}}
+{{- $entries = list .Values.service.loadBalancerIP -}}
 {{- else -}}
-{{- fail "publicAddr: set it (or service.loadBalancerIP) to the Service's address; discovery of the address from the Service (service:NAMESPACE/NAME) is not in this ftpalg yet" -}}
+{{- $entries = list "service" -}}
+{{- end -}}
+{{- $out := list -}}
+{{- range $entries -}}
+{{- $e := trim (toString .) -}}
+{{- if eq $e "service" -}}
+{{- $e = printf "service:$(POD_NAMESPACE)/%s" (include "ftpalg.fullname" $) -}}
+{{- else if hasPrefix "service:" $e -}}
+{{- if not (regexMatch "^service:([a-z0-9]([-a-z0-9]*[a-z0-9])?|\\$\\(POD_NAMESPACE\\))/[a-z0-9]([-a-z0-9]*[a-z0-9])?$" $e) -}}
+{{- fail (printf "publicAddr entry %q: expected service (this release's control Service) or service:NAMESPACE/NAME" $e) -}}
+{{- end -}}
+{{- $ns := index (splitList "/" (trimPrefix "service:" $e)) 0 -}}
+{{- if not (has $ns (list "$(POD_NAMESPACE)" $.Release.Namespace)) -}}
+{{- fail (printf "publicAddr entry %q: the Role the chart renders reads a Service of the release's namespace %s only; follow a Service there" $e $.Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+{{- $out = append $out $e -}}
+{{- end -}}
+{{- join "," $out -}}
+{{- end -}}
+
+{{/* The Service whose address ftpalg follows, "NAMESPACE/NAME" (the
+release's namespace, or "$(POD_NAMESPACE)"), or "" for none. */}}
+{{- define "ftpalg.discovery" -}}
+{{- range splitList "," (include "ftpalg.publicAddr" .) -}}
+{{- if hasPrefix "service:" . -}}
+{{- if eq $.Values.service.type "NodePort" -}}
+{{- fail (printf "publicAddr %s: a NodePort Service has no load balancer address to follow; give the address, or use service.type LoadBalancer" .) -}}
+{{- end -}}
+{{- trimPrefix "service:" . -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
