@@ -2,12 +2,7 @@ package proxy
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"math/big"
 	"net/netip"
 	"slices"
 	"strings"
@@ -15,20 +10,18 @@ import (
 	"time"
 
 	"github.com/ftpalg/ftpalg/alg"
+
+	"github.com/ftpalg/ftpalg/internal/selfsigned"
 )
 
 func testCert(t *testing.T) *tls.Certificate {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p, err := selfsigned.New(selfsigned.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+	c := p.TLS()
+	return &c
 }
 
 // startTLS secures c's control connection with AUTH TLS and returns the

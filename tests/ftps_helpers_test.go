@@ -2,17 +2,10 @@ package tests
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/netip"
 	"os"
@@ -21,6 +14,8 @@ import (
 	"time"
 
 	"github.com/ftpalg/ftpalg/tests/bed"
+
+	"github.com/ftpalg/ftpalg/internal/selfsigned"
 )
 
 // certDir is a Kubernetes Secret volume's layout: tls.crt and tls.key are
@@ -67,29 +62,15 @@ func writeCertPair(t *testing.T, dir, cn string) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p, err := selfsigned.New(selfsigned.Options{CommonName: "ftp-" + cn + ".example", DNSNames: []string{"ftp.example"},
+		IPs: []net.IP{bed.GwWAN4.AsSlice(), bed.GwWAN6.AsSlice()}, Valid: 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "ftp-" + cn + ".example"},
-		DNSNames: []string{"ftp.example"}, IPAddresses: []net.IP{bed.GwWAN4.AsSlice(), bed.GwWAN6.AsSlice()},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
+	if err := p.Write(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")); err != nil {
 		t.Fatal(err)
 	}
-	kder, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:])
+	return p.Fingerprint()
 }
 
 // dialFTPS opens an explicit FTPS control connection from ns (AUTH TLS,

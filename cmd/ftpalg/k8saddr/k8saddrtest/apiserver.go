@@ -6,16 +6,9 @@
 package k8saddrtest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,6 +21,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+
+	"github.com/ftpalg/ftpalg/internal/selfsigned"
 )
 
 // Server serves /api/v1/namespaces/NS/services for one Service name, and
@@ -81,26 +76,11 @@ func NewTLS(t testing.TB, ns, name string, ln net.Listener, cert tls.Certificate
 // SelfSigned is a certificate for ip, its own CA, and its PEM for a
 // client's CA file.
 func SelfSigned(ip netip.Addr) (tls.Certificate, []byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p, err := selfsigned.New(selfsigned.Options{CommonName: "fake kube-apiserver", IPs: []net.IP{ip.AsSlice()}, Valid: 24 * time.Hour, CA: true})
 	if err != nil {
 		return tls.Certificate{}, nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "fake kube-apiserver"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IPAddresses:           []net.IP{ip.AsSlice()},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("self-signed certificate: %w", err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+	return p.TLS(), p.CertPEM, nil
 }
 
 // Close ends the open watches, which a client still running would keep
