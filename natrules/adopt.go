@@ -26,21 +26,12 @@ type Claim = holetab.Claim
 // Teardown removes everything.
 func (m *Manager) Adopt(ctx context.Context) ([]Claim, error) {
 	start := time.Now()
-	m.clean.start()
-	m.ready.Store(false)
-	m.setUp.Store(false)
-	m.tab.Reset()
-	if m.iptb != nil {
-		m.iptb.reset()
-	}
+	m.beginStructure()
 	kind, claims, err := m.st.adopt(ctx)
 	if err != nil {
 		return nil, err
 	}
-	m.nat.Store(&natBox{m.nats[kind]})
-	m.ready.Store(true)
-	m.setUp.Store(true)
-	m.jan.start(m.round)
+	m.structureUp(kind)
 	claims = holetab.PlanAdopt(claims, 1, 65535, time.Now())
 	m.log.Info("static structure adopted", "families", m.fams, "nat", kind, "live_holes", len(claims),
 		"took", time.Since(start).Round(time.Millisecond))

@@ -255,6 +255,19 @@ func (m *Manager) backend() natBackend {
 // gives the same ruleset (and forgets the holes of the first run).
 func (m *Manager) Setup(ctx context.Context) error {
 	start := time.Now()
+	m.beginStructure()
+	kind, err := m.st.setup(ctx)
+	if err != nil {
+		return err
+	}
+	m.structureUp(kind)
+	m.log.Info("static structure installed", "families", m.fams, "nat", kind, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// beginStructure forgets every hole and marks the manager not ready, before
+// Setup or Adopt makes the static structure its own.
+func (m *Manager) beginStructure() {
 	m.clean.start()
 	m.ready.Store(false)
 	m.setUp.Store(false)
@@ -262,16 +275,14 @@ func (m *Manager) Setup(ctx context.Context) error {
 	if m.iptb != nil {
 		m.iptb.reset()
 	}
-	kind, err := m.st.setup(ctx)
-	if err != nil {
-		return err
-	}
+}
+
+// structureUp takes the NAT backend of kind and serves: ready, janitor on.
+func (m *Manager) structureUp(kind natKind) {
 	m.nat.Store(&natBox{m.nats[kind]})
 	m.ready.Store(true)
 	m.setUp.Store(true)
 	m.jan.start(m.round)
-	m.log.Info("static structure installed", "families", m.fams, "nat", kind, "took", time.Since(start).Round(time.Millisecond))
-	return nil
 }
 
 // Teardown removes everything the manager owns (chains, jumps, sets, and
