@@ -108,7 +108,9 @@ func TestSystemdUnit(t *testing.T) {
 	// file the daemon writes (docs/upgrade.md).
 	want["ExecReload"] = "/bin/kill -USR2 $MAINPID"
 	want["PIDFile"] = "/run/ftpalg.pid"
-	want["Environment"] = "FTPALG_PID_FILE=" + want["PIDFile"]
+	// SIGHUP re-reads FTPALG_ENV_FILE, not EnvironmentFile= (systemd reads
+	// that at start only): without it an edited ftpalg.env is never reloaded.
+	want["Environment"] = "FTPALG_PID_FILE=" + want["PIDFile"] + " FTPALG_ENV_FILE=" + want["EnvironmentFile"]
 	for k, v := range want {
 		if unit[k] != v {
 			t.Errorf("ftpalg.service: %s=%q, want %q", k, unit[k], v)
