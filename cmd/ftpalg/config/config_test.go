@@ -151,6 +151,31 @@ func TestReadmeListsEveryVariable(t *testing.T) {
 	}
 }
 
+// docs/operations.md's variable table must have a row for every variable,
+// with its default in the second column, so the long form cannot drift.
+func TestOperationsTableListsEveryVariable(t *testing.T) {
+	doc, err := os.ReadFile("../../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{} // variable -> default column
+	for _, l := range strings.Split(string(doc), "\n") {
+		cells := strings.Split(l, "|") // "", variable, default, meaning, ...
+		if len(cells) < 4 || cells[0] != "" || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`FTPALG_") {
+			continue
+		}
+		rows[strings.Trim(strings.TrimSpace(cells[1]), "`")] = strings.Trim(strings.TrimSpace(cells[2]), "`")
+	}
+	for _, f := range Fields() {
+		def, ok := rows[f.Name]
+		if !ok {
+			t.Errorf("docs/operations.md has no table row for %s", f.Name)
+		} else if def != f.Default {
+			t.Errorf("docs/operations.md gives %s the default %q, want %q", f.Name, def, f.Default)
+		}
+	}
+}
+
 func TestEnvFileAndDiff(t *testing.T) {
 	dir := t.TempDir()
 	f := dir + "/ftpalg.env"
