@@ -32,11 +32,15 @@ type auditRecord struct {
 	relay      string
 	relayBytes uint64
 	relayID    uint64
+	// relayFailure: the relay did not carry the data whole (its client
+	// side refused, the other end unreachable, cut early); the transfer
+	// failed whatever the server replied.
+	relayFailure string
 }
 
-// relayed returns r with the relay's reason and byte count.
-func (r auditRecord) relayed(reason string, n int64) auditRecord {
-	r.relay, r.relayBytes = reason, uint64(max(n, 0))
+// relayed returns r with the relay's reason, byte count and failure.
+func (r auditRecord) relayed(reason string, n int64, failure string) auditRecord {
+	r.relay, r.relayBytes, r.relayFailure = reason, uint64(max(n, 0)), failure
 	return r
 }
 
@@ -239,7 +243,7 @@ func (a *auditor) flushBuf() {
 // for reuse.
 func (a *auditor) write(log *slog.Logger, attrs []slog.Attr, r auditRecord, bytes uint64, counted bool) []slog.Attr {
 	result := "ok"
-	if r.code >= 400 {
+	if r.code >= 400 || r.relayFailure != "" {
 		result = "failed"
 	}
 	if a.metrics != nil {
@@ -260,6 +264,9 @@ func (a *auditor) write(log *slog.Logger, attrs []slog.Attr, r auditRecord, byte
 	}
 	if r.relay != "" {
 		attrs = append(attrs, slog.String("relayed", r.relay))
+	}
+	if r.relayFailure != "" {
+		attrs = append(attrs, slog.String("relay_failure", r.relayFailure))
 	}
 	log.LogAttrs(context.Background(), slog.LevelInfo, "transfer", attrs...)
 	return attrs

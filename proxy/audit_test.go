@@ -142,3 +142,36 @@ func (c auditCase) run(t *testing.T, a *auditor, sink *syncBuffer, batched bool)
 		t.Errorf("%d writes for %d lines unbatched", sink.writes, c.records)
 	}
 }
+
+// A relayed transfer whose relay failed is logged failed whatever the
+// server replied (a 226 can pass before the client's TLS handshake fails).
+func TestAuditRelayFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		code    int
+		failure string
+		want    string
+	}{
+		{"relayed whole", 226, "", "ok"},
+		{"client side refused after a 226", 226, "client_refused", "failed"},
+		{"cut early", 226, "ended_early", "failed"},
+		{"server failed", 426, "", "failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sink syncBuffer
+			a := newAuditor(nil, slog.New(slog.NewJSONHandler(&sink, nil)), nil, nil, nil)
+			r := auditRecord{command: "RETR", code: tc.code, start: time.Now(), end: time.Now()}
+			a.write(a.log, nil, r.relayed(RelayTLS, 0, tc.failure), 0, true)
+			lines := sink.lines(t)
+			if len(lines) != 1 {
+				t.Fatalf("%d lines, want 1", len(lines))
+			}
+			if got := lines[0]["result"]; got != tc.want {
+				t.Errorf("result %v, want %s", got, tc.want)
+			}
+			if got, _ := lines[0]["relay_failure"].(string); got != tc.failure {
+				t.Errorf("relay_failure %q, want %q", got, tc.failure)
+			}
+		})
+	}
+}

@@ -93,7 +93,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, k := range []alg.Kind{alg.KindPORT, alg.KindEPRT, alg.Kind227, alg.Kind229} {
 		m.endpoints[k] = m.Endpoints.WithLabelValues(k.String())
 	}
-	for _, r := range []string{"limit", "no_upstream", "upstream_unreachable", "interface", "policy_client", "policy_server", "client_limit", "login_blocked", "login_timeout", "tls"} {
+	for _, r := range []string{"limit", "no_upstream", "upstream_unreachable", "interface", "policy_client", "policy_server", "client_limit", "login_blocked", "login_timeout", "tls", "no_public_addr"} {
 		m.SessionsRefused.WithLabelValues(r)
 	}
 	for _, r := range []string{"ok", "resumed", "failed", "not_resumed"} {

@@ -52,6 +52,7 @@ type relayTrack struct {
 	started bool // a connection was accepted and is being relayed
 	done    bool
 	stats   datarelay.Stats
+	failure string        // why the data did not get through whole, if it did not
 	waiting []auditRecord // transfers that ended before the relay did
 }
 
@@ -109,7 +110,8 @@ func (ss *session) relayOpen(ctx context.Context, h alg.Hole, o relayOpts) error
 // copies until both directions end.
 func (ss *session) runRelay(ctx context.Context, h alg.Hole, tr *relayTrack, o relayOpts) {
 	var st datarelay.Stats
-	defer func() { ss.relayDone(tr, st) }()
+	var failure string
+	defer func() { ss.relayDone(tr, st, failure) }()
 	in, err := tr.ln.Accept(ctx)
 	if err != nil {
 		ss.log.Debug("relay: no data connection", "hole", holeString(h), "err", err)
@@ -122,6 +124,7 @@ func (ss *session) runRelay(ctx context.Context, h alg.Hole, tr *relayTrack, o r
 		Control: upstreamControl(ss.srv.cfg.UpstreamMark)})
 	if err != nil {
 		in.Close()
+		failure = "connect"
 		ss.log.Warn("relay: cannot connect the data connection's other end", "hole", holeString(h), "err", err)
 		return
 	}
@@ -138,6 +141,7 @@ func (ss *session) runRelay(ctx context.Context, h alg.Hole, tr *relayTrack, o r
 			// transfer (426) instead of storing an empty upload.
 			abortConn(in)
 			abortConn(out)
+			failure = "client_refused"
 			ss.log.Warn("relay: client side refused", "hole", holeString(h), "err", err)
 			return
 		}
@@ -147,6 +151,7 @@ func (ss *session) runRelay(ctx context.Context, h alg.Hole, tr *relayTrack, o r
 	st, err = datarelay.Relay(ctx, client, server, datarelay.Limits{Idle: ss.idle})
 	ss.srv.metrics.RelayBytes.WithLabelValues(o.reason).Add(float64(st.Bytes()))
 	if err != nil {
+		failure = "ended_early"
 		ss.log.Warn("relay ended early", "hole", holeString(h), "err", err, "bytes", st.Bytes())
 	} else if ss.log.Enabled(ctx, slog.LevelDebug) {
 		ss.log.Debug("relay done", "hole", holeString(h), "client_to_server", st.AToB, "server_to_client", st.BToA, "spliced", st.Spliced, "duration", st.Duration)
@@ -160,14 +165,14 @@ func (tr *relayTrack) finished() bool {
 }
 
 // relayDone records the end and writes the transfers that waited for it.
-func (ss *session) relayDone(tr *relayTrack, st datarelay.Stats) {
+func (ss *session) relayDone(tr *relayTrack, st datarelay.Stats, failure string) {
 	tr.mu.Lock()
-	tr.done, tr.stats = true, st
+	tr.done, tr.stats, tr.failure = true, st, failure
 	w := tr.waiting
 	tr.waiting = nil
 	tr.mu.Unlock()
 	for _, r := range w {
-		ss.srv.audit.add(r.relayed(tr.reason, st.Bytes()))
+		ss.srv.audit.add(r.relayed(tr.reason, st.Bytes(), failure))
 	}
 }
 
@@ -208,9 +213,9 @@ func (ss *session) relayAudit(r auditRecord, id uint64) {
 		tr.mu.Unlock()
 		return
 	}
-	st := tr.stats
+	st, failure := tr.stats, tr.failure
 	tr.mu.Unlock()
-	ss.srv.audit.add(r.relayed(tr.reason, st.Bytes()))
+	ss.srv.audit.add(r.relayed(tr.reason, st.Bytes(), failure))
 }
 
 // relayStop ends the session's relays: listeners close, transfers in

@@ -70,7 +70,18 @@ func Apply(running, next *Config) (*Config, []Change, error) {
 			dst.Field(i).Set(src.Field(i))
 		}
 	}
+	switched := running.Terminating() != next.Terminating()
+	if switched {
+		// Terminating needs its certificate, listener and relay rules set
+		// up at start: switching to or from it waits for a restart.
+		applied.AuthTLS = running.AuthTLS
+	}
 	changes := Diff(running, next)
+	for i := range changes {
+		if switched && changes[i].Var == "AUTH_TLS" {
+			changes[i].Reload = NeedsRestart
+		}
+	}
 	value := func(name string) string {
 		f, _ := field(name)
 		return text(dst.FieldByIndex(f.Index))

@@ -2,6 +2,7 @@ package config
 
 import (
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -79,4 +80,51 @@ func asError(err error, ce **Error) bool {
 	e, ok := err.(*Error)
 	*ce = e
 	return ok
+}
+
+// SIGHUP switching FTPALG_AUTH_TLS to or from terminate is logged as
+// needing a restart and not applied; deny <-> passthrough is applied.
+func TestApplyAuthTLSTerminateNeedsRestart(t *testing.T) {
+	rev := []string{"FTPALG_MODE=reverse", "FTPALG_UPSTREAM=192.0.2.10:21"}
+	term := withTLS(t, append(slices.Clone(rev), "FTPALG_AUTH_TLS=terminate"))
+	for _, tc := range []struct {
+		name          string
+		from, to      []string
+		want          string
+		restartLogged bool
+	}{
+		{"deny to terminate", rev, term, "deny", true},
+		{"terminate to passthrough", term, append(slices.Clone(term), "FTPALG_AUTH_TLS=passthrough"), "terminate", true},
+		{"deny to passthrough", rev, append(slices.Clone(rev), "FTPALG_AUTH_TLS=passthrough"), "passthrough", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			running, err := Load(tc.from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next, err := Load(tc.to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			applied, changes, err := Apply(running, next)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := text(reflect.ValueOf(applied.AuthTLS)); got != tc.want {
+				t.Errorf("applied AUTH_TLS %s, want %s", got, tc.want)
+			}
+			found := false
+			for _, c := range changes {
+				if c.Var == "AUTH_TLS" {
+					found = true
+					if (c.Reload == NeedsRestart) != tc.restartLogged {
+						t.Errorf("AUTH_TLS change %s -> %s: effect %v, want needs-restart %v", c.From, c.To, c.Reload, tc.restartLogged)
+					}
+				}
+			}
+			if !found {
+				t.Error("the AUTH_TLS change is not listed")
+			}
+		})
+	}
 }
