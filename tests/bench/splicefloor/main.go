@@ -10,10 +10,11 @@
 //
 //	splicefloor srv ADDR
 //	splicefloor cli ADDR MB
-//	splicefloor [-raw] [-sockbuf N] [-nodelay=false] relay LISTEN UPSTREAM
+//	splicefloor [-raw] [-sockbuf N] [-nodelay=false] [-rcvlowat N] [-quickack] relay LISTEN UPSTREAM
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -25,10 +26,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+var (
+	rcvlowat int
+	quickack bool
+)
+
 func main() {
 	raw := flag.Bool("raw", false, "relay: a blocking splice(2) loop (SPLICE_F_MOVE|SPLICE_F_MORE, 1 MiB pipe) instead of io.Copy")
 	sockbuf := flag.Int("sockbuf", 0, "relay: SO_RCVBUF and SO_SNDBUF of both sockets (0: the kernel's autotuning)")
 	nodelay := flag.Bool("nodelay", true, "relay: TCP_NODELAY on both sockets (Go's default)")
+	flag.IntVar(&rcvlowat, "rcvlowat", 0, "relay: SO_RCVLOWAT of both sockets (0: the kernel's default, 1 byte)")
+	flag.BoolVar(&quickack, "quickack", false, "relay: set TCP_QUICKACK on both sockets once connected")
 	flag.Parse()
 	a := flag.Args()
 	var err error
@@ -128,6 +136,9 @@ func relay(listen, upstream string, raw bool, sockbuf int, nodelay bool) error {
 					t.SetWriteBuffer(sockbuf)
 				}
 				t.SetNoDelay(nodelay)
+				if err := setOpts(t); err != nil {
+					fmt.Fprintln(os.Stderr, "splicefloor:", err)
+				}
 			}
 			done := make(chan struct{}, 2)
 			pipe := func(dst, src *net.TCPConn) {
@@ -147,6 +158,23 @@ func relay(listen, upstream string, raw bool, sockbuf int, nodelay bool) error {
 			b.Close()
 		}()
 	}
+}
+
+func setOpts(t *net.TCPConn) error {
+	rc, err := t.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if rcvlowat > 0 {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVLOWAT, rcvlowat)
+		}
+		if quickack && serr == nil {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
+		}
+	})
+	return errors.Join(err, serr)
 }
 
 // rawSplice copies src to dst with blocking splice(2) calls on duplicated,
