@@ -23,7 +23,8 @@
 // the kernel (what relaying costs in user space, and without it). For the
 // relay, krelay and ftpalg, the gateway process's CPU per file is measured
 // too. -ftpalg-alt adds ftpalg with other runtime settings or another
-// build as more setups; -rtt adds a round trip time to the server link.
+// build as more setups (the bridge metric too: bridge.go); -rtt adds a
+// round trip time to the server link.
 package main
 
 import (
@@ -73,7 +74,7 @@ func main() {
 	modes := flag.String("modes", "plain,kernel,relay,krelay,ftpalg", "gateways to measure, comma-separated (relay, krelay: the user-space and kernel relay floors, files and sessions only; every -ftpalg-alt setup is added unless -modes is given)")
 	flag.DurationVar(&o.rtt, "rtt", 0, "round trip time added between the gateway and the server, e.g. 10ms: half of it on each way (netem on both ends of the link, or NFQUEUE in the server's namespace where the kernel has no netem; see delay.go)")
 	var alts altFlags
-	flag.Var(&alts, "ftpalg-alt", "also measure ftpalg with other settings, as setup ftpalg-NAME: \"NAME:KEY=VALUE[,KEY=VALUE]\", the key bin naming another binary, other keys environment variables (e.g. p2:GOMAXPROCS=2, nodebug:GODEBUG=schedtrace=0, main:bin=/path/ftpalg); repeatable")
+	flag.Var(&alts, "ftpalg-alt", "also measure ftpalg with other settings, as setup ftpalg-NAME: \"NAME:KEY=VALUE[,KEY=VALUE]\", the key bin naming another binary, other keys environment variables (e.g. p2:GOMAXPROCS=2, nodebug:GODEBUG=schedtrace=0, main:bin=/path/ftpalg); repeatable; -only bridge measures every such setup too, alternated")
 	flag.StringVar(&o.out, "out", "/tmp/bench-results.md", "write the results (markdown) here too")
 	hold := flag.String("hold", "", "debug: set the gateway up as plain, kernel, relay, krelay or ftpalg, print the namespaces and wait for Ctrl-C")
 	serveIdleAddr := flag.String("serve-idle", "", "internal: run the idle test's upstream server on this address")
