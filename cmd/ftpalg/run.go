@@ -59,6 +59,8 @@ func (d *daemon) run(ctx context.Context, hup <-chan struct{}, rules *natrules.M
 		"data_ports", cfg.Pool(), "pinhole_ttl", cfg.PinholeTTL, "capture", rulesConfig(cfg).Capture, "pid", os.Getpid())
 	stopWatch := watchRules(rules, d)
 
+	// Half the upgrade's time: the previous process must not give up on us.
+	d.awaitService(ctx, d.upg.adopting(), cfg.UpgradeTimeout/2)
 	var wg sync.WaitGroup
 	accept, stopAccept := context.WithCancel(ctx)
 	defer stopAccept()

@@ -42,6 +42,9 @@ type Watcher struct {
 	v4, v6 netip.Addr
 	why    string // why there is no address, for /readyz and the log
 	seen   bool   // the Service was listed or watched
+	// known is closed once an address was first known (WaitKnown).
+	known     chan struct{}
+	knownOnce sync.Once
 }
 
 // InCluster is the API client of the pod's service account.
@@ -76,7 +79,7 @@ func Client(cfg *rest.Config) (cache.Getter, error) {
 // starts it.
 func New(client cache.Getter, svc publicaddr.Service, log *slog.Logger) *Watcher {
 	log = log.With("component", "k8saddr", "service", svc.Namespace+"/"+svc.Name)
-	return &Watcher{svc: svc, client: client, log: log,
+	return &Watcher{svc: svc, client: client, log: log, known: make(chan struct{}),
 		why: "no address from " + svc.String() + " yet: waiting for the Kubernetes API"}
 }
 
@@ -209,6 +212,9 @@ func (w *Watcher) set(v4, v6 netip.Addr, why string) {
 	changed := v4 != w.v4 || v6 != w.v6 || why != w.why
 	w.v4, w.v6, w.why = v4, v6, why
 	w.mu.Unlock()
+	if v4.IsValid() || v6.IsValid() {
+		w.knownOnce.Do(func() { close(w.known) })
+	}
 	if !changed {
 		return
 	}
@@ -231,6 +237,20 @@ func (w *Watcher) Current() (v4, v6 netip.Addr) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.v4, w.v6
+}
+
+// WaitKnown waits until an address was known at least once, or ctx is
+// done (then it says why there is none).
+func (w *Watcher) WaitKnown(ctx context.Context) error {
+	select {
+	case <-w.known:
+		return nil
+	case <-ctx.Done():
+	}
+	if err := w.Ready(); err != nil {
+		return fmt.Errorf("%w (%w)", err, ctx.Err())
+	}
+	return nil
 }
 
 // Ready is nil once the Service has an address, else why not.
