@@ -106,7 +106,7 @@ func (w *Watcher) Run(ctx context.Context) {
 		return wi, err
 	}
 	inf := cache.NewSharedInformer(lw, &corev1.Service{}, 0)
-	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { w.update(o) },
 		UpdateFunc: func(_, o any) { w.update(o) },
 		DeleteFunc: func(any) {
@@ -115,7 +115,8 @@ func (w *Watcher) Run(ctx context.Context) {
 			w.mu.Unlock()
 			w.set(netip.Addr{}, netip.Addr{}, w.svc.String()+" was deleted")
 		},
-	}); err != nil {
+	})
+	if err != nil {
 		w.set(netip.Addr{}, netip.Addr{}, "cannot watch "+w.svc.String()+": "+err.Error())
 		return
 	}
@@ -125,13 +126,10 @@ func (w *Watcher) Run(ctx context.Context) {
 		defer close(done)
 		inf.RunWithContext(ctx)
 	}()
-	if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		w.mu.Lock()
-		absent := !w.seen
-		w.mu.Unlock()
-		if absent {
-			w.set(netip.Addr{}, netip.Addr{}, w.svc.String()+" does not exist (or the Role does not name it)")
-		}
+	// The handler's sync, not the store's: the listed Service must have
+	// reached update before absence is concluded.
+	if cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
+		w.reason(true, w.svc.String()+" does not exist (or the Role does not name it)")
 	}
 	<-done
 }
@@ -148,12 +146,22 @@ func (w *Watcher) failed(ctx context.Context, err error) {
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
+	w.reason(false, "cannot read "+w.svc.String()+" from the Kubernetes API: "+err.Error())
+}
+
+// reason records why there is no address, unless one is known (or, with
+// unseen, unless the Service was seen). Checked and set under one lock:
+// update runs on the informer's handler goroutine, and a check apart
+// from the set would let a reason wipe an address that just came.
+func (w *Watcher) reason(unseen bool, why string) {
 	w.mu.Lock()
-	known := w.v4.IsValid() || w.v6.IsValid()
-	w.mu.Unlock()
-	if !known {
-		w.set(netip.Addr{}, netip.Addr{}, "cannot read "+w.svc.String()+" from the Kubernetes API: "+err.Error())
+	if w.v4.IsValid() || w.v6.IsValid() || unseen && w.seen || w.why == why {
+		w.mu.Unlock()
+		return
 	}
+	w.why = why
+	w.mu.Unlock()
+	w.logReason(why)
 }
 
 func (w *Watcher) update(o any) {
@@ -219,10 +227,14 @@ func (w *Watcher) set(v4, v6 netip.Addr, why string) {
 		return
 	}
 	if why != "" {
-		w.log.Warn("no public address from the Service: sessions that need it get 421, /readyz fails", "reason", why)
+		w.logReason(why)
 		return
 	}
 	w.log.Info("public address from the Service: applies to new sessions", "ipv4", addrText(v4), "ipv6", addrText(v6))
+}
+
+func (w *Watcher) logReason(why string) {
+	w.log.Warn("no public address from the Service: sessions that need it get 421, /readyz fails", "reason", why)
 }
 
 func addrText(a netip.Addr) string {
