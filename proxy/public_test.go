@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -122,5 +123,17 @@ func TestNoPublicFloodLogBounded(t *testing.T) {
 	}
 	if n := strings.Count(out.String(), "session refused"); n > refusedBurst {
 		t.Fatalf("%d refusal lines for %d refusals, want at most %d", n, flood, refusedBurst)
+	}
+}
+
+// New refuses what the engine would refuse for every session.
+func TestNewRefusesTransparentTerminate(t *testing.T) {
+	cfg := Config{Policy: alg.DefaultPolicy(), PortLo: 50000, PortHi: 50009, Transparent: true,
+		Upstreams: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.10:21")}}
+	cfg.Policy.Mode, cfg.Policy.Transparent, cfg.Policy.TLS = alg.ModeReverse, true, alg.TLSTerminate
+	cfg.TLS = &TLS{Certificate: func() *tls.Certificate { return &tls.Certificate{} }}
+	_, err := New(cfg, &natrulestest.Fake{}, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "transparent with TLS termination") {
+		t.Fatalf("New: %v, want refused", err)
 	}
 }
