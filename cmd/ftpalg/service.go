@@ -69,9 +69,9 @@ func (d *daemon) awaitService(ctx context.Context, upgrading bool, wait time.Dur
 	if d.service == nil || !upgrading {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, wait)
+	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	if err := d.service.WaitKnown(ctx); err != nil {
+	if err := d.service.WaitKnown(wctx); err != nil && ctx.Err() == nil {
 		d.log.Warn("upgrade: taking over without the Service's address; sessions that need it get 421", "err", err)
 	}
 }
