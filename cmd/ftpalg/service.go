@@ -60,13 +60,13 @@ func (d *daemon) serviceReady() error {
 	return d.service.Ready()
 }
 
-// awaitService, in an upgrade (upgrading), holds this process's accepting
-// until the watcher knows the Service's address: the previous process
-// knows it and keeps accepting meanwhile, where this one would answer 421
-// to every client it accepts. Bounded by wait; then it serves anyway
-// (/readyz says why).
-func (d *daemon) awaitService(ctx context.Context, upgrading bool, wait time.Duration) {
-	if d.service == nil || !upgrading {
+// awaitService holds an upgrade's new process, before it accepts on the
+// inherited listeners, until the watcher knows the Service's address: the
+// previous process knows it and keeps accepting meanwhile, where this one
+// would answer 421 to every client it accepts. Bounded by wait; then it
+// serves anyway (/readyz says why).
+func (d *daemon) awaitService(ctx context.Context, wait time.Duration) {
+	if d.service == nil {
 		return
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)

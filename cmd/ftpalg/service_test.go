@@ -246,8 +246,8 @@ func TestServiceNeedsToken(t *testing.T) {
 }
 
 // On an upgrade the new process waits for the Service's address before
-// it accepts (the previous one serves meanwhile), bounded; a fresh start
-// does not wait (/readyz holds clients off instead).
+// it accepts (the previous one serves meanwhile), bounded (install calls
+// it when adopting only: a fresh start has /readyz hold clients off).
 func TestServiceAwaitedOnUpgrade(t *testing.T) {
 	api := k8saddrtest.New(t, "ftp", "ftp")
 	defer func(old func() (cache.Getter, error)) { inCluster = old }(inCluster)
@@ -265,21 +265,16 @@ func TestServiceAwaitedOnUpgrade(t *testing.T) {
 	defer stop()
 	ctx := context.Background()
 	const long = time.Minute
-	start := time.Now()
-	d.awaitService(ctx, false, long)
-	if el := time.Since(start); el > 10*time.Second {
-		t.Fatalf("a fresh start waited %v", el)
-	}
 	const bound = 200 * time.Millisecond
-	start = time.Now()
-	d.awaitService(ctx, true, bound) // no address: waits, bounded
+	start := time.Now()
+	d.awaitService(ctx, bound) // no address: waits, bounded
 	if el := time.Since(start); el < bound || el > 10*time.Second {
 		t.Fatalf("an upgrade without an address waited %v, want the bound %v", el, bound)
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		d.awaitService(ctx, true, long)
+		d.awaitService(ctx, long)
 	}()
 	select {
 	case <-done:
