@@ -126,6 +126,10 @@ func checkPolicy(p *Policy) error {
 	if p.Transparent && p.Mode != ModeReverse {
 		return fmt.Errorf("Transparent needs ModeReverse, not %s", p.Mode)
 	}
+	if p.Transparent && p.TLS == TLSTerminate {
+		// Relayed PROT P data leaves from the gateway's address.
+		return errors.New("Transparent with TLSTerminate: relayed FTPS data cannot keep the client's address")
+	}
 	if p.MaxRefusedRun < 0 {
 		return fmt.Errorf("MaxRefusedRun %d is negative (0 means no limit)", p.MaxRefusedRun)
 	}

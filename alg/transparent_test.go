@@ -2,6 +2,7 @@ package alg
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -137,4 +138,16 @@ func TestTransparentBridged(t *testing.T) {
 		t.Fatalf("EPSV hole %+v, want relayed from the gateway's address", r.Open)
 	}
 	x.finish()
+}
+
+// Transparent with TLS termination is refused: relayed PROT P data
+// cannot keep the client's address, and the two would disagree on the
+// hole of a PORT (activeHole relays, the PORT would pass on unchanged).
+func TestTransparentRefusesTerminate(t *testing.T) {
+	p := transparentPolicy()
+	p.TLS = TLSTerminate
+	_, err := NewSession(p, transparentPeers, newCheckAlloc(t))
+	if err == nil || !strings.Contains(err.Error(), "Transparent") {
+		t.Fatalf("Transparent with TLSTerminate: %v, want refused", err)
+	}
 }

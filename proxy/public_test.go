@@ -1,13 +1,18 @@
 package proxy
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
+	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/ftpalg/ftpalg/alg"
+	"github.com/ftpalg/ftpalg/natrules/natrulestest"
 )
 
 // peers records whom each session's public address was asked for.
@@ -68,5 +73,67 @@ func TestPublicChosenByPeer(t *testing.T) {
 		if !c.closed(t) || len(srv.got()) != before {
 			t.Fatalf("%s: the refused session went on", tc.mode)
 		}
+	}
+}
+
+// While the public address is not known (a Service without an address,
+// the API down), every client is refused: the warnings are throttled as
+// the other refusals are, and the metric counts each.
+func TestNoPublicFloodLogBounded(t *testing.T) {
+	srv := newFakeFTP(t)
+	var out syncBuf
+	cfg := Config{Policy: alg.DefaultPolicy(), PortLo: 50000, PortHi: 50009, Metrics: NewMetrics(nil),
+		Public: &peers{err: errors.New("not known yet")}}
+	cfg.Policy.AllowLoopbackServer = true
+	holes := &natrulestest.Fake{}
+	holes.Setup(context.Background())
+	s, err := New(cfg, holes, slog.New(slog.NewTextHandler(&out, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := srv.addr()
+	s.originalDst = func(*net.TCPConn) (netip.AddrPort, error) { return dst, nil }
+	empty := map[netip.Addr]struct{}{}
+	s.local.set.Store(&empty)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Serve(ctx, ln); close(done) }()
+	defer func() {
+		cancel()
+		<-done
+		s.Close()
+	}()
+	pa := netip.MustParseAddrPort(ln.Addr().String())
+	const flood = 30
+	for range flood {
+		c := dial(t, pa)
+		if r := c.reply(t); !strings.HasPrefix(r, "421 ") {
+			t.Fatalf("refused session: %q, want 421", r)
+		}
+		if !c.closed(t) {
+			t.Fatal("refused session not closed")
+		}
+	}
+	if got := counterValue(t, cfg.Metrics.SessionsRefused.WithLabelValues("no_public_addr")); got != flood {
+		t.Fatalf("refused{no_public_addr} = %v, want %d", got, flood)
+	}
+	if n := strings.Count(out.String(), "session refused"); n > refusedBurst {
+		t.Fatalf("%d refusal lines for %d refusals, want at most %d", n, flood, refusedBurst)
+	}
+}
+
+// New refuses what the engine would refuse for every session.
+func TestNewRefusesTransparentTerminate(t *testing.T) {
+	cfg := Config{Policy: alg.DefaultPolicy(), PortLo: 50000, PortHi: 50009, Transparent: true,
+		Upstreams: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.10:21")}}
+	cfg.Policy.Mode, cfg.Policy.Transparent, cfg.Policy.TLS = alg.ModeReverse, true, alg.TLSTerminate
+	cfg.TLS = &TLS{Certificate: func() *tls.Certificate { return &tls.Certificate{} }}
+	_, err := New(cfg, &natrulestest.Fake{}, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "transparent with TLS termination") {
+		t.Fatalf("New: %v, want refused", err)
 	}
 }

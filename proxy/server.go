@@ -112,6 +112,9 @@ func New(cfg Config, holes Pinholes, log *slog.Logger) (*Server, error) {
 	if cfg.Transparent != cfg.Policy.Transparent || cfg.Transparent && cfg.Policy.Mode != alg.ModeReverse {
 		return nil, fmt.Errorf("proxy: transparent needs reverse mode and Policy.Transparent")
 	}
+	if cfg.Transparent && cfg.Policy.TLS == alg.TLSTerminate {
+		return nil, fmt.Errorf("proxy: transparent with TLS termination: relayed FTPS data cannot keep the client's address")
+	}
 	if cfg.Policy.TLS == alg.TLSTerminate && (cfg.TLS == nil || cfg.TLS.Certificate == nil) {
 		return nil, fmt.Errorf("proxy: TLS termination needs a certificate")
 	}

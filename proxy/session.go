@@ -111,7 +111,10 @@ func (s *Server) runSession(ctx context.Context, client *net.TCPConn, key netip.
 	}
 	public, err := s.publicFor(rt, clientAP.Addr(), dst.Addr())
 	if err != nil {
-		log.Warn("session refused", "reason", err.Error())
+		// Every client is refused while the address is unknown: throttled.
+		if s.refused.allow(time.Now(), "no_public_addr") {
+			log.Warn("session refused", "reason", err.Error())
+		}
 		s.metrics.SessionsRefused.WithLabelValues("no_public_addr").Inc()
 		writeLine(say, msgNoPublic, time.Second)
 		client.Close()

@@ -189,7 +189,10 @@ func TestPublicAddrFromService(t *testing.T) {
 	})
 	file := writeFile(t, b, "pub/f.bin", 256<<10)
 	readyz := func() string {
-		out, _ := b.Exec(pod, 3*time.Second, "curl", "-s", "--max-time", "2", fmt.Sprintf("http://127.0.0.1:%d/readyz", bed.AdminPort))
+		out, err := b.Exec(pod, 3*time.Second, "curl", "-s", "--max-time", "2", fmt.Sprintf("http://127.0.0.1:%d/readyz", bed.AdminPort))
+		if err != nil {
+			return "curl: " + err.Error()
+		}
 		return strings.TrimSpace(out)
 	}
 

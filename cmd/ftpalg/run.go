@@ -138,6 +138,9 @@ func (d *daemon) install(ctx context.Context, rules *natrules.Manager, srv *prox
 			srv.ContinuePool(cursor)
 			d.log.Info("upgrade: the pool continues half of it ahead of the previous process's", "previous_cursor", cursor, "cursor", srv.PoolCursor())
 		}
+		// Half the upgrade's time: the previous process must not give up
+		// on us. A stop meanwhile leaves the rules to it (below).
+		d.awaitService(ctx, d.cfg.UpgradeTimeout/2)
 		if ctx.Err() != nil {
 			d.log.Info("stopped during the upgrade's start-up; the rules stay with the running process")
 			return false, nil

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -57,4 +58,20 @@ func (d *daemon) serviceReady() error {
 		return nil
 	}
 	return d.service.Ready()
+}
+
+// awaitService holds an upgrade's new process, before it accepts on the
+// inherited listeners, until the watcher knows the Service's address: the
+// previous process knows it and keeps accepting meanwhile, where this one
+// would answer 421 to every client it accepts. Bounded by wait; then it
+// serves anyway (/readyz says why).
+func (d *daemon) awaitService(ctx context.Context, wait time.Duration) {
+	if d.service == nil {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if err := d.service.WaitKnown(wctx); err != nil && ctx.Err() == nil {
+		d.log.Warn("upgrade: taking over without the Service's address; sessions that need it get 421", "err", err)
+	}
 }

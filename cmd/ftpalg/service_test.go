@@ -244,3 +244,47 @@ func TestServiceNeedsToken(t *testing.T) {
 		}
 	}
 }
+
+// On an upgrade the new process waits for the Service's address before
+// it accepts (the previous one serves meanwhile), bounded (install calls
+// it when adopting only: a fresh start has /readyz hold clients off).
+func TestServiceAwaitedOnUpgrade(t *testing.T) {
+	api := k8saddrtest.New(t, "ftp", "ftp")
+	defer func(old func() (cache.Getter, error)) { inCluster = old }(inCluster)
+	inCluster = func() (cache.Getter, error) { return k8saddr.Client(api.Config()) }
+	cfg, err := config.Load([]string{"FTPALG_MODE=sidecar", "FTPALG_UPSTREAM=127.0.0.1:2121", "FTPALG_PUBLIC_ADDR=service:ftp/ftp",
+		"KUBERNETES_SERVICE_HOST=192.0.2.200", "KUBERNETES_SERVICE_PORT=443"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cfg: cfg, log: slog.New(slog.DiscardHandler)}
+	stop, err := d.watchService()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	ctx := context.Background()
+	const long = time.Minute
+	const bound = 200 * time.Millisecond
+	start := time.Now()
+	d.awaitService(ctx, bound) // no address: waits, bounded
+	if el := time.Since(start); el < bound || el > 10*time.Second {
+		t.Fatalf("an upgrade without an address waited %v, want the bound %v", el, bound)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.awaitService(ctx, long)
+	}()
+	select {
+	case <-done:
+		t.Fatal("an upgrade accepted before the Service had an address")
+	default:
+	}
+	api.Set(k8saddrtest.Service("ftp", "ftp", "203.0.113.10"))
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("still waiting after the Service got its address")
+	}
+}

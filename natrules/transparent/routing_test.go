@@ -150,7 +150,7 @@ func foreign() *fakeRouter {
 		{Family: unix.AF_INET, Priority: DefaultPriority, Table: 100, Mark: 1, Mask: &mask, Goto: -1},
 		{Family: unix.AF_INET6, Priority: 32766, Table: unix.RT_TABLE_MAIN, Goto: -1},
 	}
-	_, def, _ := net.ParseCIDR("0.0.0.0/0")
+	def := &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
 	r.routes = []netlink.Route{
 		{Family: unix.AF_INET, Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNICAST, LinkIndex: 2, Dst: def, Gw: net.ParseIP("192.0.2.1")},
 		{Family: unix.AF_INET, Table: 100, Type: unix.RTN_LOCAL, LinkIndex: 1, Dst: def},
@@ -239,7 +239,7 @@ func TestInstallFailsClosed(t *testing.T) {
 			"ip route add local 0.0.0.0/0 dev lo table 4654: file exists"},
 		{"mark rule refused", func(_ *fakeRouter, m *fakeMarker) { m.failAdd = true }, "nftables table inet ftpalg-transparent"},
 		{"table in use", func(r *fakeRouter, _ *fakeMarker) {
-			_, n, _ := net.ParseCIDR("203.0.113.0/24")
+			n := &net.IPNet{IP: net.IPv4(203, 0, 113, 0).To4(), Mask: net.CIDRMask(24, 32)}
 			r.routes = append(r.routes, netlink.Route{Family: unix.AF_INET6, Table: DefaultTable, Type: unix.RTN_UNICAST, LinkIndex: 2, Dst: n})
 		}, "routing table 4654 is not empty"},
 		{"table looked up by another rule", func(r *fakeRouter, _ *fakeMarker) {

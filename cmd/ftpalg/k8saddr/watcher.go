@@ -42,6 +42,9 @@ type Watcher struct {
 	v4, v6 netip.Addr
 	why    string // why there is no address, for /readyz and the log
 	seen   bool   // the Service was listed or watched
+	// known is closed once an address was first known (WaitKnown).
+	known     chan struct{}
+	knownOnce sync.Once
 }
 
 // InCluster is the API client of the pod's service account.
@@ -76,7 +79,7 @@ func Client(cfg *rest.Config) (cache.Getter, error) {
 // starts it.
 func New(client cache.Getter, svc publicaddr.Service, log *slog.Logger) *Watcher {
 	log = log.With("component", "k8saddr", "service", svc.Namespace+"/"+svc.Name)
-	return &Watcher{svc: svc, client: client, log: log,
+	return &Watcher{svc: svc, client: client, log: log, known: make(chan struct{}),
 		why: "no address from " + svc.String() + " yet: waiting for the Kubernetes API"}
 }
 
@@ -103,7 +106,7 @@ func (w *Watcher) Run(ctx context.Context) {
 		return wi, err
 	}
 	inf := cache.NewSharedInformer(lw, &corev1.Service{}, 0)
-	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { w.update(o) },
 		UpdateFunc: func(_, o any) { w.update(o) },
 		DeleteFunc: func(any) {
@@ -112,7 +115,8 @@ func (w *Watcher) Run(ctx context.Context) {
 			w.mu.Unlock()
 			w.set(netip.Addr{}, netip.Addr{}, w.svc.String()+" was deleted")
 		},
-	}); err != nil {
+	})
+	if err != nil {
 		w.set(netip.Addr{}, netip.Addr{}, "cannot watch "+w.svc.String()+": "+err.Error())
 		return
 	}
@@ -122,13 +126,10 @@ func (w *Watcher) Run(ctx context.Context) {
 		defer close(done)
 		inf.RunWithContext(ctx)
 	}()
-	if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		w.mu.Lock()
-		absent := !w.seen
-		w.mu.Unlock()
-		if absent {
-			w.set(netip.Addr{}, netip.Addr{}, w.svc.String()+" does not exist (or the Role does not name it)")
-		}
+	// The handler's sync, not the store's: the listed Service must have
+	// reached update before absence is concluded.
+	if cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
+		w.reason(true, w.svc.String()+" does not exist (or the Role does not name it)")
 	}
 	<-done
 }
@@ -145,12 +146,22 @@ func (w *Watcher) failed(ctx context.Context, err error) {
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
+	w.reason(false, "cannot read "+w.svc.String()+" from the Kubernetes API: "+err.Error())
+}
+
+// reason records why there is no address, unless one is known (or, with
+// unseen, unless the Service was seen). Checked and set under one lock:
+// update runs on the informer's handler goroutine, and a check apart
+// from the set would let a reason wipe an address that just came.
+func (w *Watcher) reason(unseen bool, why string) {
 	w.mu.Lock()
-	known := w.v4.IsValid() || w.v6.IsValid()
-	w.mu.Unlock()
-	if !known {
-		w.set(netip.Addr{}, netip.Addr{}, "cannot read "+w.svc.String()+" from the Kubernetes API: "+err.Error())
+	if w.v4.IsValid() || w.v6.IsValid() || unseen && w.seen || w.why == why {
+		w.mu.Unlock()
+		return
 	}
+	w.why = why
+	w.mu.Unlock()
+	w.logReason(why)
 }
 
 func (w *Watcher) update(o any) {
@@ -209,14 +220,21 @@ func (w *Watcher) set(v4, v6 netip.Addr, why string) {
 	changed := v4 != w.v4 || v6 != w.v6 || why != w.why
 	w.v4, w.v6, w.why = v4, v6, why
 	w.mu.Unlock()
+	if v4.IsValid() || v6.IsValid() {
+		w.knownOnce.Do(func() { close(w.known) })
+	}
 	if !changed {
 		return
 	}
 	if why != "" {
-		w.log.Warn("no public address from the Service: sessions that need it get 421, /readyz fails", "reason", why)
+		w.logReason(why)
 		return
 	}
 	w.log.Info("public address from the Service: applies to new sessions", "ipv4", addrText(v4), "ipv6", addrText(v6))
+}
+
+func (w *Watcher) logReason(why string) {
+	w.log.Warn("no public address from the Service: sessions that need it get 421, /readyz fails", "reason", why)
 }
 
 func addrText(a netip.Addr) string {
@@ -231,6 +249,20 @@ func (w *Watcher) Current() (v4, v6 netip.Addr) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.v4, w.v6
+}
+
+// WaitKnown waits until an address was known at least once, or ctx is
+// done (then it says why there is none).
+func (w *Watcher) WaitKnown(ctx context.Context) error {
+	select {
+	case <-w.known:
+		return nil
+	case <-ctx.Done():
+	}
+	if err := w.Ready(); err != nil {
+		return fmt.Errorf("%w (%w)", err, ctx.Err())
+	}
+	return nil
 }
 
 // Ready is nil once the Service has an address, else why not.

@@ -151,3 +151,26 @@ func TestWatcherAsSource(t *testing.T) {
 }
 
 var testOut io.Writer = io.Discard
+
+// WaitKnown returns once the Service has an address; before, at the end
+// of its context, with the reason.
+func TestWatcherWaitKnown(t *testing.T) {
+	api := k8saddrtest.New(t, "ftp", "ftp")
+	w := start(t, api.Config())
+	waitState(t, w, "", "", "does not exist")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	err := w.WaitKnown(ctx)
+	cancel()
+	if err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("no address: WaitKnown = %v, want the reason", err)
+	}
+	api.Set(k8saddrtest.Service("ftp", "ftp", "203.0.113.10"))
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.WaitKnown(ctx); err != nil {
+		t.Fatalf("address assigned: WaitKnown = %v", err)
+	}
+	if v4, _ := w.Current(); v4 != netip.MustParseAddr("203.0.113.10") {
+		t.Fatalf("WaitKnown returned with %v", v4)
+	}
+}
