@@ -37,7 +37,7 @@ var mutants = []mutant{
 		Property: "upgrade keeps the rules",
 		Name:     "the old process removes the rules after the handover",
 		Edits: []edit{{"cmd/ftpalg/run.go",
-			`		log.Info("stopped after the upgrade; the rules stay with the new process")`, `		removeRules(rules)`}},
+			`		log.Info("stopped after the upgrade; the rules and the routing stay with the new process")`, `		removeRules(rules)`}},
 		Tests: []spec{seamless},
 	},
 	{
