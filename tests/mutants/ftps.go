@@ -39,7 +39,7 @@ func init() {
 		mutant{
 			Property: "FTPS: PROT P data protected",
 			Name:     "a PROT P hole takes the kernel path (client's TLS meets the plain server)",
-			Edits:    []edit{{"alg/endpoint.go", "h.Relay = h.Relay || h.Protect", "h.Protect = false"}, {"alg/endpoint.go", "Relay: s.bridge || s.tls.protP, Protect: s.tls.protP}", "Relay: s.bridge}"}},
+			Edits:    []edit{{"alg/endpoint.go", "h.Relay = h.Relay || h.Protect", "h.Protect = false"}, {"alg/endpoint.go", "relay := s.bridge || s.tls.protP", "relay := s.bridge"}, {"alg/endpoint.go", "Relay: relay, Protect: s.tls.protP}", "Relay: relay}"}},
 			Tests:    []spec{ftpsRelayTLS},
 		},
 	)
