@@ -92,6 +92,12 @@ func startProxy(t *testing.T, dst netip.AddrPort, mod func(*Config)) (netip.Addr
 // not nil.
 func startProxyServer(t *testing.T, dst netip.AddrPort, mod func(*Config), out **Server) (netip.AddrPort, *natrulestest.Fake) {
 	t.Helper()
+	return startProxyLogged(t, dst, mod, out, io.Discard)
+}
+
+// startProxyLogged is startProxyServer with the server's log written to logw.
+func startProxyLogged(t *testing.T, dst netip.AddrPort, mod func(*Config), out **Server, logw io.Writer) (netip.AddrPort, *natrulestest.Fake) {
+	t.Helper()
 	cfg := Config{Policy: alg.DefaultPolicy(), PortLo: 50000, PortHi: 50009, IdleTimeout: time.Minute, ConnectTimeout: time.Second}
 	cfg.Policy.AllowLoopbackServer = true // the fake server is on loopback
 	if mod != nil {
@@ -99,7 +105,7 @@ func startProxyServer(t *testing.T, dst netip.AddrPort, mod func(*Config), out *
 	}
 	holes := &natrulestest.Fake{}
 	holes.Setup(context.Background())
-	s, err := New(cfg, holes, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(cfg, holes, slog.New(slog.NewTextHandler(logw, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,9 @@
 package proxy
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -82,32 +80,10 @@ func TestPublicChosenByPeer(t *testing.T) {
 func TestNoPublicFloodLogBounded(t *testing.T) {
 	srv := newFakeFTP(t)
 	var out syncBuf
-	cfg := Config{Policy: alg.DefaultPolicy(), PortLo: 50000, PortHi: 50009, Metrics: NewMetrics(nil),
-		Public: &peers{err: errors.New("not known yet")}}
-	cfg.Policy.AllowLoopbackServer = true
-	holes := &natrulestest.Fake{}
-	holes.Setup(context.Background())
-	s, err := New(cfg, holes, slog.New(slog.NewTextHandler(&out, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := srv.addr()
-	s.originalDst = func(*net.TCPConn) (netip.AddrPort, error) { return dst, nil }
-	empty := map[netip.Addr]struct{}{}
-	s.local.set.Store(&empty)
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Serve(ctx, ln); close(done) }()
-	defer func() {
-		cancel()
-		<-done
-		s.Close()
-	}()
-	pa := netip.MustParseAddrPort(ln.Addr().String())
+	m := NewMetrics(nil)
+	pa, _ := startProxyLogged(t, srv.addr(), func(c *Config) {
+		c.Metrics, c.Public = m, &peers{err: errors.New("not known yet")}
+	}, nil, &out)
 	const flood = 30
 	for range flood {
 		c := dial(t, pa)
@@ -118,7 +94,7 @@ func TestNoPublicFloodLogBounded(t *testing.T) {
 			t.Fatal("refused session not closed")
 		}
 	}
-	if got := counterValue(t, cfg.Metrics.SessionsRefused.WithLabelValues("no_public_addr")); got != flood {
+	if got := counterValue(t, m.SessionsRefused.WithLabelValues("no_public_addr")); got != flood {
 		t.Fatalf("refused{no_public_addr} = %v, want %d", got, flood)
 	}
 	if n := strings.Count(out.String(), "session refused"); n > refusedBurst {

@@ -1,16 +1,10 @@
 package proxy
 
 import (
-	"context"
 	"log/slog"
-	"net"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/ftpalg/ftpalg/alg"
-	"github.com/ftpalg/ftpalg/natrules/natrulestest"
 )
 
 func TestRefusedLogThrottle(t *testing.T) {
@@ -68,26 +62,9 @@ func TestRefusedLogThrottle(t *testing.T) {
 func TestRefusedFloodLogBounded(t *testing.T) {
 	srv := newFakeFTP(t)
 	var out syncBuf
-	cfg := Config{Policy: alg.DefaultPolicy(), PortLo: 50000, PortHi: 50009, MaxSessions: 1, Metrics: NewMetrics(nil)}
-	cfg.Policy.AllowLoopbackServer = true
-	holes := &natrulestest.Fake{}
-	holes.Setup(context.Background())
-	s, err := New(cfg, holes, slog.New(slog.NewTextHandler(&out, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := srv.addr()
-	s.originalDst = func(*net.TCPConn) (netip.AddrPort, error) { return dst, nil }
-	empty := map[netip.Addr]struct{}{}
-	s.local.set.Store(&empty)
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Serve(ctx, ln); close(done) }()
-	pa := netip.MustParseAddrPort(ln.Addr().String())
+	m := NewMetrics(nil)
+	var s *Server
+	pa, _ := startProxyLogged(t, srv.addr(), func(c *Config) { c.MaxSessions, c.Metrics = 1, m }, &s, &out)
 	held := dial(t, pa)
 	if r := held.reply(t); r != "220 fake FTP" {
 		t.Fatalf("greeting %q", r)
@@ -100,19 +77,14 @@ func TestRefusedFloodLogBounded(t *testing.T) {
 		}
 		c.c.Close()
 	}
-	if got := counterValue(t, cfg.Metrics.SessionsRefused.WithLabelValues("limit")); got != flood {
+	if got := counterValue(t, m.SessionsRefused.WithLabelValues("limit")); got != flood {
 		t.Fatalf("refused{limit} = %v, want %d", got, flood)
 	}
 	if n := strings.Count(out.String(), "session refused: limit reached"); n != refusedBurst {
 		t.Fatalf("%d refusal lines for %d refusals, want %d\n%s", n, flood, refusedBurst, out.String())
 	}
-	cancel()
-	<-done
 	held.c.Close()
-	dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
-	s.Drain(dctx)
-	dcancel()
-	s.Close()
+	s.Close() // the summary; the cleanup's second Close has nothing left to log
 	if !strings.Contains(out.String(), "suppressed=30 by_reason.limit=30") {
 		t.Fatalf("no summary of the %d suppressed lines:\n%s", flood-refusedBurst, out.String())
 	}
