@@ -122,7 +122,8 @@ func bridgeRound(b *bed.Bed, g *gateway, o opts, s bridgeSetup, rep int, res *br
 	return nil
 }
 
-// bulkFrom is bulk against addr (the gateway itself, reverse mode).
+// bulkFrom is bulk against addr (the server, or the gateway itself in
+// reverse mode).
 func bulkFrom(b *bed.Bed, addr netip.Addr, passive bool, o opts) (float64, error) {
 	args := append(modeFlags(passive), "-o", "/dev/null", "-w", "%{size_download} %{time_pretransfer} %{time_total}\n", bed.URL(addr, "pub/bulk.bin"))
 	out, err := b.Curl(b.Client, args...)

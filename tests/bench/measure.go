@@ -29,22 +29,7 @@ func modeFlags(passive bool) []string {
 // bytes / (time_total - time_pretransfer), so that the login is not
 // counted, the data connection's setup is.
 func bulk(b *bed.Bed, passive bool, o opts) (float64, error) {
-	args := append(modeFlags(passive), "-o", "/dev/null", "-w", "%{size_download} %{time_pretransfer} %{time_total}\n", bed.URL(bed.Server4, "pub/bulk.bin"))
-	out, err := b.Curl(b.Client, args...)
-	if err != nil {
-		return 0, err
-	}
-	f := strings.Fields(lastLine(out))
-	if len(f) != 3 {
-		return 0, fmt.Errorf("curl -w: %q", out)
-	}
-	size, _ := strconv.Atoi(f[0])
-	pre, _ := strconv.ParseFloat(f[1], 64)
-	total, _ := strconv.ParseFloat(f[2], 64)
-	if size != o.bulkBytes {
-		return 0, fmt.Errorf("downloaded %d bytes, want %d", size, o.bulkBytes)
-	}
-	return float64(size) / 1e6 / (total - pre), nil
+	return bulkFrom(b, bed.Server4, passive, o)
 }
 
 // files fetches o.files 1 KiB files in ONE control session of the Go files
