@@ -176,15 +176,20 @@ func (ss *session) relayDone(tr *relayTrack, st datarelay.Stats, failure string)
 	}
 }
 
+// relayTrackOf is the relay of alg hole id, nil if it has none.
+func (ss *session) relayTrackOf(id uint64) *relayTrack {
+	rs := ss.relaySet
+	if rs == nil {
+		return nil
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.byHole[id]
+}
+
 // relayRevoke closes h's listener if it is still waiting.
 func (ss *session) relayRevoke(h alg.Hole) {
-	if ss.relaySet == nil {
-		return
-	}
-	rs := ss.relaySet
-	rs.mu.Lock()
-	tr := rs.byHole[h.ID]
-	rs.mu.Unlock()
+	tr := ss.relayTrackOf(h.ID)
 	if tr == nil {
 		return
 	}
@@ -197,12 +202,7 @@ func (ss *session) relayRevoke(h alg.Hole) {
 // with the relay's byte count: at once if the relay ended (or never
 // started), else when it ends.
 func (ss *session) relayAudit(r auditRecord, id uint64) {
-	var tr *relayTrack
-	if ss.relaySet != nil {
-		ss.relaySet.mu.Lock()
-		tr = ss.relaySet.byHole[id]
-		ss.relaySet.mu.Unlock()
-	}
+	tr := ss.relayTrackOf(id)
 	if tr == nil {
 		ss.srv.audit.add(r)
 		return
