@@ -65,6 +65,24 @@ var singleTLS = strings.NewReplacer(
     - {name: ftps, port: 990, targetPort: 990}
 `).Replace(single)
 
+// checkEdited checks the manifest text with its first from replaced by to
+// (no edit when from is empty), and returns what Objects found.
+func checkEdited(t *testing.T, text, from, to string) (Result, error) {
+	t.Helper()
+	if from != "" {
+		if !strings.Contains(text, from) {
+			t.Fatalf("the manifest lacks %q", from)
+		}
+		text = strings.Replace(text, from, to, 1)
+	}
+	objs, err := Parse([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, errs := Objects(objs)
+	return res, errors.Join(errs...)
+}
+
 func TestObjects(t *testing.T) {
 	for _, tc := range []struct {
 		name, from, to, want string
@@ -98,18 +116,7 @@ func TestObjects(t *testing.T) {
 			if strings.HasPrefix(tc.name, "TLS: ") {
 				text = singleTLS
 			}
-			if tc.from != "" {
-				if !strings.Contains(text, tc.from) {
-					t.Fatalf("the manifest lacks %q", tc.from)
-				}
-				text = strings.Replace(text, tc.from, tc.to, 1)
-			}
-			objs, err := Parse([]byte(text))
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, errs := Objects(objs)
-			err = errors.Join(errs...)
+			res, err := checkEdited(t, text, tc.from, tc.to)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatal(err)

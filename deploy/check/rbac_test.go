@@ -1,7 +1,6 @@
 package check
 
 import (
-	"errors"
 	"strings"
 	"testing"
 )
@@ -81,19 +80,7 @@ func TestServiceRBAC(t *testing.T) {
 		{"a Service not among the objects", "service:$(POD_NAMESPACE)/ftp", "service:$(POD_NAMESPACE)/web", "follows service:ftp/web, which is not among the objects"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			text := following
-			if tc.from != "" {
-				if !strings.Contains(text, tc.from) {
-					t.Fatalf("the manifest lacks %q", tc.from)
-				}
-				text = strings.Replace(text, tc.from, tc.to, 1)
-			}
-			objs, err := Parse([]byte(text))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, errs := Objects(objs)
-			err = errors.Join(errs...)
+			_, err := checkEdited(t, following, tc.from, tc.to)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatal(err)
