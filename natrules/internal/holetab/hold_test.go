@@ -80,21 +80,7 @@ func TestTableHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type holdRes struct {
-		held    []Info
-		release func()
-		err     error
-	}
-	hr := make(chan holdRes, 1)
-	go func() {
-		held, release, err := tab.Hold(ctx, false)
-		hr <- holdRes{held, release, err}
-	}()
-	select {
-	case r := <-hr:
-		t.Fatalf("hold did not wait for the revoke in progress (held %d holes, %v)", len(r.held), r.err)
-	case <-time.After(50 * time.Millisecond):
-	}
+	hr := holdWaiting(t, tab, false, "revoke")
 	tab.Done(u)
 	r := <-hr
 	if r.err != nil {
@@ -141,21 +127,7 @@ func TestTableHoldInstalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type holdRes struct {
-		held    []Info
-		release func()
-		err     error
-	}
-	hr := make(chan holdRes, 1)
-	go func() {
-		held, release, err := tab.Hold(ctx, true)
-		hr <- holdRes{held, release, err}
-	}()
-	select {
-	case r := <-hr:
-		t.Fatalf("hold did not wait for the install in progress (held %d holes, %v)", len(r.held), r.err)
-	case <-time.After(50 * time.Millisecond):
-	}
+	hr := holdWaiting(t, tab, true, "install")
 	tab.Commit(iop, false, t0)
 	r := <-hr
 	if r.err != nil || len(r.held) != 1 || r.held[0].Hole != hA {
@@ -178,4 +150,29 @@ func TestTableHoldInstalls(t *testing.T) {
 	if c := tab.Counts(); c.Live != 2 {
 		t.Errorf("counts %+v", c)
 	}
+}
+
+// holdRes is what a Hold returned.
+type holdRes struct {
+	held    []Info
+	release func()
+	err     error
+}
+
+// holdWaiting starts a Hold (of installs too, if installs) and checks it
+// still waits for the change in progress (what) after 50 ms; the channel
+// gives its result once it returns.
+func holdWaiting(t *testing.T, tab *Table, installs bool, what string) <-chan holdRes {
+	t.Helper()
+	hr := make(chan holdRes, 1)
+	go func() {
+		held, release, err := tab.Hold(context.Background(), installs)
+		hr <- holdRes{held, release, err}
+	}()
+	select {
+	case r := <-hr:
+		t.Fatalf("hold did not wait for the %s in progress (held %d holes, %v)", what, len(r.held), r.err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	return hr
 }
