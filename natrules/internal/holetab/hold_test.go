@@ -17,11 +17,7 @@ func TestTableResetDuringDelete(t *testing.T) {
 	if _, err := open(t, tab, hB, false); err != nil {
 		t.Fatal(err)
 	}
-	rop, err := tab.Revoke(ctx, hB, t0)
-	if err != nil || rop == nil {
-		t.Fatal(rop, err)
-	}
-	u := tab.Finish(rop, false)
+	u := revoking(t, tab, hB)
 	if len(u.Entries) != 1 || len(u.Elems) != 1 {
 		t.Fatalf("undo %+v", u)
 	}
@@ -71,11 +67,7 @@ func TestTableHold(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rop, err := tab.Revoke(ctx, hA, t0)
-	if err != nil || rop == nil {
-		t.Fatal(rop, err)
-	}
-	u := tab.Finish(rop, false)
+	u := revoking(t, tab, hA)
 	iop, err := tab.Open(ctx, h6, parts(h6), t0) // installing
 	if err != nil {
 		t.Fatal(err)

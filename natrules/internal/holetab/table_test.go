@@ -49,6 +49,17 @@ var (
 )
 
 // open runs an Open to its end (no kernel: every add succeeds).
+// revoking revokes h and finishes the revoke's kernel work (not Done: the
+// deletes are still in progress), giving their undo.
+func revoking(t *testing.T, tab *Table, h hole.Hole) *Undo {
+	t.Helper()
+	op, err := tab.Revoke(context.Background(), h, t0)
+	if err != nil || op == nil {
+		t.Fatal(op, err)
+	}
+	return tab.Finish(op, false)
+}
+
 func open(t *testing.T, tab *Table, h hole.Hole, consumed bool) (Kind, error) {
 	t.Helper()
 	op, err := tab.Open(context.Background(), h, parts(h), t0)
@@ -265,11 +276,7 @@ func TestTableBusy(t *testing.T) {
 	if _, err := open(t, tab, hB, false); err != nil {
 		t.Fatal(err)
 	}
-	rop, err := tab.Revoke(ctx, hB, t0)
-	if err != nil || rop == nil {
-		t.Fatal(rop, err)
-	}
-	u := tab.Finish(rop, false)
+	u := revoking(t, tab, hB)
 	done := make(chan error)
 	go func() {
 		op, err := tab.Open(ctx, hC, parts(hC), t0)
@@ -353,11 +360,7 @@ func TestTableRevokeInProgress(t *testing.T) {
 	if _, err := open(t, tab, hA, false); err != nil {
 		t.Fatal(err)
 	}
-	op, err := tab.Revoke(ctx, hA, t0)
-	if err != nil || op == nil {
-		t.Fatal(op, err)
-	}
-	u := tab.Finish(op, false)
+	u := revoking(t, tab, hA)
 	if len(u.Entries) != 1 {
 		t.Fatalf("undo %+v", u)
 	}
